@@ -1,0 +1,211 @@
+"""Exact parameter accounting from a model's config.json, in pure Python.
+
+Why not instantiate the model? Importing torch and transformers costs seconds; the shapes
+below are all the planner needs, and tests check them against transformers + peft on the
+``meta`` device for every catalog model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma2", "phi3")
+
+
+class UnsupportedArchitecture(ValueError):
+    """The config's model_type has no accounting rules here."""
+
+
+@dataclass(frozen=True)
+class Linear:
+    """One nn.Linear of a decoder layer, named by its path inside the layer."""
+
+    name: str
+    d_in: int
+    d_out: int
+    bias: bool = False
+
+    @property
+    def params(self) -> int:
+        return self.d_in * self.d_out + (self.d_out if self.bias else 0)
+
+
+@dataclass(frozen=True)
+class ModelArch:
+    """The shapes of a decoder-only transformer, enough to count and size everything."""
+
+    model_type: str
+    hidden_size: int
+    intermediate_size: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab_size: int
+    tied_embeddings: bool
+    layer_linears: tuple[Linear, ...]
+    layer_other_params: int
+    """Per-layer parameters outside nn.Linear modules: norms, MoE routers and expert tensors."""
+    final_norm_params: int
+    experts: int = 0
+    experts_per_token: int = 0
+    expert_params_per_layer: int = 0
+    """Fused expert tensors (transformers 5 stores MoE experts as 3-D parameters, not Linears)."""
+
+    # ---- counts -------------------------------------------------------------------------
+    @property
+    def embedding_params(self) -> int:
+        return self.vocab_size * self.hidden_size
+
+    @property
+    def lm_head_params(self) -> int:
+        return 0 if self.tied_embeddings else self.vocab_size * self.hidden_size
+
+    @property
+    def linear_params_per_layer(self) -> int:
+        return sum(lin.params for lin in self.layer_linears)
+
+    @property
+    def layer_params(self) -> int:
+        return self.linear_params_per_layer + self.layer_other_params
+
+    @property
+    def params(self) -> int:
+        """All parameters, as ``sum(p.numel() for p in model.parameters())`` counts them."""
+        return self.embedding_params + self.lm_head_params + self.layers * self.layer_params + self.final_norm_params
+
+    @property
+    def quantizable_params(self) -> int:
+        """Weights that bitsandbytes stores in 4 bits: every decoder nn.Linear weight.
+
+        Biases, norms, embeddings and lm_head stay in 16 bits; so do MoE expert tensors,
+        which are not nn.Linear modules in transformers 5.
+        """
+        return self.layers * sum(lin.d_in * lin.d_out for lin in self.layer_linears)
+
+    @property
+    def largest_layer_params(self) -> int:
+        """The biggest single module's parameters, which ZeRO-3 gathers whole."""
+        candidates = [self.embedding_params, self.layer_params]
+        return max(candidates)
+
+    @property
+    def active_params(self) -> int:
+        """Parameters used per token (MoE activates ``experts_per_token`` of ``experts``)."""
+        if not self.experts:
+            return self.params
+        inactive = self.expert_params_per_layer * (self.experts - self.experts_per_token)
+        return self.params - self.layers * inactive // self.experts
+
+    # ---- LoRA ---------------------------------------------------------------------------
+    def lora_targets(self, target_modules: str | Sequence[str]) -> list[Linear]:
+        """The decoder Linears PEFT would adapt, with PEFT's name-matching rules.
+
+        ``"all-linear"`` means every nn.Linear except the output layer; a list entry matches
+        a module whose dotted name equals it or ends with ``"." + entry``.
+        """
+        if target_modules == "all-linear":
+            return list(self.layer_linears)
+        keys = list(target_modules)
+        return [
+            lin
+            for lin in self.layer_linears
+            if any(lin.name == k or lin.name.endswith("." + k) or _short(lin.name) == k for k in keys)
+        ]
+
+    def unmatched_targets(self, target_modules: str | Sequence[str]) -> list[str]:
+        """Entries of a target list that name no module of this model."""
+        if target_modules == "all-linear":
+            return []
+        known = {lin.name for lin in self.layer_linears} | {_short(lin.name) for lin in self.layer_linears}
+        known |= {"lm_head", "embed_tokens"}
+        return [k for k in target_modules if k not in known and not any(n.endswith("." + k) for n in known)]
+
+    def lora_params(self, r: int, target_modules: str | Sequence[str]) -> int:
+        """Trainable LoRA parameters: sum of r * (d_in + d_out) over adapted matrices."""
+        per_layer = sum(r * (lin.d_in + lin.d_out) for lin in self.lora_targets(target_modules))
+        total = self.layers * per_layer
+        if target_modules != "all-linear":
+            if "lm_head" in target_modules:
+                total += r * (self.hidden_size + self.vocab_size)
+            if "embed_tokens" in target_modules:
+                total += r * (self.vocab_size + self.hidden_size)
+        return total
+
+
+def _short(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
+
+
+def _get(config: dict, key: str, default=None):
+    value = config.get(key, default)
+    if value is None:
+        raise UnsupportedArchitecture(f"config.json has no {key!r}")
+    return value
+
+
+def arch_from_config(config: dict) -> ModelArch:
+    """Build the accounting for a Hugging Face config.json dictionary."""
+    model_type = config.get("model_type", "")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise UnsupportedArchitecture(
+            f"model_type {model_type!r} is not supported; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
+    h = int(_get(config, "hidden_size"))
+    ffn = int(_get(config, "intermediate_size"))
+    layers = int(_get(config, "num_hidden_layers"))
+    heads = int(_get(config, "num_attention_heads"))
+    kv = int(config.get("num_key_value_heads") or heads)
+    head_dim = int(config.get("head_dim") or h // heads)
+    vocab = int(_get(config, "vocab_size"))
+    tied = bool(config.get("tie_word_embeddings", model_type in ("gemma2",)))
+    q, k = heads * head_dim, kv * head_dim
+    qkv_bias = model_type == "qwen2" or bool(config.get("attention_bias", False))
+    mlp_bias = bool(config.get("mlp_bias", False))
+
+    if model_type == "phi3":
+        attn = (Linear("self_attn.qkv_proj", h, q + 2 * k), Linear("self_attn.o_proj", q, h))
+    else:
+        attn = (
+            Linear("self_attn.q_proj", h, q, qkv_bias),
+            Linear("self_attn.k_proj", h, k, qkv_bias),
+            Linear("self_attn.v_proj", h, k, qkv_bias),
+            Linear("self_attn.o_proj", q, h, bool(config.get("attention_bias", False))),
+        )
+    experts = experts_per_token = expert_params = 0
+    norms = 4 if model_type == "gemma2" else 2
+    other = norms * h
+    if model_type == "qwen3":
+        other += 2 * head_dim  # q_norm and k_norm act on each head
+    if model_type == "mixtral":
+        experts = int(_get(config, "num_local_experts"))
+        experts_per_token = int(_get(config, "num_experts_per_tok"))
+        expert_params = experts * 3 * h * ffn
+        other += experts * h + expert_params  # router weight + fused gate_up/down tensors
+        mlp: tuple[Linear, ...] = ()
+    elif model_type == "phi3":
+        mlp = (Linear("mlp.gate_up_proj", h, 2 * ffn), Linear("mlp.down_proj", ffn, h))
+    else:
+        mlp = (
+            Linear("mlp.gate_proj", h, ffn, mlp_bias),
+            Linear("mlp.up_proj", h, ffn, mlp_bias),
+            Linear("mlp.down_proj", ffn, h, mlp_bias),
+        )
+    return ModelArch(
+        model_type=model_type,
+        hidden_size=h,
+        intermediate_size=ffn,
+        layers=layers,
+        heads=heads,
+        kv_heads=kv,
+        head_dim=head_dim,
+        vocab_size=vocab,
+        tied_embeddings=tied,
+        layer_linears=attn + mlp,
+        layer_other_params=other,
+        final_norm_params=h,
+        experts=experts,
+        experts_per_token=experts_per_token,
+        expert_params_per_layer=expert_params,
+    )

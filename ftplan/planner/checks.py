@@ -1,0 +1,45 @@
+"""Checks that need more than one field: the model exists, targets exist, combinations work."""
+
+from __future__ import annotations
+
+from ftplan.planner.answers import Answers
+from ftplan.planner.catalog.gpus import GPUS, gpu_by_name
+from ftplan.planner.loader import Problem
+from ftplan.planner.models import ModelNotFound, resolve_model
+
+
+def semantic_problems(answers: Answers) -> list[Problem]:
+    """Every cross-field problem of valid-typed answers (empty when all is well)."""
+    problems: list[Problem] = []
+    arch = None
+    try:
+        arch = resolve_model(answers.model.name).arch
+    except ModelNotFound as exc:
+        problems.append(Problem("model.name", str(exc)))
+    gpu = answers.hardware.gpu
+    if gpu != "auto" and gpu_by_name(gpu) is None:
+        import difflib
+
+        close = difflib.get_close_matches(gpu, list(GPUS), n=3, cutoff=0.4)
+        hint = f"; did you mean {', '.join(close)}?" if close else f" (known: auto, cpu, {', '.join(GPUS)})"
+        problems.append(Problem("hardware.gpu", f"unknown GPU {gpu!r}{hint}"))
+    t = answers.training
+    if arch is not None and isinstance(t.lora_target_modules, list):
+        missing = arch.unmatched_targets(t.lora_target_modules)
+        if missing:
+            names = sorted({lin.name.rsplit(".", 1)[-1] for lin in arch.layer_linears})
+            problems.append(
+                Problem(
+                    "training.lora_target_modules",
+                    f"{', '.join(missing)} not in {answers.model.name} (its linear layers: {', '.join(names)})",
+                )
+            )
+    if t.offload not in (None, "none") and t.zero_stage in (0,):
+        problems.append(Problem("training.offload", "CPU offload needs DeepSpeed: set zero_stage to 2 or 3"))
+    if t.offload == "optimizer+params" and t.zero_stage in (1, 2):
+        problems.append(Problem("training.offload", "parameter offload needs zero_stage = 3"))
+    if answers.objective.kind == "new_vocabulary" and answers.objective.new_tokens == 0:
+        problems.append(Problem("objective.new_tokens", "objective new_vocabulary needs new_tokens > 0"))
+    if t.method == "qlora" and t.precision in ("fp32",):
+        problems.append(Problem("training.precision", "QLoRA computes in 16 bits: use bf16 or fp16-mixed"))
+    return problems

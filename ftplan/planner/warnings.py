@@ -1,0 +1,63 @@
+"""Warnings for one method's settings: known-bad combinations, each with its reason and fix."""
+
+from __future__ import annotations
+
+from ftplan.planner.answers import Answers
+from ftplan.planner.arch import ModelArch
+from ftplan.planner.memory import Device, MemoryEstimate, usable_memory
+from ftplan.planner.settings import Settings
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB"
+
+
+def method_warnings(
+    answers: Answers, arch: ModelArch, s: Settings, device: Device, mem: MemoryEstimate, fits: bool
+) -> list[str]:
+    out: list[str] = []
+    t = answers.training
+    if not fits:
+        out.append(
+            f"does not fit: needs {_gib(mem.total)} per GPU, {device.gpu.name} has {_gib(usable_memory(device))} usable"
+        )
+    if s.method == "qlora" and s.zero_stage == 3:
+        out.append(
+            "QLoRA under ZeRO-3 needs bnb_4bit_quant_storage=bfloat16 so DeepSpeed can shard the 4-bit weights "
+            "(the exported bnb_config.json sets it)"
+        )
+    if s.optimizer in ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit") and s.zero_stage and s.offload != "none":
+        out.append("bitsandbytes optimizers cannot run on DeepSpeed's CPU offload; use adamw_torch with offload")
+    if s.precision == "bf16" and not device.gpu.bf16 and not device.is_cpu:
+        out.append(f'{device.gpu.name} has no bf16: use precision = "fp16-mixed"')
+    if s.attention == "flash_attention_2" and not device.gpu.bf16:
+        out.append(f'FlashAttention-2 needs Ampere or newer; {device.gpu.name} is not: use attention = "sdpa"')
+    if s.method != "full" and s.new_tokens and not s.train_new_token_rows:
+        out.append("new tokens with a frozen embedding cannot learn: their rows must train")
+    if arch.experts and s.method == "qlora":
+        out.append(
+            "Mixtral's experts are fused 3-D tensors in transformers 5, not nn.Linear: bitsandbytes leaves them in "
+            "16 bits and LoRA's all-linear adapts attention only"
+        )
+    if s.method == "full" and s.general_data_ratio > 0:
+        out.append(
+            f"full fine-tuning on a narrow distribution forgets general skills: mix {s.general_data_ratio:.0%} general "
+            "text (train_config.toml [data] general_path)"
+        )
+    if s.method == "full" and s.precision == "bf16" and s.zero_stage == 0:
+        out.append(
+            "pure bf16 weights lose updates smaller than 2^-8 of a weight; use bf16-mixed if loss plateaus early"
+        )
+    if t.lora_alpha is not None and t.lora_r is not None and s.is_peft and t.lora_alpha < t.lora_r:
+        out.append(
+            f"lora_alpha {t.lora_alpha:g} < lora_r {t.lora_r}: adapter scaling {t.lora_alpha / t.lora_r:.2f} slows learning; 2 x r is usual"
+        )
+    if s.packing and s.attention == "eager":
+        out.append(
+            "packing with eager attention lets packed examples attend to each other; use sdpa or flash_attention_2"
+        )
+    if s.is_peft and s.learning_rate < 5e-5:
+        out.append(f"learning_rate {s.learning_rate:g} is low for LoRA (1e-4 to 3e-4 is usual)")
+    if s.method == "full" and s.learning_rate > 1e-4:
+        out.append(f"learning_rate {s.learning_rate:g} is high for full fine-tuning (1e-5 to 5e-5); expect forgetting")
+    return out
