@@ -120,11 +120,32 @@ class ModelArch:
             return []
         known = {lin.name for lin in self.layer_linears} | {_short(lin.name) for lin in self.layer_linears}
         known |= {"lm_head", "embed_tokens"}
+        if self.experts:
+            known |= {"gate", "experts", "mlp.gate", "mlp.experts"}
         return [k for k in target_modules if k not in known and not any(n.endswith("." + k) for n in known)]
+
+    def _moe_lora_per_layer(self, r: int, target_modules: str | Sequence[str]) -> int:
+        """LoRA on a transformers-5 MoE block, as peft 0.21 applies it with "all-linear".
+
+        The router (h -> experts) takes a plain LoRA; the fused expert tensors take
+        parameter-targeted LoRA with rank r per expert (2 r for the fused gate_up tensor):
+        A is (rank * experts, d_in), B is (d_out, rank * experts). Checked on the meta device.
+        """
+        if not self.experts:
+            return 0
+        keys = {"all-linear"} if target_modules == "all-linear" else set(target_modules)
+        h, f, e = self.hidden_size, self.intermediate_size, self.experts
+        total = 0
+        if keys & {"all-linear", "gate", "mlp.gate"}:
+            total += r * (h + e)
+        if keys & {"all-linear", "experts", "mlp.experts"}:
+            total += 2 * r * e * (h + 2 * f) + r * e * (f + h)
+        return total
 
     def lora_params(self, r: int, target_modules: str | Sequence[str]) -> int:
         """Trainable LoRA parameters: sum of r * (d_in + d_out) over adapted matrices."""
         per_layer = sum(r * (lin.d_in + lin.d_out) for lin in self.lora_targets(target_modules))
+        per_layer += self._moe_lora_per_layer(r, target_modules)
         total = self.layers * per_layer
         if target_modules != "all-linear":
             if "lm_head" in target_modules:
