@@ -144,7 +144,7 @@ def resolve_gpu(answers: Answers, context: Context) -> tuple[GPU, bool, list[str
     if answers.hardware.gpu != "auto":
         return gpu_by_name(answers.hardware.gpu), False, notes
     if context.detected_gpu:
-        gpu = gpu_by_name(context.detected_gpu)
+        gpu = gpu_by_name(context.detected_gpu, detected=True)
         if gpu is not None:
             notes.append(f"hardware.gpu: detected {context.detected_gpu} ({gpu.name}).")
             return gpu, True, notes
