@@ -79,14 +79,20 @@ def base_settings(method: Method, answers: Answers, device: Device, data: DataSh
 
 def _ladder(method: Method, device: Device, fixed: set[str]):
     """(checkpointing, zero_stage, offload) rungs, fastest first."""
-    stages = [0] if device.world_size == 1 or method != "full" else [0, 2, 3]
-    if method == "full" and device.world_size == 1 and not device.is_cpu:
-        stages = [0, 3]  # ZeRO-3 on one GPU only to reach CPU offload
+    if device.world_size == 1:
+        # ZeRO-3 on one GPU only to reach CPU offload of a full fine-tune.
+        stages = [0, 3] if method == "full" and not device.is_cpu else [0]
+    elif method == "full":
+        stages = [0, 2, 3]
+    else:
+        stages = [0, 3]  # adapters are tiny: only sharding the frozen base weights helps
     rungs = []
     for stage in stages:
         offloads = ["none"] if stage == 0 else ["none", "optimizer", "optimizer+params"]
         if stage == 3 and device.world_size == 1:
             offloads = ["optimizer", "optimizer+params"]
+        if stage and method != "full":
+            offloads = ["none"]
         for offload in offloads:
             if offload == "optimizer+params" and stage != 3:
                 continue

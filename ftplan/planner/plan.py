@@ -154,10 +154,21 @@ def resolve_gpu(answers: Answers, context: Context) -> tuple[GPU, bool, list[str
     return GPUS[DEFAULT_GPU], False, notes
 
 
+LARGEST_GPU = "H200"
+
+
 def hardware_needed(method: Method, answers: Answers, arch: ModelArch, gpu: GPU, data: DataShape) -> str:
-    """The fewest GPUs of this type (up to 64) on which the method fits with its ladder."""
+    """The fewest GPUs of this type (up to 64) on which the method fits with its ladder;
+    failing that, the fewest of the catalog's largest GPU."""
     if gpu.name == "cpu":
         return "cpu"
+    found = _fewest_gpus(method, answers, arch, gpu, data)
+    if not found and gpu.name != LARGEST_GPU:
+        found = _fewest_gpus(method, answers, arch, GPUS[LARGEST_GPU], data)
+    return found
+
+
+def _fewest_gpus(method: Method, answers: Answers, arch: ModelArch, gpu: GPU, data: DataShape) -> str:
     for count in (1, 2, 4, 8, 16, 32, 64):
         per_node = min(count, 8)
         device = Device(gpu, per_node, count // per_node)
