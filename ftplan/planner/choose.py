@@ -113,7 +113,9 @@ def choose_settings(method: Method, answers: Answers, arch: ModelArch, device: D
     fitting and says what would).
     """
     s, fixed = base_settings(method, answers, device, data)
-    limit = usable_memory(device) if not device.is_cpu else None
+    if device.is_cpu:
+        return _cpu_settings(s, fixed)
+    limit = usable_memory(device)
     best: tuple[float, Settings] | None = None
     frugal: Settings | None = None
     maxed: list[tuple[bool, int, int]] = []  # rungs that fit at the largest micro-batch
@@ -134,8 +136,6 @@ def choose_settings(method: Method, answers: Answers, arch: ModelArch, device: D
             return _fit_batch(_with(trial, micro_batch_size=mb), fixed, device)
 
         frugal = batch(sizes[0])
-        if limit is None:
-            return batch(sizes[-1])
         if best is not None and estimate_time(arch, batch(sizes[-1]), device, data).hours >= best[0]:
             continue  # even its largest micro-batch would not be faster than the best so far
         # Memory grows with the micro-batch, and larger micro-batches are faster: the
@@ -150,6 +150,12 @@ def choose_settings(method: Method, answers: Answers, arch: ModelArch, device: D
         if best is None or seconds < best[0] - 1e-12:
             best = (seconds, candidate)
     return best[1] if best else (frugal or s)
+
+
+def _cpu_settings(s: Settings, fixed: set[str]) -> Settings:
+    """A CPU plan is a smoke test of the recipe: small batches, one sequence per step."""
+    changes = {"micro_batch_size": 2, "gradient_accumulation_steps": 1, "gradient_checkpointing": False}
+    return _with(s, **{k: v for k, v in changes.items() if k not in fixed})
 
 
 def _fit_batch(s: Settings, fixed: set[str], device: Device) -> Settings:

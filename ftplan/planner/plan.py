@@ -223,6 +223,11 @@ def make_plan(answers: Answers, context: Context = Context()) -> Plan:
     data = DataShape(examples, avg_tokens)
     price = answers.budget.gpu_hour_usd or gpu.usd_per_hour
     methods = {m: plan_method(m, answers, arch, device, data, price) for m in METHODS}
+    ratio = methods["full"].time.flops / max(methods["lora"].time.flops, 1.0)
+    notes.append(
+        f"Equal epochs are not equal compute: full fine-tuning spends {ratio:.1f}× LoRA's FLOPs on the same "
+        "data; compare the methods' quality at equal FLOPs or wall-clock, not equal epochs."
+    )
     desc = f"{device.world_size}× {gpu.name}" if gpu.name != "cpu" else "the CPU"
     method, reasons = recommend(answers, methods, examples, desc)
     filled = answers.model_dump(mode="json")
