@@ -58,7 +58,10 @@ class ConsoleDisplay:
 
     def __call__(self, event) -> None:
         if isinstance(event, RunStarted):
-            self.console.print(f"[bold]Run folder[/] {event.run_dir}  (output: {event.log_path})", highlight=False)
+            self.console.print(
+                f"[bold]Run folder[/] {event.run_dir}  (output: {event.log_path}; process group {event.pid})",
+                highlight=False,
+            )
             if event.resume_from:
                 self.console.print(f"[bold]Resuming[/] from {event.resume_from}", highlight=False)
         elif isinstance(event, OutputLines):
