@@ -99,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from rich.console import Console
 
-    console = Console(highlight=False)
-    err = Console(stderr=True, highlight=False)
+    # soft_wrap: paths and commands stay on one line, copy-pasteable, whatever the terminal width.
+    console = Console(highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         project = load_project(args.dir)
     except ProjectError as exc:

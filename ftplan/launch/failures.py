@@ -23,7 +23,10 @@ class FailureScan:
     child_failed: bool = False
     failed_workers: list[tuple[int, int]] = field(default_factory=list)
     """(global rank, exit code) from torchrun's failure summary."""
+    root_cause: tuple[int, int] | None = None
+    """torchrun's "Root Cause (first observed failure)"."""
     _rank: int | None = None
+    _in_root: bool = False
 
     def feed(self, line: str) -> None:
         if not self.oom and is_oom(line):
@@ -31,15 +34,25 @@ class FailureScan:
         if "ChildFailedError" in line or "FAILED" in line and "train.py" in line:
             self.child_failed = True
         if self.child_failed:
+            if "Root Cause" in line:
+                self._in_root = True
             m = _RANK.match(line)
             if m:
                 self._rank = int(m.group(1))
             m = _EXIT.match(line)
             if m and self._rank is not None:
                 pair = (self._rank, int(m.group(1)))
+                if self._in_root and self.root_cause is None:
+                    self.root_cause = pair
                 if pair not in self.failed_workers:
                     self.failed_workers.append(pair)
                 self._rank = None
+
+    def failures(self) -> list[tuple[int, int]]:
+        """Failed workers, the root cause first."""
+        if self.root_cause is None:
+            return list(self.failed_workers)
+        return [self.root_cause, *[p for p in self.failed_workers if p != self.root_cause]]
 
     def scan_error_files(self, log_dir: Path | None) -> None:
         """torchrun writes ``error.json`` for workers whose entry point uses ``@record``."""
@@ -73,7 +86,7 @@ def worker_message(failed: list[tuple[int, int]]) -> str:
     text = f"Worker rank {first_rank} {describe_exit(first_code)}"
     others = [r for r, _ in failed[1:]]
     if others:
-        text += f"; torchrun then stopped the others (ranks {', '.join(map(str, others))})"
+        text += f" first; torchrun then stopped the others (rank{'s' if len(others) > 1 else ''} {', '.join(map(str, others))})"
     else:
         text += "; torchrun stopped the other workers"
     return text + "."

@@ -240,7 +240,7 @@ class Runner:
         if returncode == 0 and self._end_status in (None, "ok"):
             return RunResult(EXIT_OK, "ok", f"Run finished{step}. Output: {self.log_path}", **common)
         if self._scan.failed_workers and self.spec.nproc * self.spec.nnodes > 1:
-            msg = worker_message(self._scan.failed_workers)
+            msg = worker_message(self._scan.failures())
             return RunResult(EXIT_FAILED, "worker_died", f"{msg}{self._tail_text()}\nOutput: {self.log_path}", **common)
         if returncode == 0:
             msg = f"train.py reported status {self._end_status!r}{step}"
