@@ -352,6 +352,10 @@ def _torch_gpus() -> tuple[GpuFacts, ...]:
     return tuple(gpus)
 
 
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd")
+"""Without one of these there is no GPU for torch to find, so importing it (seconds) is skipped."""
+
+
 def detect_gpus(need_gpus: bool) -> tuple[tuple[GpuFacts, ...], str]:
     """GPUs via nvidia-smi, then NVML, then (only when the plan needs GPUs) torch."""
     found = _nvidia_smi()
@@ -360,7 +364,7 @@ def detect_gpus(need_gpus: bool) -> tuple[tuple[GpuFacts, ...], str]:
     found = _nvml()
     if found is not None:
         return found, "NVML"
-    if need_gpus:
+    if need_gpus and any(Path(d).exists() for d in GPU_DEVICE_FILES):
         return _torch_gpus(), "torch"
     return (), "none"
 

@@ -145,3 +145,22 @@ def test_two_nodes_on_localhost_both_finish(tmp_path):
     assert "rank 1/2: process group up (gloo)" in outs[1]
     assert "rank 1: done" in outs[1]
     assert len([d for d in os.listdir(proj / "runs") if d != "torchrun"]) == 2
+
+
+def test_child_ignoring_sigterm_is_killed_after_grace(project):
+    env = ftplan_env(FAKE_STEP_SECONDS="0.1", FAKE_TOTAL_STEPS="1000", FAKE_IGNORE_SIGTERM="1")
+    proc = subprocess.Popen(launch_cmd(str(project), "--grace", "1"), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        _, m = _wait_for(proc, r"process group (\d+)")
+        pgid = int(m.group(1))
+        _wait_for(proc, r"rank 0: step 2 ")
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, rest
+    assert "ignoring SIGTERM" in rest and "Run terminated" in rest
+    assert "did not stop within the 1 s grace period and was killed (SIGKILL)" in rest
+    assert group_members(pgid) == []
