@@ -7,18 +7,15 @@ preflight failed; 2 bad arguments or a broken project folder; 130 the run was in
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import signal
 import sys
-from pathlib import Path
 
-from ftplan.launch.project import ProjectError, latest_checkpoint, load_project
-from ftplan.launch.runner import DEFAULT_GRACE_S, EXIT_FAILED, EXIT_OK, Runner, new_run_dir
-from ftplan.launch.spec import DEFAULT_MASTER_PORT, DEFAULT_SMOKE_STEPS, LaunchOptions, SpecError, build_launch_spec
+from ftplan.launch.runner import DEFAULT_GRACE_S, EXIT_FAILED, EXIT_OK
+from ftplan.launch.session import LaunchInputError, host_options, make_runner, prepare
+from ftplan.launch.spec import DEFAULT_MASTER_PORT, DEFAULT_SMOKE_STEPS, LaunchOptions
 
 EXIT_BAD_INPUT = 2
-TORCHRUN_LOG_DIR = "runs/torchrun"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("dir", metavar="DIR", help="the exported project folder")
     p.add_argument("--dry-run", action="store_true", help="print the checklist and the exact command, run nothing")
-    p.add_argument("--smoke", action="store_true", help=f"run a few steps only (--max-steps); on the CPU when there is no GPU")
+    p.add_argument(
+        "--smoke", action="store_true", help="run a few steps only (--max-steps); on the CPU when there is no GPU"
+    )
     p.add_argument("--smoke-steps", type=_positive, default=DEFAULT_SMOKE_STEPS, metavar="N",
                    help=f"steps of a --smoke run (default {DEFAULT_SMOKE_STEPS})")  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint-* in the output dir")
@@ -82,14 +81,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _torchrun(python: str) -> tuple[str, ...]:
-    """torchrun next to this interpreter, else ``python -m torch.distributed.run``."""
-    candidate = Path(python).parent / "torchrun"
-    if candidate.is_file() and os.access(candidate, os.X_OK):
-        return (str(candidate),)
-    return (python, "-m", "torch.distributed.run")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra: list[str] = []
@@ -102,83 +93,49 @@ def main(argv: list[str] | None = None) -> int:
     # soft_wrap: paths and commands stay on one line, copy-pasteable, whatever the terminal width.
     console = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+    options = host_options(
+        LaunchOptions(
+            dry_run=args.dry_run,
+            smoke=args.smoke,
+            resume=args.resume,
+            nnodes=args.nnodes,
+            node_rank=args.node_rank,
+            master_addr=args.master_addr,
+            master_port=args.master_port,
+            smoke_steps=args.smoke_steps,
+            extra_args=tuple(extra),
+        )
+    )
     try:
-        project = load_project(args.dir)
-    except ProjectError as exc:
+        prepared = prepare(args.dir, options)
+    except LaunchInputError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_BAD_INPUT
+    from ftplan.launch.preflight import render_checklist
 
-    resume_from = None
-    if args.resume:
-        ckpt = latest_checkpoint(project)
-        if ckpt is None:
-            print(f"ftplan launch: --resume: no checkpoint-* folder in {project.path(project.output_dir)} "
-                  "(checkpoints.output_dir in train_config.toml); nothing to resume from", file=sys.stderr)  # fmt: skip
-            return EXIT_BAD_INPUT
-        resume_from = str(ckpt)
-
-    from ftplan.launch.preflight import failed, gather_host, render_checklist, run_checks
-
-    base = LaunchOptions(
-        dry_run=args.dry_run,
-        smoke=args.smoke,
-        resume=args.resume,
-        nnodes=args.nnodes,
-        node_rank=args.node_rank,
-        master_addr=args.master_addr,
-        master_port=args.master_port,
-        smoke_steps=args.smoke_steps,
-        extra_args=tuple(extra),
-        python=sys.executable,
-        torchrun=_torchrun(sys.executable),
-        cpus_here=os.cpu_count() or 1,
-        log_dir=TORCHRUN_LOG_DIR,
-    )
-    host = gather_host(project, base)
-    from dataclasses import replace
-
-    options = replace(base, gpus_here=0 if project.is_cpu else len(host.gpus))
-    try:
-        spec = build_launch_spec(project, options)
-    except SpecError as exc:
-        print(f"ftplan launch: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    checks = run_checks(project, options, host)
-    console.print(render_checklist(checks))
+    spec, project, options = prepared.spec, prepared.project, prepared.options
+    console.print(render_checklist(prepared.checks))
     where = "on the CPU" if spec.on_cpu else f"on {spec.nproc} GPU{'s' if spec.nproc > 1 else ''}"
     nodes = f", node {options.node_rank} of {spec.nnodes}" if spec.nnodes > 1 else ""
-    console.print(f"\n[bold]{project.method}[/] run {where}{nodes}" + (f"; resuming from {resume_from}" if resume_from else ""))
+    resuming = f"; resuming from {prepared.resume_from}" if prepared.resume_from else ""
+    console.print(f"\n[bold]{project.method}[/] run {where}{nodes}{resuming}")
     console.print("[bold]Environment[/] (added to yours):")
     for k, v in sorted(spec.env.items()):
         console.print(f"  {k}={shlex.quote(v)}", markup=False)
     console.print("[bold]Command[/]:")
     console.print(f"  cd {shlex.quote(spec.cwd)}", markup=False)
-    console.print(f"  {shlex.join(spec.argv)}", markup=False, soft_wrap=True)
+    console.print(f"  {shlex.join(spec.argv)}", markup=False)
     if args.dry_run:
         return EXIT_OK
-    bad = failed(checks)
+    bad = prepared.failed
     if bad and not args.force:
-        err.print(f"ftplan launch: preflight failed ({', '.join(c.name for c in bad)}); fix the ✗ items or pass --force")
+        err.print(
+            f"ftplan launch: preflight failed ({', '.join(c.name for c in bad)}); fix the ✗ items or pass --force"
+        )
         return EXIT_FAILED
-    return _run(project, spec, options, args, resume_from, console, err)
-
-
-def _run(project, spec, options, args, resume_from, console, err) -> int:
     from ftplan.launch.display import ConsoleDisplay
 
-    run_dir = new_run_dir(project.directory, options.node_rank)
-    start_step = int(Path(resume_from).name.removeprefix("checkpoint-")) if resume_from else 0
-    runner = Runner(
-        spec,
-        project,
-        run_dir,
-        on_event=ConsoleDisplay(console, show_output=not args.quiet),
-        grace_s=args.grace,
-        max_steps=options.smoke_steps if options.smoke else None,  # train.py's --max-steps counts from step 0
-        start_step=start_step,
-        resume_from=resume_from,
-        log_dir=project.path(TORCHRUN_LOG_DIR),
-    )
+    runner = make_runner(prepared, ConsoleDisplay(console, show_output=not args.quiet), grace_s=args.grace)
 
     def on_signal(signum, frame):
         runner.stop("interrupted" if signum == signal.SIGINT else "terminated")

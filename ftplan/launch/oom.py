@@ -52,10 +52,13 @@ def next_rung(project: ProjectInfo) -> tuple[list[str], str]:
             "activation checkpointing recomputes activations in the backward pass: far less memory, about a third more compute"
         )
     if mb > 1:
-        return [
-            line("training.micro_batch_size", mb // 2),
-            line("training.gradient_accumulation_steps", gas * 2),
-        ], f"half the micro-batch ({mb} -> {mb // 2}) halves the activations; twice the accumulation keeps the global batch"
+        return (
+            [
+                line("training.micro_batch_size", mb // 2),
+                line("training.gradient_accumulation_steps", gas * 2),
+            ],
+            f"half the micro-batch ({mb} -> {mb // 2}) halves the activations; twice the accumulation keeps the global batch",
+        )
     if method == "full":
         if project.world_size > 1 and zero < 2:
             return [line("training.zero_stage", 2)], "ZeRO-2 shards gradients and optimizer states across the GPUs"

@@ -78,7 +78,9 @@ def check_gpus(project: ProjectInfo, options: LaunchOptions, host: HostFacts) ->
     if not host.gpus:
         if options.smoke:
             return Check("GPUs", WARN, f"no GPU found; the smoke run goes on the CPU (plan: {need}× {project.gpu})")
-        return Check("GPUs", FAIL, f"no GPU found; the plan needs {need}× {project.gpu} per node (try --smoke on the CPU)")
+        return Check(
+            "GPUs", FAIL, f"no GPU found; the plan needs {need}× {project.gpu} per node (try --smoke on the CPU)"
+        )
     names = sorted({g.name for g in host.gpus})
     detail = f"{len(host.gpus)}× {', '.join(names)} ({host.gpu_source})"
     if len(host.gpus) < need:
@@ -91,7 +93,9 @@ def check_gpus(project: ProjectInfo, options: LaunchOptions, host: HostFacts) ->
 
     mismatched = [g.name for g in host.gpus[:need] if (c := gpu_by_name(g.name)) is None or c.name != project.gpu]
     if mismatched:
-        return Check("GPUs", WARN, f"{detail}; the plan was made for {project.gpu} (re-plan with hardware.gpu = \"auto\")")
+        return Check(
+            "GPUs", WARN, f'{detail}; the plan was made for {project.gpu} (re-plan with hardware.gpu = "auto")'
+        )
     return Check("GPUs", OK, detail)
 
 
@@ -122,7 +126,9 @@ def check_memory(project: ProjectInfo, options: LaunchOptions, host: HostFacts) 
     name = "Memory"
     plan_note = ""
     if not project.fits:
-        plan_note = "the plan itself does not fit" + (f"; it needs {project.hardware_needed}" if project.hardware_needed else "")
+        plan_note = "the plan itself does not fit" + (
+            f"; it needs {project.hardware_needed}" if project.hardware_needed else ""
+        )
     if runs_on_cpu(project, options):
         if options.smoke and not project.is_cpu:
             return Check(name, WARN, "per-GPU plan not checked: the smoke run goes on the CPU")
@@ -153,7 +159,9 @@ def check_disk(project: ProjectInfo, host: HostFacts) -> Check:
     where = project.output_dir
     if host.disk_free is None:
         return Check("Disk", WARN, f"free space under {where} unknown; checkpoints need {gib(need)}")
-    detail = f"checkpoints need {gib(need)} ({project.checkpoints_kept or 1} kept), {gib(host.disk_free)} free under {where}"
+    detail = (
+        f"checkpoints need {gib(need)} ({project.checkpoints_kept or 1} kept), {gib(host.disk_free)} free under {where}"
+    )
     if need > host.disk_free:
         return Check("Disk", FAIL, detail)
     if need * 1.2 > host.disk_free:
@@ -233,7 +241,9 @@ def check_hf_token(project: ProjectInfo, host: HostFacts) -> Check:
         return Check(name, OK, f"{model} is gated; HF_TOKEN is set")
     if host.hf_token_file:
         return Check(name, OK, f"{model} is gated; a token is saved (huggingface-cli login)")
-    return Check(name, FAIL, f"{model} is gated: accept its licence on the hub and set HF_TOKEN (or huggingface-cli login)")
+    return Check(
+        name, FAIL, f"{model} is gated: accept its licence on the hub and set HF_TOKEN (or huggingface-cli login)"
+    )
 
 
 def check_manifest(project: ProjectInfo, read: Callable[[Path], bytes] | None = None) -> Check:
@@ -331,7 +341,9 @@ def _nvml() -> tuple[GpuFacts, ...] | None:
             name = pynvml.nvmlDeviceGetName(h)
             cc = pynvml.nvmlDeviceGetCudaComputeCapability(h)
             procs = tuple((p.pid, p.usedGpuMemory or 0) for p in pynvml.nvmlDeviceGetComputeRunningProcesses(h))
-            gpus.append(GpuFacts(i, name.decode() if isinstance(name, bytes) else name, mem.total, mem.free, tuple(cc), procs))
+            gpus.append(
+                GpuFacts(i, name.decode() if isinstance(name, bytes) else name, mem.total, mem.free, tuple(cc), procs)
+            )
         pynvml.nvmlShutdown()
         return tuple(gpus)
     except Exception:  # noqa: BLE001 - any NVML failure means "no answer from NVML"

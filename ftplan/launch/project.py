@@ -151,7 +151,9 @@ def load_project(directory: str | Path) -> ProjectInfo:
     num = (int, float)
     method = config.get("method", {}).get("kind") if isinstance(config.get("method"), dict) else None
     if method is None:
-        method = (plan.get("recommendation") or {}).get("method") if isinstance(plan.get("recommendation"), dict) else None
+        method = (
+            (plan.get("recommendation") or {}).get("method") if isinstance(plan.get("recommendation"), dict) else None
+        )
     if method not in ("full", "lora", "qlora"):
         problems.append(f"{TRAIN_CONFIG}: `method.kind` should be full, lora or qlora, not {method!r}")
         method = None
@@ -190,7 +192,9 @@ def load_project(directory: str | Path) -> ProjectInfo:
             problems.append(f"{TRAIN_CONFIG}: `{key}` should be a string, not {value!r}")
     if isinstance(strings["training.deepspeed"], str) and strings["training.deepspeed"]:
         if not (d / strings["training.deepspeed"]).is_file():
-            problems.append(f"{strings['training.deepspeed']} is missing (named by {TRAIN_CONFIG} `training.deepspeed`)")
+            problems.append(
+                f"{strings['training.deepspeed']} is missing (named by {TRAIN_CONFIG} `training.deepspeed`)"
+            )
     if problems:
         raise ProjectError(str(directory), problems)
 

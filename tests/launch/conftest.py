@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -35,10 +34,13 @@ micro_batch_size = 1
 """
 
 
-def answers_text(gpu: str = "cpu", gpus: int = 1, nodes: int = 1, model: str = "Qwen/Qwen2.5-0.5B", extra: str = "") -> str:
-    return CPU_ANSWERS.format(gpus=gpus, nodes=nodes).replace('"cpu"', f'"{gpu}"').replace(
-        "Qwen/Qwen2.5-0.5B", model
-    ) + extra
+def answers_text(
+    gpu: str = "cpu", gpus: int = 1, nodes: int = 1, model: str = "Qwen/Qwen2.5-0.5B", extra: str = ""
+) -> str:
+    return (
+        CPU_ANSWERS.format(gpus=gpus, nodes=nodes).replace('"cpu"', f'"{gpu}"').replace("Qwen/Qwen2.5-0.5B", model)
+        + extra
+    )
 
 
 def make_project(
@@ -87,7 +89,10 @@ metrics_file = "output/metrics.jsonl"
         (root / "data").mkdir(exist_ok=True)
         (root / "data" / "train.jsonl").write_text('{"text": "hello"}\n')
     if manifest:
-        files = {n: hashlib.sha256((root / n).read_bytes()).hexdigest() for n in ("train.py", "train_config.toml", "plan.json")}
+        files = {
+            n: hashlib.sha256((root / n).read_bytes()).hexdigest()
+            for n in ("train.py", "train_config.toml", "plan.json")
+        }
         (root / ".ftplan-manifest.json").write_text(json.dumps({"files": files}))
     return root
 

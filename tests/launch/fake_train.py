@@ -69,8 +69,16 @@ def main(argv=None):
         loss = 2.0 / step
         print(f"rank {rank}: step {step} loss {loss:.4f}", flush=True)
         if rank == 0:
-            rec = {"step": step, "loss": loss, "lr": 1e-4, "tokens_per_second": 1000.0,
-                   "peak_memory_bytes": 1000000 * step, "epoch": step / total, "max_steps": total, "time": time.time()}
+            rec = {
+                "step": step,
+                "loss": loss,
+                "lr": 1e-4,
+                "tokens_per_second": 1000.0,
+                "peak_memory_bytes": 1000000 * step,
+                "epoch": step / total,
+                "max_steps": total,
+                "time": time.time(),
+            }
             with metrics.open("a") as fh:
                 fh.write(json.dumps(rec) + "\n")
             if step % save_steps == 0:

@@ -22,7 +22,10 @@ def test_dry_run_prints_checklist_command_and_environment(project):
     out = r.stdout
     assert "Preflight" in out and "✓" in out and "GPUs" in out
     assert "lora run on the CPU" in out
-    assert "Environment (added to yours):\n  ACCELERATE_USE_CPU=true\n  CUDA_VISIBLE_DEVICES=''\n  DS_ACCELERATOR=cpu\n" in out
+    assert (
+        "Environment (added to yours):\n  ACCELERATE_USE_CPU=true\n  CUDA_VISIBLE_DEVICES=''\n  DS_ACCELERATOR=cpu\n"
+        in out
+    )
     assert "  FTPLAN_DIST_BACKEND=gloo\n" in out and "  PYTHONUNBUFFERED=1\n" in out
     assert f"Command:\n  cd {project}\n  {sys.executable} train.py --config train_config.toml --max-steps 3\n" in out
     assert not (project / "runs").exists() and not (project / "output").exists()
@@ -125,9 +128,26 @@ def test_two_nodes_on_localhost_both_finish(tmp_path):
     env = ftplan_env(**SMOKE_ENV)
     procs = [
         subprocess.Popen(
-            launch_cmd(str(proj), "--smoke", "--smoke-steps", "3", "--nnodes", "2", "--node-rank", str(rank),
-                       "--master-addr", "127.0.0.1", "--master-port", port, "--grace", "10"),
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            launch_cmd(
+                str(proj),
+                "--smoke",
+                "--smoke-steps",
+                "3",
+                "--nnodes",
+                "2",
+                "--node-rank",
+                str(rank),
+                "--master-addr",
+                "127.0.0.1",
+                "--master-port",
+                port,
+                "--grace",
+                "10",
+            ),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )  # fmt: skip
         for rank in (0, 1)
     ]

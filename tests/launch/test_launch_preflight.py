@@ -95,7 +95,9 @@ def test_disk(project):
 
 def test_packages_from_plan_and_requirements(project):
     p = load_project(project)
-    host = HostFacts(packages={"torch": "2.5.0", "transformers": "4.56.0", "accelerate": "1.0", "datasets": "3.0", "peft": None})
+    host = HostFacts(
+        packages={"torch": "2.5.0", "transformers": "4.56.0", "accelerate": "1.0", "datasets": "3.0", "peft": None}
+    )
     c = check_packages(p, host)
     assert c.status == FAIL and "missing: peft" in c.detail and "torch 2.5.0" in c.detail
     (project / "requirements.txt").write_text("# training\ntorch>=2.4\ntrl[extra]==0.20 ; python_version>'3'\n")

@@ -9,8 +9,6 @@ import pytest
 from ftplan.launch import ProjectError, latest_checkpoint, load_project
 from ftplan.launch.cli import main
 
-from .conftest import make_project
-
 
 def test_reads_plan_and_config(project):
     p = load_project(project)
@@ -42,8 +40,11 @@ def test_bad_fields_name_the_field(project):
     plan["hardware"]["gpus_per_node"] = "two"
     del plan["methods"]["lora"]["memory"]
     (project / "plan.json").write_text(json.dumps(plan))
-    cfg = (project / "train_config.toml").read_text().replace('kind = "lora"', 'kind = "lora"\n').replace(
-        'deepspeed = ""', 'deepspeed = "ds_config.json"'
+    cfg = (
+        (project / "train_config.toml")
+        .read_text()
+        .replace('kind = "lora"', 'kind = "lora"\n')
+        .replace('deepspeed = ""', 'deepspeed = "ds_config.json"')
     )
     (project / "train_config.toml").write_text(cfg)
     with pytest.raises(ProjectError) as exc:

@@ -96,7 +96,9 @@ def test_progress_from_metrics(tmp_path):
     runner, events = run_with(tmp_path, FakeProcess([], on_start=write))
     result = runner.run()
     ups = [e for e in events if isinstance(e, ProgressUpdate)]
-    assert [(u.step, u.max_steps, u.loss, u.tokens_per_second, u.peak_memory_bytes) for u in ups] == [(3, 6, 1.5, 100.0, 2048)]
+    assert [(u.step, u.max_steps, u.loss, u.tokens_per_second, u.peak_memory_bytes) for u in ups] == [
+        (3, 6, 1.5, 100.0, 2048)
+    ]
     assert ups[0].planned_peak_bytes == p.allocated_peak and ups[0].cost_usd == 0.0
     assert result.last_step == 3 and result.peak_memory_bytes == 2048
 
@@ -115,7 +117,10 @@ def test_end_event_with_error_is_a_failure(tmp_path):
 
 
 def test_oom_in_output_gives_ladder_advice(tmp_path):
-    lines = ["Traceback (most recent call last):", "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"]
+    lines = [
+        "Traceback (most recent call last):",
+        "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+    ]
     runner, _ = run_with(tmp_path, FakeProcess(lines, code=1))
     result = runner.run()
     assert result.status == "oom" and result.exit_code == 1

@@ -30,7 +30,7 @@ def test_two_node_sbatch(tmp_path):
     assert (
         "srun --kill-on-bad-exit=1 bash -c 'python -m torch.distributed.run --nnodes $SLURM_NNODES "
         "--node_rank $SLURM_NODEID --master_addr $MASTER_ADDR --master_port $MASTER_PORT --nproc_per_node 8 "
-        "--log-dir runs/torchrun train.py --config train_config.toml \"$@\"' bash \"$@\""
+        '--log-dir runs/torchrun train.py --config train_config.toml "$@"\' bash "$@"'
     ) in text
     assert "export FTPLAN_DIST_BACKEND=nccl" in text
 

@@ -9,7 +9,11 @@ from ftplan.launch import LaunchOptions, SpecError, build_launch_spec, load_proj
 from .conftest import answers_text, make_project
 
 TRAIN = ["train.py", "--config", "train_config.toml"]
-GPU_ENV = {"PYTHONUNBUFFERED": "1", "FTPLAN_DIST_BACKEND": "nccl", "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
+GPU_ENV = {
+    "PYTHONUNBUFFERED": "1",
+    "FTPLAN_DIST_BACKEND": "nccl",
+    "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",
+}
 CPU_ENV = {
     "PYTHONUNBUFFERED": "1",
     "CUDA_VISIBLE_DEVICES": "",
@@ -34,7 +38,9 @@ def test_one_gpu_is_plain_python(tmp_path):
 
 def test_eight_gpus_use_torchrun_standalone(tmp_path):
     p = project(tmp_path, gpu="H100-SXM", gpus=8)
-    spec = build_launch_spec(p, LaunchOptions(python="py", torchrun=("torchrun",), gpus_here=8, log_dir="runs/torchrun"))
+    spec = build_launch_spec(
+        p, LaunchOptions(python="py", torchrun=("torchrun",), gpus_here=8, log_dir="runs/torchrun")
+    )
     assert spec.argv == ["torchrun", "--standalone", "--nproc_per_node", "8", "--log-dir", "runs/torchrun", *TRAIN]
     assert spec.env == GPU_ENV
 
@@ -82,8 +88,20 @@ def test_cpu_plan_two_processes_use_gloo_and_split_threads(tmp_path):
 
 def test_nnodes_option_overrides_plan(tmp_path):
     p = project(tmp_path, gpu="cpu")
-    spec = build_launch_spec(p, LaunchOptions(torchrun=("tr",), nnodes=2, node_rank=0, master_addr="127.0.0.1", master_port=1234))
-    assert spec.argv[:9] == ["tr", "--nnodes", "2", "--node_rank", "0", "--master_addr", "127.0.0.1", "--master_port", "1234"]
+    spec = build_launch_spec(
+        p, LaunchOptions(torchrun=("tr",), nnodes=2, node_rank=0, master_addr="127.0.0.1", master_port=1234)
+    )
+    assert spec.argv[:9] == [
+        "tr",
+        "--nnodes",
+        "2",
+        "--node_rank",
+        "0",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        "1234",
+    ]
 
 
 def test_shell_line_quotes_the_environment(tmp_path):
