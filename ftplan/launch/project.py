@@ -94,6 +94,12 @@ class ProjectInfo:
         """What ``torch.cuda.max_memory_allocated()`` should report at the step's peak."""
         return max(0, self.memory_total - self.memory_overhead)
 
+    @property
+    def metrics_path(self) -> Path:
+        """The metrics file: ``logging.metrics_file`` inside ``checkpoints.output_dir`` unless absolute."""
+        p = Path(self.metrics_file).expanduser()
+        return p if p.is_absolute() else self.path(self.output_dir) / p
+
     def path(self, relative: str) -> Path:
         p = Path(relative).expanduser()
         return p if p.is_absolute() else Path(self.directory) / p

@@ -104,7 +104,7 @@ class Runner:
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> RunResult:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        metrics = MetricsFollower(self.project.path(self.project.metrics_file))
+        metrics = MetricsFollower(self.project.metrics_path)
         env = {**self.base_env, **self.spec.env}
         self._started = time.monotonic()
         log = self.log_path.open("ab")
@@ -182,6 +182,8 @@ class Runner:
         for rec in records:
             if rec.get("event") == "end":
                 self._end_status = str(rec.get("status", ""))
+                continue
+            if "event" in rec:  # evaluations and other events carry no training step
                 continue
             step = rec.get("step")
             if not isinstance(step, int | float):

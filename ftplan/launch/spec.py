@@ -108,7 +108,8 @@ def build_launch_spec(project: ProjectInfo, options: LaunchOptions) -> LaunchSpe
         # Fewer fragmentation OOMs; the plan's usable-memory margin assumes it.
         env["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
 
-    if nproc == 1 and nnodes == 1:
+    # DeepSpeed wants the distributed environment (RANK, MASTER_ADDR...) even for one process.
+    if nproc == 1 and nnodes == 1 and not project.deepspeed:
         argv = [options.python, *train]
     else:
         argv = list(options.torchrun)

@@ -82,7 +82,7 @@ output_dir = "output"
 save_steps = 2
 
 [logging]
-metrics_file = "output/metrics.jsonl"
+metrics_file = "metrics.jsonl"
 """
     )
     if data:

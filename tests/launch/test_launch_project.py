@@ -13,7 +13,7 @@ from ftplan.launch.cli import main
 def test_reads_plan_and_config(project):
     p = load_project(project)
     assert p.method == "lora" and p.is_cpu and p.gpus_per_node == 1
-    assert p.output_dir == "output" and p.metrics_file == "output/metrics.jsonl"
+    assert p.output_dir == "output" and p.metrics_path == project / "output" / "metrics.jsonl"
     assert p.memory_total > 0 and p.settings["micro_batch_size"] == 1
 
 

@@ -84,13 +84,14 @@ def test_ok_run_posts_events_in_order(tmp_path):
 
 def test_progress_from_metrics(tmp_path):
     p, _ = setup(tmp_path)
-    metrics = p.path(p.metrics_file)
+    metrics = p.metrics_path
     metrics.parent.mkdir(parents=True)
     metrics.write_text('{"step": 1, "loss": 9.0}\n')  # an earlier run's line: not replayed
 
     def write():
         with metrics.open("a") as fh:
             fh.write('{"step": 3, "loss": 1.5, "tokens_per_second": 100, "peak_memory_bytes": 2048, "max_steps": 6}\n')
+            fh.write('{"event": "eval", "step": 3, "eval_loss": 1.0}\n')
             fh.write('{"event": "end", "status": "ok"}\n')
 
     runner, events = run_with(tmp_path, FakeProcess([], on_start=write))
@@ -105,7 +106,7 @@ def test_progress_from_metrics(tmp_path):
 
 def test_end_event_with_error_is_a_failure(tmp_path):
     p, _ = setup(tmp_path)
-    metrics = p.path(p.metrics_file)
+    metrics = p.metrics_path
     metrics.parent.mkdir(parents=True)
 
     def write():

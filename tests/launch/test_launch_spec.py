@@ -111,3 +111,9 @@ def test_shell_line_quotes_the_environment(tmp_path):
         f"cd {p.directory} && ACCELERATE_USE_CPU=true CUDA_VISIBLE_DEVICES='' DS_ACCELERATOR=cpu "
         "FTPLAN_DIST_BACKEND=gloo OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1 py train.py --config train_config.toml"
     )
+
+
+def test_deepspeed_single_process_still_uses_torchrun(tmp_path):
+    p = load_project(make_project(tmp_path / "p", answers_text(gpu="A100-80GB"), deepspeed=True))
+    spec = build_launch_spec(p, LaunchOptions(python="py", torchrun=("torchrun",), gpus_here=1))
+    assert spec.argv == ["torchrun", "--standalone", "--nproc_per_node", "1", *TRAIN]
