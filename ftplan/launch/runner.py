@@ -168,8 +168,11 @@ class Runner:
 
     def _read_output(self, proc: Process, log) -> None:
         for raw in iter(proc.stdout.readline, b""):
-            log.write(raw)
-            log.flush()
+            try:
+                log.write(raw)
+                log.flush()
+            except ValueError:  # the log was closed: the run is over and this is a straggler
+                return
             text = raw.decode("utf-8", errors="replace").rstrip("\n")
             if "\r" in text:  # progress-bar redraws: keep the last frame
                 frames = [f for f in text.split("\r") if f.strip()]
@@ -240,7 +243,7 @@ class Runner:
             msg = f"{text}\n(the error: {self._scan.oom_line}; full output: {self.log_path})"
             return RunResult(EXIT_FAILED, "oom", msg, advice=tuple(lines), **common)
         if returncode == 0 and self._end_status in (None, "ok"):
-            return RunResult(EXIT_OK, "ok", f"Run finished{step}. Output: {self.log_path}", **common)
+            return RunResult(EXIT_OK, "ok", f"Run finished{step}.{self._peak_text()} Output: {self.log_path}", **common)
         if self._scan.failed_workers and self.spec.nproc * self.spec.nnodes > 1:
             msg = worker_message(self._scan.failures())
             return RunResult(EXIT_FAILED, "worker_died", f"{msg}{self._tail_text()}\nOutput: {self.log_path}", **common)
@@ -249,6 +252,15 @@ class Runner:
         else:
             msg = f"{self.spec.argv[0] if len(self.spec.argv) else 'the run'} {describe_exit(returncode)}{step}"
         return RunResult(EXIT_FAILED, "failed", f"{msg}.{self._tail_text()}\nOutput: {self.log_path}", **common)
+
+    def _peak_text(self) -> str:
+        if not self._peak:
+            return ""
+        text = f" Peak memory {self._peak / 2**30:.2f} GiB per process"
+        planned = self.project.allocated_peak
+        if planned and not (self.spec.on_cpu and not self.project.is_cpu):
+            text += f" (plan: {planned / 2**30:.2f} GiB, {self._peak / planned:.0%} of it)"
+        return text + "."
 
     def _tail_text(self) -> str:
         lines = [x for x in self._tail if x.strip()][-8:]
