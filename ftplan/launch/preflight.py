@@ -65,6 +65,8 @@ class HostFacts:
 
 
 def gib(n: float) -> str:
+    if n < GIB:
+        return f"{n / 2**20:,.1f} MiB"
     return f"{n / GIB:,.1f} GiB"
 
 
@@ -169,19 +171,38 @@ def check_disk(project: ProjectInfo, host: HostFacts) -> Check:
     return Check("Disk", OK, detail)
 
 
-def required_packages(project: ProjectInfo) -> list[str]:
+@dataclass(frozen=True)
+class Requirement:
+    name: str
+    specifier: str = ""
+
+
+def parse_requirement(line: str) -> Requirement | None:
+    """One requirements.txt line, or None when it is a comment, an option, or its marker excludes this Python."""
+    line = line.split("#", 1)[0].strip()
+    if not line or line.startswith("-"):
+        return None
+    try:
+        from packaging.requirements import InvalidRequirement
+        from packaging.requirements import Requirement as PackagingRequirement
+    except ImportError:  # pragma: no cover - packaging is nearly always installed
+        name = re.split(r"[<>=!~\[;\s@]", line, maxsplit=1)[0].strip()
+        return Requirement(name) if name else None
+    try:
+        req = PackagingRequirement(line)
+    except InvalidRequirement:
+        return None
+    if req.marker is not None and not req.marker.evaluate():
+        return None
+    return Requirement(req.name, str(req.specifier))
+
+
+def required_packages(project: ProjectInfo) -> list[Requirement]:
     """From the project's requirements.txt when there is one, else from the plan's settings."""
     req = Path(project.directory) / "requirements.txt"
     if req.is_file():
-        names = []
-        for line in req.read_text(encoding="utf-8", errors="replace").splitlines():
-            line = line.split("#", 1)[0].strip()
-            if not line or line.startswith("-"):
-                continue
-            name = re.split(r"[<>=!~\[;\s@]", line, maxsplit=1)[0].strip()
-            if name:
-                names.append(name)
-        return names
+        lines = req.read_text(encoding="utf-8", errors="replace").splitlines()
+        return [r for r in map(parse_requirement, lines) if r is not None]
     names = ["torch", "transformers", "accelerate", "datasets"]
     if project.method in ("lora", "qlora"):
         names.append("peft")
@@ -191,15 +212,31 @@ def required_packages(project: ProjectInfo) -> list[str]:
         names.append("deepspeed")
     if project.attention == "flash_attention_2":
         names.append("flash-attn")
-    return names
+    return [Requirement(n) for n in names]
+
+
+def _satisfies(version: str, specifier: str) -> bool:
+    if not specifier:
+        return True
+    try:
+        from packaging.specifiers import SpecifierSet
+        from packaging.version import InvalidVersion, Version
+
+        return Version(version) in SpecifierSet(specifier, prereleases=True)
+    except (ImportError, InvalidVersion, ValueError):
+        return True
 
 
 def check_packages(project: ProjectInfo, host: HostFacts) -> Check:
-    names = required_packages(project)
-    missing = [n for n in names if not host.packages.get(_norm(n))]
-    found = ", ".join(f"{n} {host.packages[_norm(n)]}" for n in names if host.packages.get(_norm(n)))
-    if missing:
-        return Check("Packages", FAIL, f"missing: {', '.join(missing)} (pip install -r requirements.txt)"
+    reqs = required_packages(project)
+    installed = {r.name: host.packages.get(_norm(r.name)) for r in reqs}
+    missing = [r.name for r in reqs if not installed[r.name]]
+    old = [f"{r.name}{r.specifier} (found {installed[r.name]})" for r in reqs
+           if installed[r.name] and not _satisfies(installed[r.name], r.specifier)]  # fmt: skip
+    found = ", ".join(f"{n} {v}" for n, v in installed.items() if v)
+    problems = ([f"missing: {', '.join(missing)}"] if missing else []) + ([f"too old: {', '.join(old)}"] if old else [])
+    if problems:
+        return Check("Packages", FAIL, "; ".join(problems) + " (pip install -r requirements.txt)"
                      + (f"; found {found}" if found else ""))  # fmt: skip
     return Check("Packages", OK, found or "none needed")
 
@@ -433,7 +470,7 @@ def gather_host(project: ProjectInfo, options: LaunchOptions) -> HostFacts:
         gpu_source=source,
         disk_free=_disk_free(project.path(project.output_dir)),
         host_memory_available=_available_memory(),
-        packages=_installed(required_packages(project)),
+        packages=_installed([r.name for r in required_packages(project)]),
         env={k: v for k, v in os.environ.items() if k in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE")},
         hf_token_file=(_hf_home() / "token").is_file(),
         cached_models=cached,

@@ -100,9 +100,13 @@ def test_packages_from_plan_and_requirements(project):
     )
     c = check_packages(p, host)
     assert c.status == FAIL and "missing: peft" in c.detail and "torch 2.5.0" in c.detail
-    (project / "requirements.txt").write_text("# training\ntorch>=2.4\ntrl[extra]==0.20 ; python_version>'3'\n")
+    (project / "requirements.txt").write_text(
+        "# training\ntorch>=2.4\ntrl[extra]==0.20 ; python_version>'3'\ntomli>=2.0; python_version < '3'\n-e .\n"
+    )
     ok = check_packages(p, HostFacts(packages={"torch": "2.5.0", "trl": "0.20"}))
     assert ok.status == OK and ok.detail == "torch 2.5.0, trl 0.20"
+    old = check_packages(p, HostFacts(packages={"torch": "2.3.1", "trl": "0.20"}))
+    assert old.status == FAIL and "too old: torch>=2.4 (found 2.3.1)" in old.detail
 
 
 def test_dataset(project):
