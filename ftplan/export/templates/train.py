@@ -519,6 +519,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.config)
     if on_cpu(cfg):
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        if deepspeed_config(cfg) is not None:
+            import deepspeed  # noqa: PLC0415  (after DS_ACCELERATOR is set)
+
+            # DeepSpeed's collectives over gloo: the Trainer's CPU setup would not start them.
+            deepspeed.init_distributed(dist_backend="gloo")
     set_seed(cfg["training"]["seed"])
     metrics = MetricsFile(metrics_path(cfg))
     try:
