@@ -532,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         train, evaluation = build_datasets(cfg, tokenizer)
         trainer = build_trainer(cfg, model, tokenizer, train, evaluation, max_steps=args.max_steps)
         checkpoint = latest_checkpoint(cfg) if args.resume else None
-        if args.resume:
+        if args.resume and is_main_process():
             print(f"[train] resuming from {checkpoint}" if checkpoint else "[train] no checkpoint found; starting fresh")
         trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model(resolve_output(cfg))  # adapter only for LoRA/QLoRA; 16-bit weights gathered under ZeRO-3
