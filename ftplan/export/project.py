@@ -74,7 +74,7 @@ def launch_sh(t: Target) -> str:
                 "# A CPU plan: no GPU even if one is present; gloo collectives; the cores shared between processes.",
                 'export CUDA_VISIBLE_DEVICES=""',
                 "export DS_ACCELERATOR=cpu",
-                'threads=$(( $(nproc) / NPROC_PER_NODE )); if (( threads < 1 )); then threads=1; fi',
+                "threads=$(( $(nproc) / NPROC_PER_NODE )); if (( threads < 1 )); then threads=1; fi",
                 'export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$threads}"',
                 "",
             ]
@@ -112,7 +112,7 @@ def requirements_txt(t: Target) -> str:
     if t.method == "qlora" or "8bit" in t.s.optimizer:
         lines.append("bitsandbytes>=0.46")
     if t.s.attention == "flash_attention_2":
-        lines.append("flash-attn>=2.6  # needs a CUDA toolchain; or set model.attention = \"sdpa\"")
+        lines.append('flash-attn>=2.6  # needs a CUDA toolchain; or set model.attention = "sdpa"')
     return "\n".join(lines) + "\n"
 
 
@@ -130,7 +130,7 @@ def readme_md(t: Target) -> str:
         result = (
             "`output/` holds the fine-tuned model (safetensors"
             + (", gathered from the ZeRO-3 shards" if s.zero_stage == 3 else "")
-            + ") and the tokenizer: load it with `AutoModelForCausalLM.from_pretrained(\"output\")`."
+            + ') and the tokenizer: load it with `AutoModelForCausalLM.from_pretrained("output")`.'
         )
         merge_row = ""
     else:
@@ -143,9 +143,9 @@ def readme_md(t: Target) -> str:
     multinode = ""
     if hw.nodes > 1:
         multinode = (
-            "\nOn each of the {n} nodes (or `srun --nodes {n} --ntasks-per-node 1 bash launch.sh` under Slurm):\n\n"
-            "```bash\nNNODES={n} NODE_RANK=<0..{last}> MASTER_ADDR=<first node> MASTER_PORT={port} bash launch.sh\n```\n"
-        ).format(n=hw.nodes, last=hw.nodes - 1, port=MASTER_PORT)
+            f"\nOn each of the {hw.nodes} nodes (or `srun --nodes {hw.nodes} --ntasks-per-node 1 bash launch.sh` under Slurm):\n\n"
+            f"```bash\nNNODES={hw.nodes} NODE_RANK=<0..{hw.nodes - 1}> MASTER_ADDR=<first node> MASTER_PORT={MASTER_PORT} bash launch.sh\n```\n"
+        )
     cost = f", about **${mp.cost.usd:,.2f}** at ${hw.usd_per_gpu_hour:g}/GPU-hour" if not t.cpu else ""
     warnings = "".join(f"- Warning: {w}\n" for w in mp.warnings)
     settings = (
@@ -204,7 +204,9 @@ def pick_method(plan: Plan, method: str | None) -> str:
     return method
 
 
-def render_project(plan: Plan, answers_text: str, method: str | None = None, out_dir: Path | None = None) -> dict[str, str]:
+def render_project(
+    plan: Plan, answers_text: str, method: str | None = None, out_dir: Path | None = None
+) -> dict[str, str]:
     """Every file of the exported project as text, in a stable order.
 
     `method` defaults to the plan's recommendation. `out_dir`, when given, makes local paths

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import tomllib
 from types import SimpleNamespace
 
 import pytest
+import tomllib
 
 from ftplan.export import ExportError, render_project
 from ftplan.planner import make_plan, read_answers_text
@@ -110,9 +110,10 @@ def test_ds_config_is_accepted_by_deepspeed(case, monkeypatch):
     parsed = ds_runtime_config.DeepSpeedConfig(hf.config)
     assert parsed.zero_optimization_stage == stage
     assert parsed.world_size == world
-    assert parsed.train_batch_size == cfg["training"]["micro_batch_size"] * cfg["training"][
-        "gradient_accumulation_steps"
-    ] * world
+    assert (
+        parsed.train_batch_size
+        == cfg["training"]["micro_batch_size"] * cfg["training"]["gradient_accumulation_steps"] * world
+    )
 
 
 @pytest.mark.parametrize("case", MATRIX, ids=lambda c: "-".join(map(str, c)))
@@ -127,7 +128,10 @@ def test_accelerate_config_is_accepted_by_accelerate(case, tmp_path):
     assert config.num_processes == gpus * nodes
     assert config.num_machines == nodes
     expected = "DEEPSPEED" if stage else ("MULTI_GPU" if gpus * nodes > 1 else "NO")
-    assert str(config.distributed_type.value if hasattr(config.distributed_type, "value") else config.distributed_type) == expected
+    assert (
+        str(config.distributed_type.value if hasattr(config.distributed_type, "value") else config.distributed_type)
+        == expected
+    )
     if stage:
         assert config.deepspeed_config["deepspeed_config_file"] == "ds_config.json"
         assert config.mixed_precision is None  # accelerate refuses it beside a DeepSpeed file

@@ -73,7 +73,9 @@ def write_dataset(path: Path, n: int = 48) -> Path:
     rows = []
     for i in range(n):
         s = SENTENCES[i % len(SENTENCES)]
-        rows.append({"messages": [{"role": "user", "content": f"Repeat {i}: {s[:20]}"}, {"role": "assistant", "content": s}]})
+        rows.append(
+            {"messages": [{"role": "user", "content": f"Repeat {i}: {s[:20]}"}, {"role": "assistant", "content": s}]}
+        )
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
 

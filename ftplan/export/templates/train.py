@@ -487,7 +487,8 @@ class LoraSpectrum(TrainerCallback):
             if wa.numel() == 0:  # sharded by ZeRO-3: not on this rank
                 continue
             s = lora_singular_values(wa, wb) * module.scaling["default"]
-            modules[name] = {"effective_rank": round(effective_rank(s), 3), "top": [round(x, 6) for x in s[:4].tolist()]}
+            top = [round(x, 6) for x in s[:4].tolist()]
+            modules[name] = {"effective_rank": round(effective_rank(s), 3), "top": top}
         if not modules:
             return
         ranks = [m["effective_rank"] for m in modules.values()]
@@ -520,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     if on_cpu(cfg):
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
         if deepspeed_config(cfg) is not None:
-            import deepspeed  # noqa: PLC0415  (after DS_ACCELERATOR is set)
+            import deepspeed  # imported here, after DS_ACCELERATOR is set
 
             # DeepSpeed's collectives over gloo: the Trainer's CPU setup would not start them.
             deepspeed.init_distributed(dist_backend="gloo")
@@ -533,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer = build_trainer(cfg, model, tokenizer, train, evaluation, max_steps=args.max_steps)
         checkpoint = latest_checkpoint(cfg) if args.resume else None
         if args.resume and is_main_process():
-            print(f"[train] resuming from {checkpoint}" if checkpoint else "[train] no checkpoint found; starting fresh")
+            print(f"[train] resuming from {checkpoint}" if checkpoint else "[train] no checkpoint; starting fresh")
         trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model(resolve_output(cfg))  # adapter only for LoRA/QLoRA; 16-bit weights gathered under ZeRO-3
         if is_main_process():
