@@ -175,8 +175,12 @@ LAYER_BACKWARD_WORK = 3
 """Transient while a layer's MLP runs backward: 3 ffn-sized gradients (down_proj's input, silu
 and up branches) plus the hidden-sized gradient flowing down, in the activation dtype
 (MemTracker's TEMP at the backward peak is exactly (3f + h) * e in every no-checkpointing case)."""
-DROPOUT_MASK_BYTES = 1
-"""peft's nn.Dropout on each adapter's input: the fp32 dropout output (lora_A's input) + a bool mask."""
+DROPOUT_BYTES_CUDA = ADAPTER_BYTES + 1
+"""peft's nn.Dropout on each adapter's input, per input element: the fp32 output (lora_A's
+input) + native_dropout's bool mask (the fused kernel torch uses on CUDA)."""
+DROPOUT_BYTES_CPU = ADAPTER_BYTES + 4
+"""Off CUDA torch builds dropout as input * noise with a fp32 noise tensor kept for backward
+(measured: +4 B per down_proj input element over no dropout, 8 B in all)."""
 EAGER_SCORE_BYTES = FP32
 """Eager attention keeps softmax(dtype=float32)'s output per head: s*s fp32, plus its cast back
 to the activation dtype when that is 16-bit."""
@@ -229,6 +233,8 @@ class Activations:
     """One layer's input: all a checkpointed layer keeps until its recompute."""
     layer_work: int
     """Transient bytes while one layer runs backward (gradients in flight)."""
+    forward_work: int
+    """Transient bytes while one layer runs forward (with checkpointing nothing else is kept)."""
     head_saved: int
     """Final norm, rotary tables and the input batch."""
     shared_saved: int
@@ -249,8 +255,8 @@ class Activations:
         return self.layers * per_layer + self.head_saved + self.logits_saved
 
 
-def _layer_saved_per_token(arch: ModelArch, s: Settings) -> tuple[float, float]:
-    """Bytes one layer saves for backward per token: (attention half, MLP half).
+def _layer_saved_per_token(arch: ModelArch, s: Settings, cpu: bool = False) -> tuple[float, float, float]:
+    """Bytes one layer saves for backward per token: (attention half, MLP half, down_proj's input).
 
     The attention half is the input norm, q/k/v/out and their adapters; the MLP half the
     post-attention norm, SwiGLU and their adapters. Eager's s*s scores are counted separately.
@@ -269,8 +275,10 @@ def _layer_saved_per_token(arch: ModelArch, s: Settings) -> tuple[float, float]:
         attn += e * (2 * q + 2 * k) + SDPA_LSE_BYTES * arch.heads
         out_saved = True
     mlp += SWIGLU_SAVED * e * f
+    down_in = 0.0
     if full:
         mlp += e * f  # silu(gate) * up, down_proj's input
+        down_in = e * f
         if not out_saved:
             attn += e * q  # o_proj's input
     if s.is_peft:
@@ -289,7 +297,7 @@ def _layer_saved_per_token(arch: ModelArch, s: Settings) -> tuple[float, float]:
                 continue
             d = dims[group]
             if s.lora_dropout > 0:
-                extra = n * (ADAPTER_BYTES + DROPOUT_MASK_BYTES) * d  # each adapter's dropout output + mask
+                extra = n * (DROPOUT_BYTES_CPU if cpu else DROPOUT_BYTES_CUDA) * d  # output + mask / noise
             elif e == ADAPTER_BYTES:
                 extra = 0 if (group == "attn_out" and out_saved) else ADAPTER_BYTES * d  # shared input
             else:
@@ -298,24 +306,32 @@ def _layer_saved_per_token(arch: ModelArch, s: Settings) -> tuple[float, float]:
                 attn += extra
             else:
                 mlp += extra
-    return attn, mlp
+            if group == "mlp_act":
+                down_in = extra / n
+    return attn, mlp, down_in
 
 
-def activations(arch: ModelArch, s: Settings) -> Activations:
-    """The activation model of one micro-batch (see the constants above)."""
+def activations(arch: ModelArch, s: Settings, cpu: bool = False) -> Activations:
+    """The activation model of one micro-batch (see the constants above); ``cpu``: torch's CPU kernels."""
     e = act_bytes(s)
     b, seq = s.micro_batch_size, s.max_seq_len
     tokens = b * seq
     h, f = arch.hidden_size, arch.intermediate_size * (arch.experts_per_token or 1)
     q, k = arch.heads * arch.head_dim, arch.kv_heads * arch.head_dim
-    attn, mlp = _layer_saved_per_token(arch, s)
+    attn, mlp, down_in = _layer_saved_per_token(arch, s, cpu)
     layer_saved = (attn + mlp) * tokens
     mlp_work = (LAYER_BACKWARD_WORK * f + h) * e * tokens
+    if e == FP32:
+        # Measured: with fp32 activations the peak comes after down_proj's backward has freed
+        # its saved input; with 16-bit activations it comes before (MemTracker, every case).
+        mlp_work -= down_in * tokens
     attn_work = (2 * q + 2 * k) * e * tokens
+    forward_work = mlp_work
     if s.attention == "eager":
         scores = b * arch.heads * seq * seq
         layer_saved += scores * (EAGER_SCORE_BYTES + (e if e < FP32 else 0))
-        attn_work += scores * 2 * FP32  # softmax backward: fp32 gradient in and out
+        attn_work += scores * (e + FP32)  # softmax backward: the probabilities' gradient + fp32 input grad
+        forward_work = max(forward_work, scores * (3 * e + FP32))  # q@k^T, scaled, masked, fp32 softmax
     if s.method == "qlora":
         # bitsandbytes dequantizes one weight at a time to the compute dtype (and its transpose in backward)
         mlp_work += 2 * 2 * max((lin.d_in * lin.d_out for lin in arch.layer_linears), default=0)
@@ -334,6 +350,7 @@ def activations(arch: ModelArch, s: Settings) -> Activations:
         layer_saved=int(layer_saved),
         layer_input=int(e * h * tokens),
         layer_work=int(work),
+        forward_work=int(forward_work),
         head_saved=int(head),
         shared_saved=int(shared),
         final_norm_input=int((RMSNORM_INPUT_BYTES * h + FP32) * tokens),
@@ -456,7 +473,7 @@ def estimate_memory(arch: ModelArch, s: Settings, device: Device) -> MemoryEstim
     accumulating = s.gradient_accumulation_steps > 1
     held = gradients if accumulating else 0  # grads kept across micro-batches
 
-    act = activations(arch, s)
+    act = activations(arch, s, cpu=device.is_cpu)
     stored = act.stored
     ckpt = s.gradient_checkpointing
     recompute = int(CHECKPOINT_RECOMPUTE_ALIVE * act.layer_saved) if ckpt else 0
@@ -465,7 +482,7 @@ def estimate_memory(arch: ModelArch, s: Settings, device: Device) -> MemoryEstim
     # layer's transient forward on top of the stored layer inputs.
     candidates_fwd = {
         "forward_end": (held, stored + act.logits_forward_extra),
-        "forward_layer": (held, stored - act.logits_saved + act.layer_work if ckpt else 0),
+        "forward_layer": (held, stored - act.logits_saved + act.forward_work if ckpt else 0),
     }
     if ckpt:
         top_acts = stored - act.logits_saved - act.final_norm_input + recompute + act.layer_work
