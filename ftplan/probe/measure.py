@@ -259,6 +259,14 @@ def _make_tracker():
                     )
             return out
 
+        def _update_peak_stats(self, peak_state) -> None:
+            # Only the global peak is needed; the stock method also walks every tracked
+            # module's statistics on every op, which dominates the run time.
+            for dev, dev_snap in self._curr_mem_snap.items():
+                if self._peak_mem.get(dev, 0) < dev_snap["Total"]:
+                    self._peak_mem[dev] = dev_snap["Total"]
+                    self._peak_mem_snap[dev] = dict(dev_snap)
+
         # -- per-phase peaks: restart the running peak at the current total --
         def begin_phase(self) -> None:
             from copy import deepcopy
