@@ -212,7 +212,8 @@ def _render(result: dict) -> str:
         lines.append(f"{k:12s} {fmt_bytes(pv):>12s} {fmt_bytes(mv):>12s} {e:>8s}")
     lines.append(f"measured peak phase: {m['peak_phase']}  ({', '.join(f'{k} {fmt_bytes(v)}' for k, v in m['phases'].items())})")
     t = result["tokens_per_s"]
-    lines.append(f"tokens/s: predicted {t['predicted']:,.0f}, measured {t['measured']:,.0f}")
+    where = f" (the plan's figure is for {p['plan_device']})" if p.get("plan_device") not in ("", result["device"]) else ""
+    lines.append(f"tokens/s: predicted {t['predicted']:,.0f}, measured {t['measured']:,.0f}{where}")
     lines.append(verdict(result))
     return "\n".join(lines)
 
