@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 
 import pytest
 from conftest import metrics, run, set_config
@@ -31,21 +30,26 @@ def checkpoints(project) -> list[int]:
     return sorted(int(p.name.split("-")[1]) for p in (project / "output").glob("checkpoint-*"))
 
 
-def merge_and_generate(project) -> None:
-    run([sys.executable, "merge_adapter.py"], project)
+def merge_and_generate(project, monkeypatch) -> None:
+    """`python merge_adapter.py`, run in this process (its imports are the slow part), then load the
+    merged model and generate from it."""
+    import importlib.util
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    monkeypatch.chdir(project)
+    spec = importlib.util.spec_from_file_location(f"merge_{project.parent.name}", project / "merge_adapter.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main([]) == 0
     merged = project / "output-merged"
     assert (merged / "model.safetensors").is_file() and (merged / "tokenizer.json").is_file()
-    code = (
-        "import sys, torch; from transformers import AutoModelForCausalLM, AutoTokenizer\n"
-        "tok = AutoTokenizer.from_pretrained(sys.argv[1]); model = AutoModelForCausalLM.from_pretrained(sys.argv[1])\n"
-        "ids = tok('The quick brown fox', return_tensors='pt').input_ids\n"
-        "out = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)\n"
-        "assert out.shape[1] == ids.shape[1] + 5, out.shape\n"
-        "assert not any('lora' in n for n, _ in model.named_parameters())\n"
-        "print('GENERATED', tok.decode(out[0]))\n"
-    )
-    proc = run([sys.executable, "-c", code, str(merged)], project)
-    assert "GENERATED" in proc.stdout
+    tok = AutoTokenizer.from_pretrained(merged)
+    model = AutoModelForCausalLM.from_pretrained(merged)
+    assert not any("lora" in name for name, _ in model.named_parameters())
+    ids = tok("The quick brown fox", return_tensors="pt").input_ids
+    out = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert out.shape[1] == ids.shape[1] + 5
 
 
 @pytest.fixture(scope="module")
@@ -95,12 +99,12 @@ def test_resume_restores_step_and_optimizer(lora_run):
     assert resumed == [1, 2, 3, 4, 5]
 
 
-def test_lora_merge_makes_a_model_that_generates(lora_run):
+def test_lora_merge_makes_a_model_that_generates(lora_run, monkeypatch):
     project, _ = lora_run
-    merge_and_generate(project)
+    merge_and_generate(project, monkeypatch)
 
 
-def test_qlora_trains_in_4bit_on_cpu_and_merges(tiny_plan, tmp_path_factory):
+def test_qlora_trains_in_4bit_on_cpu_and_merges(tiny_plan, tmp_path_factory, monkeypatch):
     project = export(
         tiny_plan, tmp_path_factory, "qlora", method="qlora", micro_batch_size=4, gradient_accumulation_steps=1
     )
@@ -108,7 +112,7 @@ def test_qlora_trains_in_4bit_on_cpu_and_merges(tiny_plan, tmp_path_factory):
     assert "14 linear layers in 4-bit nf4" in proc.stdout
     assert (project / "output" / "adapter_model.safetensors").is_file()
     assert metrics(project)[-1]["status"] == "ok"
-    merge_and_generate(project)
+    merge_and_generate(project, monkeypatch)
 
 
 @pytest.mark.parametrize("stage", [3, 2])
