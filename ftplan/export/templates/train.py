@@ -174,6 +174,11 @@ def build_model(cfg: dict, tokenizer):
     elif t["gradient_checkpointing"]:
         model.enable_input_require_grads()
     model = get_peft_model(model, lora_config(cfg, model, tokenizer))
+    head = model.get_output_embeddings()
+    if type(head).__name__ == "TrainableTokensWrapper" and "bias" not in dir(head):
+        # TRL computes the loss from lm_head.weight and lm_head.bias directly (a fused LM head); peft's
+        # trainable-token wrapper provides the merged weight but no bias attribute.
+        head.register_parameter("bias", None)
     model.print_trainable_parameters()
     return model
 
