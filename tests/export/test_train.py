@@ -46,7 +46,8 @@ def merge_and_generate(project, monkeypatch) -> None:
     assert (merged / "model.safetensors").is_file() and (merged / "tokenizer.json").is_file()
     tok = AutoTokenizer.from_pretrained(merged)
     model = AutoModelForCausalLM.from_pretrained(merged)
-    assert not any("lora" in name for name, _ in model.named_parameters())
+    assert not any("lora" in name or "token_adapter" in name for name, _ in model.named_parameters())
+    assert model.get_input_embeddings().weight.shape[0] == len(tok)
     ids = tok("The quick brown fox", return_tensors="pt").input_ids
     out = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
     assert out.shape[1] == ids.shape[1] + 5
@@ -54,8 +55,15 @@ def merge_and_generate(project, monkeypatch) -> None:
 
 @pytest.fixture(scope="module")
 def lora_run(tiny_plan, tmp_path_factory):
+    # Two new tokens: their embedding and output rows train through peft's trainable_token_indices.
     project = export(
-        tiny_plan, tmp_path_factory, "lora", method="lora", micro_batch_size=4, gradient_accumulation_steps=1
+        tiny_plan,
+        tmp_path_factory,
+        "lora",
+        method="lora",
+        micro_batch_size=4,
+        gradient_accumulation_steps=1,
+        new_tokens=2,
     )
     set_config(project, "checkpoints", save_steps=1, keep_best=1, keep_last=1)
     proc = run(["bash", "launch.sh", "--max-steps", "3"], project)
@@ -67,6 +75,9 @@ def test_lora_trains_and_saves_the_adapter(lora_run):
     out = project / "output"
     assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
     assert not (out / "model.safetensors").exists()  # adapter only
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert set(adapter["trainable_token_indices"]) == {"embed_tokens", "lm_head"}
+    assert "added 2 new tokens" in proc.stdout
     lines = metrics(project)
     train = [r for r in lines if "event" not in r]
     assert [r["step"] for r in train] == [1, 2, 3]
