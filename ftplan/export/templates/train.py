@@ -151,8 +151,9 @@ def build_model(cfg: dict, tokenizer):
         if not on_cpu(cfg) and deepspeed_config(cfg) is None:
             kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     ds = deepspeed_config(cfg)
-    if ds and ds.get("zero_optimization", {}).get("stage") == 3 and kind != "qlora":
-        # Creating the training arguments first makes from_pretrained load straight into shards.
+    if ds and ds.get("zero_optimization", {}).get("stage") == 3:
+        # Creating the training arguments first makes from_pretrained load straight into shards
+        # (and, for QLoRA, lets the 4-bit weights stored as bfloat16 be sharded).
         _DEEPSPEED_KEEPALIVE.append(training_arguments(cfg, has_eval=False))
     model = AutoModelForCausalLM.from_pretrained(resolve(cfg, m["name_or_path"]), **kwargs)
 
