@@ -160,7 +160,8 @@ def readme_md(t: Target) -> str:
     return fill(
         template("README.md"),
         {
-            "title": f"{METHOD_NAMES[t.method].split(' (')[0]} of {Path(plan.model.name).name}",
+            "title": f"{METHOD_NAMES[t.method].split(' (')[0][:1].upper()}{METHOD_NAMES[t.method].split(' (')[0][1:]}"
+            f" of {Path(plan.model.name).name}",
             "model": plan.model.name,
             "method_name": METHOD_NAMES[t.method],
             "hardware": hardware,
@@ -184,6 +185,7 @@ def readme_md(t: Target) -> str:
             "m_activations": _gib(m.activations),
             "m_overhead": _gib(m.overhead),
             "m_total": _gib(m.total),
+            "cpu_memory": _gib(mp.cpu_memory),
             "trainable": _count(mp.trainable_params),
             "params": _count(plan.model.params),
             "tokens": _count(mp.time.tokens),

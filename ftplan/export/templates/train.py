@@ -151,8 +151,9 @@ def build_model(cfg: dict, tokenizer):
         if not on_cpu(cfg) and deepspeed_config(cfg) is None:
             kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     ds = deepspeed_config(cfg)
-    if ds and ds.get("zero_optimization", {}).get("stage") == 3 and kind != "qlora":
-        # Creating the training arguments first makes from_pretrained load straight into shards.
+    if ds and ds.get("zero_optimization", {}).get("stage") == 3:
+        # Creating the training arguments first makes from_pretrained load straight into shards
+        # (and, for QLoRA, lets the 4-bit weights stored as bfloat16 be sharded).
         _DEEPSPEED_KEEPALIVE.append(training_arguments(cfg, has_eval=False))
     model = AutoModelForCausalLM.from_pretrained(resolve(cfg, m["name_or_path"]), **kwargs)
 
@@ -169,9 +170,16 @@ def build_model(cfg: dict, tokenizer):
             use_gradient_checkpointing=t["gradient_checkpointing"],
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
+        quantized = sum(type(module).__name__ == "Linear4bit" for module in model.modules())
+        print(f"[train] {quantized} linear layers in 4-bit {kwargs['quantization_config'].bnb_4bit_quant_type}")
     elif t["gradient_checkpointing"]:
         model.enable_input_require_grads()
     model = get_peft_model(model, lora_config(cfg, model, tokenizer))
+    head = model.get_output_embeddings()
+    if type(head).__name__ == "TrainableTokensWrapper" and "bias" not in dir(head):
+        # TRL computes the loss from lm_head.weight and lm_head.bias directly (a fused LM head); peft's
+        # trainable-token wrapper provides the merged weight but no bias attribute.
+        head.register_parameter("bias", None)
     model.print_trainable_parameters()
     return model
 
