@@ -49,6 +49,10 @@ def new_run_dir(project_dir: str | Path, node_rank: int = 0, now: datetime | Non
     raise RuntimeError(f"cannot create a run folder under {base}")  # pragma: no cover
 
 
+def _size(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
 class Runner:
     """Runs one spec to the end; ``stop()`` (any thread, or a signal handler) ends it gracefully."""
 
@@ -213,6 +217,7 @@ class Runner:
                     tokens_per_second=float(tps) if isinstance(tps, int | float) else None,
                     peak_memory_bytes=self._peak,
                     planned_peak_bytes=self.project.allocated_peak,
+                    peak_is_rss=self.spec.on_cpu,
                     elapsed_s=elapsed,
                     eta_s=eta,
                     cost_usd=elapsed / 3600 * gpus * self.project.usd_per_gpu_hour,
@@ -256,13 +261,18 @@ class Runner:
     def _peak_text(self) -> str:
         if not self._peak:
             return ""
-        text = f" Peak memory {self._peak / 2**30:.2f} GiB per process"
         planned = self.project.allocated_peak
-        if planned and not (self.spec.on_cpu and not self.project.is_cpu):
-            text += f" (plan: {planned / 2**30:.2f} GiB, {self._peak / planned:.0%} of it)"
+        if self.spec.on_cpu:
+            # On the CPU train.py reports the process's peak RSS, which includes Python and torch.
+            text = f" Peak memory {_size(self._peak)} per process (RSS, with the runtime; plan: {_size(planned)} of training state)"
+        else:
+            text = f" Peak memory {_size(self._peak)} per GPU (plan: {_size(planned)}"
+            text += f", {self._peak / planned:.0%} of it)" if planned else ")"
         return text + "."
 
     def _tail_text(self) -> str:
+        if self._scan.error_line:
+            return f"\nThe error: {self._scan.error_line}"
         lines = [x for x in self._tail if x.strip()][-8:]
         return ("\nLast lines of output:\n" + "\n".join(f"  | {x}" for x in lines)) if lines else ""
 

@@ -205,3 +205,22 @@ def test_start_failure_is_reported(tmp_path):
 
     result = Runner(spec, p, tmp_path / "run", process_factory=boom, base_env={}).run()
     assert result.exit_code == 1 and "could not start py" in result.message
+
+
+def test_worker_exception_is_quoted(tmp_path):
+    lines = [
+        "[rank0]: Traceback (most recent call last):",
+        "[rank0]: AssertionError: Check batch related parameters.",
+        *TORCHRUN_SUMMARY[:-9],
+        "[0]:",
+        "  rank      : 0 (local_rank: 0)",
+        "  exitcode  : 1 (pid: 1)",
+        "[1]:",
+        "  rank      : 1 (local_rank: 1)",
+        "  exitcode  : 1 (pid: 2)",
+    ]
+    runner, _ = run_with(tmp_path, FakeProcess(lines, code=1), gpus=2)
+    result = runner.run()
+    assert result.status == "worker_died"
+    assert result.message.startswith("Worker rank 0 exited with code 1; rank 1 exited with code 1 too.")
+    assert "The error: AssertionError: Check batch related parameters." in result.message
