@@ -13,10 +13,15 @@ import pytest
 
 from .conftest import run_launch
 
-pytestmark = pytest.mark.slow
-pytest.importorskip("ftplan.export")
-
 EXPORT_TESTS = Path(__file__).resolve().parent.parent / "export"
+_export = pytest.importorskip("ftplan.export")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not hasattr(_export, "export_project") or not (EXPORT_TESTS / "tiny.py").is_file(),
+        reason="needs the exporter (ftplan.export) and tests/export/tiny.py",
+    ),
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +39,7 @@ def tiny(tmp_path_factory):
 
 def export(tiny, name: str, **training) -> Path:
     from ftplan.export import export_project
+
     from ftplan.planner import make_plan, read_answers_text
 
     module, root = tiny
