@@ -62,12 +62,15 @@ class FailureScan:
             return list(self.failed_workers)
         return [self.root_cause, *[p for p in self.failed_workers if p != self.root_cause]]
 
-    def scan_error_files(self, log_dir: Path | None) -> None:
-        """torchrun writes ``error.json`` for workers whose entry point uses ``@record``."""
+    def scan_error_files(self, log_dir: Path | None, since: float = 0.0) -> None:
+        """torchrun writes ``error.json`` for workers whose entry point uses ``@record``; only files
+        written since ``since`` (this run) count."""
         if log_dir is None or not log_dir.is_dir():
             return
         for path in log_dir.rglob("error.json"):
             try:
+                if path.stat().st_mtime < since:
+                    continue
                 text = path.read_text(encoding="utf-8", errors="replace")
             except OSError:
                 continue

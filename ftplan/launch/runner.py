@@ -94,6 +94,7 @@ class Runner:
         self._peak: int | None = None
         self._end_status: str | None = None
         self._started = 0.0
+        self._started_wall = 0.0
         self.process: Process | None = None
 
     # -- control -------------------------------------------------------------------------
@@ -111,6 +112,7 @@ class Runner:
         metrics = MetricsFollower(self.project.metrics_path)
         env = {**self.base_env, **self.spec.env}
         self._started = time.monotonic()
+        self._started_wall = time.time()
         log = self.log_path.open("ab")
         try:
             proc = self.process_factory(list(self.spec.argv), env, self.spec.cwd)
@@ -129,32 +131,41 @@ class Runner:
         deadline = 0.0
         try:
             while True:
-                self._handle_metrics(metrics.poll())
-                exited = proc.poll() is not None
-                if exited and not sent_term:
-                    break
-                if self._stop.is_set() and not sent_term:
-                    sent_term = True
-                    deadline = time.monotonic() + self.grace_s
-                    self.on_event(Stopping(self._stop_reason, "SIGTERM", self.grace_s))
-                    proc.signal_group(signal.SIGTERM)
-                if sent_term and not sent_kill:
-                    if exited and not proc.group_alive():
+                try:
+                    self._handle_metrics(metrics.poll())
+                    exited = proc.poll() is not None
+                    if exited and not sent_term:
                         break
-                    if time.monotonic() >= deadline or self._kill_now.is_set():
-                        sent_kill = True
-                        self.on_event(Stopping(self._stop_reason, "SIGKILL", self.grace_s))
-                        proc.signal_group(signal.SIGKILL)
-                if sent_kill and exited:
-                    break
-                self._stop.wait(self.poll_s) if not self._stop.is_set() else time.sleep(self.poll_s / 2)
+                    if self._stop.is_set() and not sent_term:
+                        sent_term = True
+                        deadline = time.monotonic() + self.grace_s
+                        self.on_event(Stopping(self._stop_reason, "SIGTERM", self.grace_s))
+                        proc.signal_group(signal.SIGTERM)
+                    if sent_term and not sent_kill:
+                        if exited and not proc.group_alive():
+                            break
+                        if time.monotonic() >= deadline or self._kill_now.is_set():
+                            sent_kill = True
+                            self.on_event(Stopping(self._stop_reason, "SIGKILL", self.grace_s))
+                            proc.signal_group(signal.SIGKILL)
+                    if sent_kill and exited:
+                        break
+                    if self._stop.is_set():
+                        time.sleep(self.poll_s / 2)
+                    else:
+                        self._stop.wait(self.poll_s)
+                except KeyboardInterrupt:  # no handler installed (library use): same path as stop()
+                    self.stop("interrupted")
+        except BaseException:
+            proc.signal_group(signal.SIGKILL)  # never leave the group behind, whatever went wrong here
+            raise
         finally:
             returncode = proc.wait()
             leftovers = self._kill_leftovers(proc)
             reader.join(timeout=5)
             log.close()
         self._handle_metrics(metrics.poll())
-        self._scan.scan_error_files(self.log_dir)
+        self._scan.scan_error_files(self.log_dir, since=self._started_wall)
         result = self._result(returncode, sent_kill, leftovers)
         self.on_event(RunFinished(result))
         return result

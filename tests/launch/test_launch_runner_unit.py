@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import signal
 import threading
 
@@ -135,6 +136,26 @@ def test_oom_in_torchrun_error_file(tmp_path):
     err.write_text('{"message": {"message": "OutOfMemoryError: CUDA out of memory. Tried to allocate 1 GiB"}}')
     runner, _ = run_with(tmp_path, FakeProcess(["ChildFailedError"], code=1), log_dir=tmp_path / "logs")
     assert runner.run().status == "oom"
+    os.utime(err, (1, 1))  # an earlier run's error file does not count
+    runner, _ = run_with(tmp_path, FakeProcess(["ChildFailedError"], code=1), log_dir=tmp_path / "logs")
+    assert runner.run().status == "failed"
+
+
+def test_keyboard_interrupt_inside_run_takes_the_stop_path(tmp_path):
+    proc = FakeProcess([], run_until_signal=True)
+    calls = {"n": 0}
+    real_poll = proc.poll
+
+    def poll():
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_poll()
+
+    proc.poll = poll
+    runner, _ = run_with(tmp_path, proc, grace_s=5)
+    result = runner.run()
+    assert result.status == "interrupted" and proc.signals == [signal.SIGTERM]
 
 
 TORCHRUN_SUMMARY = """torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
