@@ -133,9 +133,15 @@ def test_oom_in_output_gives_ladder_advice(tmp_path):
 def test_oom_in_torchrun_error_file(tmp_path):
     err = tmp_path / "logs" / "run_x" / "attempt_0" / "1" / "error.json"
     err.parent.mkdir(parents=True)
-    err.write_text('{"message": {"message": "OutOfMemoryError: CUDA out of memory. Tried to allocate 1 GiB"}}')
-    runner, _ = run_with(tmp_path, FakeProcess(["ChildFailedError"], code=1), log_dir=tmp_path / "logs")
-    assert runner.run().status == "oom"
+    text = '{"message": {"message": "OutOfMemoryError: CUDA out of memory. Tried to allocate 1 GiB"}}'
+
+    def crash():
+        err.write_text(text)
+
+    proc = FakeProcess(["ChildFailedError"], code=1, on_start=crash)
+    runner, _ = run_with(tmp_path, proc, log_dir=tmp_path / "logs")
+    result = runner.run()
+    assert result.status == "oom" and "Tried to allocate 1 GiB" in result.message
     os.utime(err, (1, 1))  # an earlier run's error file does not count
     runner, _ = run_with(tmp_path, FakeProcess(["ChildFailedError"], code=1), log_dir=tmp_path / "logs")
     assert runner.run().status == "failed"
