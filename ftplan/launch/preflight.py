@@ -98,7 +98,9 @@ def check_gpus(project: ProjectInfo, options: LaunchOptions, host: HostFacts) ->
         return Check("GPUs", WARN, f"{detail}; other processes are using them: {listed}")
     from ftplan.planner.catalog.gpus import gpu_by_name
 
-    mismatched = [g.name for g in host.gpus[:need] if (c := gpu_by_name(g.name, detected=True)) is None or c.name != project.gpu]
+    mismatched = [
+        g.name for g in host.gpus[:need] if (c := gpu_by_name(g.name, detected=True)) is None or c.name != project.gpu
+    ]
     if mismatched:
         return Check(
             "GPUs", WARN, f'{detail}; the plan was made for {project.gpu} (re-plan with hardware.gpu = "auto")'

@@ -1,9 +1,9 @@
 """Run a LaunchSpec: stream its output, follow its metrics, stop it cleanly, say what happened.
 
-The child starts in its own session. Stopping sends SIGTERM to the whole process group, waits a
-grace period longer than torchrun's own (torchrun gives its workers 30 s), then sends SIGKILL;
-whatever is left of the group when the child has exited is killed too, so no worker outlives a
-run. Everything the runner learns is posted as a small event dataclass to ``on_event`` so that
+The child starts in its own session. Stopping sends SIGTERM to the whole process group and to
+every descendant seen (torchrun puts each worker in a session of its own), waits a grace period
+longer than torchrun's own (torchrun gives its workers 30 s), then sends SIGKILL; whatever is
+left when the child has exited is killed too, so no worker outlives a run. Everything the runner learns is posted as a small event dataclass to ``on_event`` so that
 the console display and the TUI drive the same runner.
 """
 
@@ -128,11 +128,14 @@ class Runner:
         reader = threading.Thread(target=self._read_output, args=(proc, log), daemon=True)
         reader.start()
         sent_term = sent_kill = False
-        deadline = 0.0
+        deadline = next_refresh = 0.0
         try:
             while True:
                 try:
                     self._handle_metrics(metrics.poll())
+                    if time.monotonic() >= next_refresh:
+                        proc.refresh()  # remember torchrun's workers: they live in sessions of their own
+                        next_refresh = time.monotonic() + 1.0
                     exited = proc.poll() is not None
                     if exited and not sent_term:
                         break

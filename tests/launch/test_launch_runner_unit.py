@@ -57,6 +57,9 @@ class FakeProcess:
     def group_alive(self):
         return [] if self._done.is_set() else [self.pid]
 
+    def refresh(self):
+        pass
+
 
 def setup(tmp_path, gpus=1):
     p = load_project(make_project(tmp_path / "p", answers_text(gpus=gpus)))
