@@ -138,9 +138,10 @@ def choose_settings(method: Method, answers: Answers, arch: ModelArch, device: D
         frugal = batch(sizes[0])
         if best is not None and estimate_time(arch, batch(sizes[-1]), device, data).hours >= best[0]:
             continue  # even its largest micro-batch would not be faster than the best so far
-        # Memory grows with the micro-batch, and larger micro-batches are faster: the
-        # largest that fits is this rung's best (found by bisection).
-        mb = _largest(sizes, lambda mb: estimate_memory(arch, batch(mb), device).total <= limit)
+        # Larger micro-batches are faster: the largest that fits is this rung's best. Memory is
+        # not monotone in it (a smaller micro-batch means accumulation, which keeps gradients
+        # alive through the forward pass), so scan down rather than bisect.
+        mb = next((mb for mb in reversed(sizes) if estimate_memory(arch, batch(mb), device).total <= limit), None)
         if mb is None:
             continue
         candidate = batch(mb)

@@ -25,7 +25,7 @@ def exhaustive(method, answers, arch, device, data):
     return fitting
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     model=st.sampled_from(sorted(MODEL_CONFIGS)),
     gpu=st.sampled_from(sorted(GPUS)),
