@@ -114,6 +114,41 @@ def test_sigint_stops_every_child_then_resume_continues(project):
     assert f"rank 0: step {ckpts[-1] + 1} " in r.stdout and "rank 0: step 1 " not in r.stdout
 
 
+def test_sigint_under_torchrun_ends_every_worker(tmp_path):
+    """torchrun puts each worker in a session of its own; rank 1 ignores SIGTERM, so the
+    grace period ends with SIGKILL, which must reach the workers too."""
+    proj = make_project(tmp_path / "p", answers_text(gpus=2))
+    env = ftplan_env(FAKE_STEP_SECONDS="0.2", FAKE_TOTAL_STEPS="1000", FAKE_IGNORE_SIGTERM="rank1")
+    proc = subprocess.Popen(launch_cmd(str(proj), "--grace", "2"), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        seen, m = _wait_for(proc, r"process group (\d+)")
+        pgid = int(m.group(1))
+        seen, _ = _wait_for(proc, r"rank 1: step 2 ", timeout=90)
+        workers = [int(x) for x in re.findall(r"process group up \(gloo\) pid (\d+)", seen)]
+        assert len(workers) == 2 and not set(workers) & set(group_members(pgid))
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+        assert time.monotonic() - t0 < 2 + 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, rest
+    assert "rank 1: ignoring SIGTERM" in rest
+    assert "Run interrupted" in rest and "was killed (SIGKILL)" in rest
+    assert group_members(pgid) == []
+    assert [pid for pid in workers if _state(pid) not in "ZX"] == []
+
+
+def _state(pid: int) -> str:
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return "X"
+    return stat[stat.rfind(")") + 2]
+
+
 def test_worker_that_dies_gives_a_clear_message(tmp_path):
     proj = make_project(tmp_path / "p", answers_text(gpus=2))
     r = run_launch(str(proj), "--smoke", "--smoke-steps", "6", "--grace", "10", timeout=120,
@@ -161,8 +196,8 @@ def test_two_nodes_on_localhost_both_finish(tmp_path):
                 p.kill()
     for p, out in zip(procs, outs, strict=True):
         assert p.returncode == 0, out
-    assert "rank 0/2: process group up (gloo)" in outs[0]
-    assert "rank 1/2: process group up (gloo)" in outs[1]
+    assert "rank 0/2: process group up (gloo) pid" in outs[0]
+    assert "rank 1/2: process group up (gloo) pid" in outs[1]
     assert "rank 1: done" in outs[1]
     assert len([d for d in os.listdir(proj / "runs") if d != "torchrun"]) == 2
 
