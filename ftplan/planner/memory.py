@@ -185,9 +185,11 @@ EAGER_SCORE_BYTES = FP32
 """Eager attention keeps softmax(dtype=float32)'s output per head: s*s fp32, plus its cast back
 to the activation dtype when that is 16-bit."""
 CHECKPOINT_RECOMPUTE_ALIVE = 1.0
-CPU_ADAMW_TEMP_TENSORS = 3
-"""torch AdamW off CUDA runs the single-tensor path: ~3 temporaries the size of the largest
-trainable tensor at once (measured: optimizer-phase peak - end of backward = 3 x largest)."""
+CPU_ADAMW_TEMP_TENSORS = 2
+"""torch AdamW off CUDA runs the single-tensor path: two temporaries the size of the largest
+trainable tensor (sqrt(exp_avg_sq) and its quotient) plus one the size of the largest layer
+matrix (measured: optimizer-phase peak - end of backward = 3 x h*f without a big embedding
+trainable, 2 x V*h + h*f with one)."""
 FOREACH_ADAMW_TEMP = 1
 """On CUDA torch AdamW defaults to foreach: _foreach_sqrt(exp_avg_sq) materialises one
 state-sized list for all trainable parameters; fused AdamW has none."""
@@ -388,13 +390,17 @@ def _zero_shards(s: Settings, world: int) -> tuple[int, int, int]:
     return n, n, n
 
 
-def _largest_trainable_tensor(arch: ModelArch, s: Settings) -> int:
+def _largest_trainable_tensors(arch: ModelArch, s: Settings) -> tuple[int, int]:
+    """(largest trainable tensor, largest trainable decoder-layer matrix), in elements."""
     if s.method == "full":
-        return max(arch.embedding_params + s.new_tokens * arch.hidden_size, max(
-            (lin.d_in * lin.d_out for lin in arch.layer_linears), default=0
-        ), arch.expert_params_per_layer // max(arch.experts, 1) * 2)
+        layer = max((lin.d_in * lin.d_out for lin in arch.layer_linears), default=0)
+        if arch.experts:
+            layer = max(layer, arch.expert_params_per_layer // arch.experts)
+        embedding = arch.embedding_params + s.new_tokens * arch.hidden_size
+        return max(embedding, layer), layer
     targets = arch.lora_targets(s.lora_target_modules)
-    return max((s.lora_r * max(lin.d_in, lin.d_out) for lin in targets), default=0)
+    largest = max((s.lora_r * max(lin.d_in, lin.d_out) for lin in targets), default=0)
+    return largest, largest
 
 
 def _step_temp(arch: ModelArch, s: Settings, device: Device, trainable_bytes: int, value_bytes: int) -> int:
@@ -405,7 +411,8 @@ def _step_temp(arch: ModelArch, s: Settings, device: Device, trainable_bytes: in
     if s.optimizer == "adamw_torch_fused" or s.optimizer not in ("adamw_torch",):
         return 0
     if device.is_cpu:
-        return CPU_ADAMW_TEMP_TENSORS * _largest_trainable_tensor(arch, s) * value_bytes
+        largest, layer = _largest_trainable_tensors(arch, s)
+        return (CPU_ADAMW_TEMP_TENSORS * largest + layer) * value_bytes
     return FOREACH_ADAMW_TEMP * trainable_bytes
 
 
