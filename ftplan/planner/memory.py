@@ -5,10 +5,12 @@ bitsandbytes, DeepSpeed), not from a bytes-per-parameter rule of thumb:
 
 * model states: ZeRO paper (arXiv 1910.02054) for the DeepSpeed split; pure-bf16 training keeps
   bf16 optimizer states (torch AdamW's states take the parameter's dtype);
-* activations: Korthikanti et al. 2022 (arXiv 2205.05198) structure, with per-token constants
-  for Llama-style blocks measured on real CPU steps with ``MemTracker``
-  (``benchmarks/estimator_accuracy.py`` prints the comparison);
-* logits: b*s*V elements, upcast to fp32 for the loss (torchtune measured ~8.3 B/element).
+* activations: Korthikanti et al. 2022 (arXiv 2205.05198) structure, tensor by tensor for
+  Llama-style blocks (RMSNorm fp32 upcasts, SDPA's q/k/v/out/logsumexp, SwiGLU's gate/up/silu,
+  peft's fp32 adapter inputs), each count checked with ``MemTracker`` on real CPU steps of tiny
+  configs (``ftplan.probe.calibration.GRID``; ``benchmarks/estimator_accuracy.py`` prints it);
+* logits: b*s*V elements; HF's loss upcasts them to fp32: 4 B/logit kept for backward and
+  12 B/logit at the start of backward (torchtune's ~8.3 B/element is the forward side).
 
 The peak is the largest of the step's phases (end of forward, peak of backward, optimizer
 step), not the sum of each component's maximum; ``components`` report each part's value
