@@ -17,7 +17,15 @@ def test_gpu_check_dry_run():
     pytest.importorskip("peft")
     pytest.importorskip("bitsandbytes")
     proc = subprocess.run(
-        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--dry-run", "--models", "Qwen/Qwen2.5-1.5B", "--seq", "32"],
+        [
+            "bash",
+            str(ROOT / "benchmarks" / "gpu_check.sh"),
+            "--dry-run",
+            "--models",
+            "Qwen/Qwen2.5-1.5B",
+            "--seq",
+            "32",
+        ],
         capture_output=True,
         text=True,
         env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin", "HOME": str(Path.home())},

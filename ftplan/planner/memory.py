@@ -518,7 +518,11 @@ def estimate_memory(arch: ModelArch, s: Settings, device: Device) -> MemoryEstim
         "optimizer_step": totals["optimizer_step"],
     }
     peak_key = max(totals, key=totals.get)
-    peak_phase = "forward" if peak_key.startswith("forward") else ("backward" if peak_key.startswith("backward") else "optimizer_step")
+    peak_phase = (
+        "forward"
+        if peak_key.startswith("forward")
+        else ("backward" if peak_key.startswith("backward") else "optimizer_step")
+    )
     g, a, t = phases_detail[peak_key]
     overhead = 0 if device.is_cpu else CUDA_OVERHEAD + (NCCL_OVERHEAD if world > 1 else 0)
     return MemoryEstimate(

@@ -30,8 +30,15 @@ def model_config(name: str, dry_run: bool) -> dict:
     if dry_run:  # same family and quirks (GQA ratio, biases, tied embeddings), tiny sizes
         heads = 4
         kv = max(1, heads * real["num_key_value_heads"] // real["num_attention_heads"])
-        cfg = tiny_llama_config(hidden=64, layers=2, heads=heads, kv_heads=kv, vocab=512,
-                                tied=real.get("tie_word_embeddings", False), model_type=real["model_type"])
+        cfg = tiny_llama_config(
+            hidden=64,
+            layers=2,
+            heads=heads,
+            kv_heads=kv,
+            vocab=512,
+            tied=real.get("tie_word_embeddings", False),
+            model_type=real["model_type"],
+        )
         return cfg
     base = tiny_llama_config(model_type=real["model_type"])
     base.update(real)
@@ -57,23 +64,43 @@ def run(models, methods, checkpointing, seq: int, batch: int, dry_run: bool, tol
     device = Device(CPU) if not cuda else Device(_catalog_gpu(torch.cuda.get_device_name(0), GPUS))
     precision = "bf16" if cuda else "fp32"
     failures = 0
-    print(f"{'model':26s} {'method':6s} {'ckpt':5s} {'predicted':>11s} {'measured':>11s} {'error':>7s} "
-          f"{'phase p/m':>22s} {'s':>5s}", file=out)
+    print(
+        f"{'model':26s} {'method':6s} {'ckpt':5s} {'predicted':>11s} {'measured':>11s} {'error':>7s} "
+        f"{'phase p/m':>22s} {'s':>5s}",
+        file=out,
+    )
     for name in models:
         cfg = model_config(name, dry_run)
         arch = arch_from_config(cfg)
         for method in methods:
             for ckpt in checkpointing:
-                s = Settings(method=method, precision=precision, optimizer="adamw_torch", micro_batch_size=batch,
-                             gradient_accumulation_steps=1, gradient_checkpointing=ckpt, attention="sdpa",
-                             max_seq_len=seq, lora_r=16, lora_alpha=32.0, lora_dropout=0.05)
+                s = Settings(
+                    method=method,
+                    precision=precision,
+                    optimizer="adamw_torch",
+                    micro_batch_size=batch,
+                    gradient_accumulation_steps=1,
+                    gradient_checkpointing=ckpt,
+                    attention="sdpa",
+                    max_seq_len=seq,
+                    lora_r=16,
+                    lora_alpha=32.0,
+                    lora_dropout=0.05,
+                )
                 est = estimate_memory(arch, s, device)
                 predicted = est.total - est.overhead
                 t0 = time.perf_counter()
                 try:
-                    model = build_model(cfg, method=method, precision=precision, gradient_checkpointing=ckpt,
-                                        lora_r=16, lora_alpha=32.0, lora_dropout=0.05,
-                                        device="cuda" if cuda else "cpu")
+                    model = build_model(
+                        cfg,
+                        method=method,
+                        precision=precision,
+                        gradient_checkpointing=ckpt,
+                        lora_r=16,
+                        lora_alpha=32.0,
+                        lora_dropout=0.05,
+                        device="cuda" if cuda else "cpu",
+                    )
                     m = measure_step(model, micro_batch_size=batch, seq_len=seq, optimizer="adamw_torch")
                 except Exception as exc:  # report and go on (e.g. out of memory)
                     print(f"{name:26s} {method:6s} {str(ckpt):5s} failed: {type(exc).__name__}: {exc}", file=out)
@@ -89,9 +116,13 @@ def run(models, methods, checkpointing, seq: int, batch: int, dry_run: bool, tol
                 failures += bad
                 unit = GIB if cuda else 2**20
                 suffix = "GiB" if cuda else "MiB"
-                print(f"{name:26s} {method:6s} {str(ckpt):5s} {predicted / unit:8.2f}{suffix} {m.peak / unit:8.2f}{suffix} "
-                      f"{100 * err:+6.1f}% {est.peak_phase + '/' + m.peak_phase:>22s} {time.perf_counter() - t0:5.1f}"
-                      + ("  <- outside tolerance" if bad else ""), file=out, flush=True)
+                print(
+                    f"{name:26s} {method:6s} {str(ckpt):5s} {predicted / unit:8.2f}{suffix} {m.peak / unit:8.2f}{suffix} "
+                    f"{100 * err:+6.1f}% {est.peak_phase + '/' + m.peak_phase:>22s} {time.perf_counter() - t0:5.1f}"
+                    + ("  <- outside tolerance" if bad else ""),
+                    file=out,
+                    flush=True,
+                )
     return 1 if failures else 0
 
 
