@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-MB = 2**20
+MIB = 2**20
 
 
 def memory_rows(cases=None) -> list[dict]:
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             pp = max(r["predicted_phases"], key=r["predicted_phases"].get)
             mp = max(r["measured_phases"], key=r["measured_phases"].get)
             print(
-                f"{r['case']:56s} {r['predicted'] / MB:8.2f}MB {r['measured'] / MB:8.2f}MB {100 * r['error']:+6.1f}%  {pp}/{mp}"
+                f"{r['case']:56s} {r['predicted'] / MIB:7.2f}MiB {r['measured'] / MIB:7.2f}MiB {100 * r['error']:+6.1f}%  {pp}/{mp}"
             )
         worst = max(abs(r["error"]) for r in rows)
         print(f"worst |error| {100 * worst:.1f}% over {len(rows)} cases\n")
