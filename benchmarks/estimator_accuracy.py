@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-MB = 2**20
+MIB = 2**20
 
 
 def memory_rows(cases=None) -> list[dict]:
@@ -53,12 +53,26 @@ def reference_rows() -> list[dict]:
     for ref in REFERENCES:
         p = predict_reference(ref)
         if ref.kind == "max_seq":
-            rows.append({"setup": ref.setup, "measured": f"{ref.measured_tokens:,} tokens",
-                         "predicted": f"{p['predicted_tokens']:,} tokens", "source": ref.source, "note": ref.note})
+            rows.append(
+                {
+                    "setup": ref.setup,
+                    "measured": f"{ref.measured_tokens:,} tokens",
+                    "predicted": f"{p['predicted_tokens']:,} tokens",
+                    "source": ref.source,
+                    "note": ref.note,
+                }
+            )
         else:
             measured = f"{ref.measured_gb:.2f} GB" if ref.measured_gb else "-"
-            rows.append({"setup": ref.setup, "measured": measured, "predicted": f"{p['predicted_gb']:.2f} GB",
-                         "source": ref.source, "note": ref.note})
+            rows.append(
+                {
+                    "setup": ref.setup,
+                    "measured": measured,
+                    "predicted": f"{p['predicted_gb']:.2f} GB",
+                    "source": ref.source,
+                    "note": ref.note,
+                }
+            )
     return rows
 
 
@@ -84,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             pp = max(r["predicted_phases"], key=r["predicted_phases"].get)
             mp = max(r["measured_phases"], key=r["measured_phases"].get)
-            print(f"{r['case']:56s} {r['predicted'] / MB:8.2f}MB {r['measured'] / MB:8.2f}MB {100 * r['error']:+6.1f}%  {pp}/{mp}")
+            print(
+                f"{r['case']:56s} {r['predicted'] / MIB:7.2f}MiB {r['measured'] / MIB:7.2f}MiB {100 * r['error']:+6.1f}%  {pp}/{mp}"
+            )
         worst = max(abs(r["error"]) for r in rows)
         print(f"worst |error| {100 * worst:.1f}% over {len(rows)} cases\n")
     refs = reference_rows()

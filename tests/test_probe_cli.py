@@ -113,14 +113,30 @@ def _project(tmp_path):
     model_dir.mkdir()
     config = tiny_llama_config(hidden=64, layers=2, vocab=256)
     (model_dir / "config.json").write_text(json.dumps(config))
-    s = Settings(method="lora", precision="fp32", optimizer="adamw_torch", micro_batch_size=2, max_seq_len=64,
-                 gradient_checkpointing=False, lora_r=8, lora_alpha=16, lora_dropout=0.0, gradient_accumulation_steps=1)
+    s = Settings(
+        method="lora",
+        precision="fp32",
+        optimizer="adamw_torch",
+        micro_batch_size=2,
+        max_seq_len=64,
+        gradient_checkpointing=False,
+        lora_r=8,
+        lora_alpha=16,
+        lora_dropout=0.0,
+        gradient_accumulation_steps=1,
+    )
     mem = estimate_memory(arch_from_config(config), s, Device(GPUS["A100-80GB"]))
     plan = {
         "model": {"name": str(model_dir)},
         "hardware": {"gpu": "A100-80GB"},
-        "methods": {"lora": {"memory": mem.as_dict(), "memory_phases": mem.phases, "settings": s.model_dump(mode="json"),
-                             "time": {"tokens_per_second": 1234.0}}},
+        "methods": {
+            "lora": {
+                "memory": mem.as_dict(),
+                "memory_phases": mem.phases,
+                "settings": s.model_dump(mode="json"),
+                "time": {"tokens_per_second": 1234.0},
+            }
+        },
     }
     proj = tmp_path / "proj"
     proj.mkdir()

@@ -5,10 +5,12 @@ bitsandbytes, DeepSpeed), not from a bytes-per-parameter rule of thumb:
 
 * model states: ZeRO paper (arXiv 1910.02054) for the DeepSpeed split; pure-bf16 training keeps
   bf16 optimizer states (torch AdamW's states take the parameter's dtype);
-* activations: Korthikanti et al. 2022 (arXiv 2205.05198) structure, with per-token constants
-  for Llama-style blocks measured on real CPU steps with ``MemTracker``
-  (``benchmarks/estimator_accuracy.py`` prints the comparison);
-* logits: b*s*V elements, upcast to fp32 for the loss (torchtune measured ~8.3 B/element).
+* activations: Korthikanti et al. 2022 (arXiv 2205.05198) structure, tensor by tensor for
+  Llama-style blocks (RMSNorm fp32 upcasts, SDPA's q/k/v/out/logsumexp, SwiGLU's gate/up/silu,
+  peft's fp32 adapter inputs), each count checked with ``MemTracker`` on real CPU steps of tiny
+  configs (``ftplan.probe.calibration.GRID``; ``benchmarks/estimator_accuracy.py`` prints it);
+* logits: b*s*V elements; HF's loss upcasts them to fp32: 4 B/logit kept for backward and
+  12 B/logit at the start of backward (torchtune's ~8.3 B/element is the forward side).
 
 The peak is the largest of the step's phases (end of forward, peak of backward, optimizer
 step), not the sum of each component's maximum; ``components`` report each part's value
@@ -185,9 +187,11 @@ EAGER_SCORE_BYTES = FP32
 """Eager attention keeps softmax(dtype=float32)'s output per head: s*s fp32, plus its cast back
 to the activation dtype when that is 16-bit."""
 CHECKPOINT_RECOMPUTE_ALIVE = 1.0
-CPU_ADAMW_TEMP_TENSORS = 3
-"""torch AdamW off CUDA runs the single-tensor path: ~3 temporaries the size of the largest
-trainable tensor at once (measured: optimizer-phase peak - end of backward = 3 x largest)."""
+CPU_ADAMW_TEMP_TENSORS = 2
+"""torch AdamW off CUDA runs the single-tensor path: two temporaries the size of the largest
+trainable tensor (sqrt(exp_avg_sq) and its quotient) plus one the size of the largest layer
+matrix (measured: optimizer-phase peak - end of backward = 3 x h*f without a big embedding
+trainable, 2 x V*h + h*f with one)."""
 FOREACH_ADAMW_TEMP = 1
 """On CUDA torch AdamW defaults to foreach: _foreach_sqrt(exp_avg_sq) materialises one
 state-sized list for all trainable parameters; fused AdamW has none."""
@@ -388,13 +392,17 @@ def _zero_shards(s: Settings, world: int) -> tuple[int, int, int]:
     return n, n, n
 
 
-def _largest_trainable_tensor(arch: ModelArch, s: Settings) -> int:
+def _largest_trainable_tensors(arch: ModelArch, s: Settings) -> tuple[int, int]:
+    """(largest trainable tensor, largest trainable decoder-layer matrix), in elements."""
     if s.method == "full":
-        return max(arch.embedding_params + s.new_tokens * arch.hidden_size, max(
-            (lin.d_in * lin.d_out for lin in arch.layer_linears), default=0
-        ), arch.expert_params_per_layer // max(arch.experts, 1) * 2)
+        layer = max((lin.d_in * lin.d_out for lin in arch.layer_linears), default=0)
+        if arch.experts:
+            layer = max(layer, arch.expert_params_per_layer // arch.experts)
+        embedding = arch.embedding_params + s.new_tokens * arch.hidden_size
+        return max(embedding, layer), layer
     targets = arch.lora_targets(s.lora_target_modules)
-    return max((s.lora_r * max(lin.d_in, lin.d_out) for lin in targets), default=0)
+    largest = max((s.lora_r * max(lin.d_in, lin.d_out) for lin in targets), default=0)
+    return largest, largest
 
 
 def _step_temp(arch: ModelArch, s: Settings, device: Device, trainable_bytes: int, value_bytes: int) -> int:
@@ -405,7 +413,8 @@ def _step_temp(arch: ModelArch, s: Settings, device: Device, trainable_bytes: in
     if s.optimizer == "adamw_torch_fused" or s.optimizer not in ("adamw_torch",):
         return 0
     if device.is_cpu:
-        return CPU_ADAMW_TEMP_TENSORS * _largest_trainable_tensor(arch, s) * value_bytes
+        largest, layer = _largest_trainable_tensors(arch, s)
+        return (CPU_ADAMW_TEMP_TENSORS * largest + layer) * value_bytes
     return FOREACH_ADAMW_TEMP * trainable_bytes
 
 
@@ -509,7 +518,11 @@ def estimate_memory(arch: ModelArch, s: Settings, device: Device) -> MemoryEstim
         "optimizer_step": totals["optimizer_step"],
     }
     peak_key = max(totals, key=totals.get)
-    peak_phase = "forward" if peak_key.startswith("forward") else ("backward" if peak_key.startswith("backward") else "optimizer_step")
+    peak_phase = (
+        "forward"
+        if peak_key.startswith("forward")
+        else ("backward" if peak_key.startswith("backward") else "optimizer_step")
+    )
     g, a, t = phases_detail[peak_key]
     overhead = 0 if device.is_cpu else CUDA_OVERHEAD + (NCCL_OVERHEAD if world > 1 else 0)
     return MemoryEstimate(

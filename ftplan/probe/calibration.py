@@ -79,7 +79,7 @@ class Case:
         )
 
 
-# ~16 cases: every method x precision x checkpointing x attention x vocabulary effect is covered
+# 18 cases: every method x precision x checkpointing x attention x vocabulary effect is covered
 # at least once, micro-batch 1..4 and sequence 64..512, hidden 64..256, 2..4 layers.
 GRID: tuple[Case, ...] = (
     Case("full", "fp32", False, "sdpa", 512, 2, 256, 128, 2),
@@ -91,14 +91,15 @@ GRID: tuple[Case, ...] = (
     Case("lora", "fp32", False, "sdpa", 512, 4, 64, 256, 2),
     Case("lora", "fp32", False, "eager", 512, 1, 512, 64, 3),
     Case("lora", "bf16", True, "sdpa", 32000, 2, 64, 128, 2),
-    Case("lora", "bf16", False, "sdpa", 512, 1, 256, 256, 4),
+    Case("lora", "bf16", False, "sdpa", 512, 1, 256, 128, 4),
     Case("lora", "bf16", False, "eager", 32000, 1, 128, 64, 3),
-    Case("lora", "fp32", True, "sdpa", 512, 2, 256, 256, 4),
+    Case("lora", "fp32", True, "sdpa", 512, 1, 256, 256, 4),
     Case("lora", "bf16", False, "sdpa", 512, 2, 128, 128, 2, lora_dropout=0.05),
     Case("lora", "fp32", True, "sdpa", 32000, 1, 128, 128, 2, lora_dropout=0.05),
-    Case("qlora", "bf16", True, "sdpa", 512, 2, 256, 128, 2),
+    Case("qlora", "bf16", True, "sdpa", 512, 1, 256, 128, 2),
     Case("qlora", "bf16", False, "sdpa", 32000, 1, 128, 128, 2),
     Case("qlora", "fp32", False, "eager", 512, 1, 256, 128, 2, lora_dropout=0.05),
+    Case("full", "bf16", True, "sdpa", 32000, 2, 64, 64, 2, tied=True),
 )
 
 

@@ -180,12 +180,18 @@ def run_probe(d: Path, steps: int) -> dict:
         "method": pred.get("method"),
         "device": "cuda" if device.type == "cuda" else "cpu",
         "steps": steps,
-        "predicted": {**{k: int(pmem.get(k, 0)) for k in (*COMPONENTS, "overhead")}, "total": predicted_peak,
-                      "source": pred.get("source", ""), "plan_device": pred.get("device", "")},
+        "predicted": {
+            **{k: int(pmem.get(k, 0)) for k in (*COMPONENTS, "overhead")},
+            "total": predicted_peak,
+            "source": pred.get("source", ""),
+            "plan_device": pred.get("device", ""),
+        },
         "measured": {**m.components, "total": measured_total, "peak_phase": m.peak_phase, "phases": m.phases},
         "error": error,
-        "tokens_per_s": {"predicted": float(pred.get("tokens_per_second", 0.0) or 0.0),
-                         "measured": tokens / seconds if seconds else 0.0},
+        "tokens_per_s": {
+            "predicted": float(pred.get("tokens_per_second", 0.0) or 0.0),
+            "measured": tokens / seconds if seconds else 0.0,
+        },
     }
 
 
@@ -194,8 +200,10 @@ def verdict(result: dict) -> str:
     if abs(err) <= TOLERANCE:
         return f"OK: the plan's memory holds on real steps (error {100 * err:+.1f}%, within {100 * TOLERANCE:.0f}%)."
     if err < 0:
-        return (f"WARNING: the run needs {100 * -err:.0f}% more memory than planned; leave headroom or lower "
-                "micro_batch_size / max_seq_len.")
+        return (
+            f"WARNING: the run needs {100 * -err:.0f}% more memory than planned; leave headroom or lower "
+            "micro_batch_size / max_seq_len."
+        )
     return f"NOTE: the run needs {100 * err:.0f}% less memory than planned (the plan is conservative here)."
 
 
@@ -203,16 +211,23 @@ def _render(result: dict) -> str:
     from ftplan.probe.measure import fmt_bytes
 
     p, m = result["predicted"], result["measured"]
-    lines = [f"ftplan probe {result['project']}: {result['method']} on {result['device']}, {result['steps']} steps",
-             f"predicted from {p['source']}", ""]
+    lines = [
+        f"ftplan probe {result['project']}: {result['method']} on {result['device']}, {result['steps']} steps",
+        f"predicted from {p['source']}",
+        "",
+    ]
     lines.append(f"{'component':12s} {'predicted':>12s} {'measured':>12s} {'error':>8s}")
     for k in (*COMPONENTS, "total"):
         pv, mv = p.get(k, 0), m.get(k, 0)
         e = f"{100 * (pv - mv) / mv:+.1f}%" if mv else "-"
         lines.append(f"{k:12s} {fmt_bytes(pv):>12s} {fmt_bytes(mv):>12s} {e:>8s}")
-    lines.append(f"measured peak phase: {m['peak_phase']}  ({', '.join(f'{k} {fmt_bytes(v)}' for k, v in m['phases'].items())})")
+    lines.append(
+        f"measured peak phase: {m['peak_phase']}  ({', '.join(f'{k} {fmt_bytes(v)}' for k, v in m['phases'].items())})"
+    )
     t = result["tokens_per_s"]
-    where = f" (the plan's figure is for {p['plan_device']})" if p.get("plan_device") not in ("", result["device"]) else ""
+    where = (
+        f" (the plan's figure is for {p['plan_device']})" if p.get("plan_device") not in ("", result["device"]) else ""
+    )
     lines.append(f"tokens/s: predicted {t['predicted']:,.0f}, measured {t['measured']:,.0f}{where}")
     lines.append(verdict(result))
     return "\n".join(lines)

@@ -302,9 +302,7 @@ def _step(model, optimizer, batch, max_grad_norm: float) -> None:
     optimizer.zero_grad(set_to_none=True)
 
 
-def measure_cpu_step(
-    model, optimizer, batch: dict, *, warmup_steps: int = 1, max_grad_norm: float = 1.0
-) -> StepMemory:
+def measure_cpu_step(model, optimizer, batch: dict, *, warmup_steps: int = 1, max_grad_norm: float = 1.0) -> StepMemory:
     """One steady-state step under MemTracker on the CPU."""
     import gc
     import time
