@@ -136,3 +136,13 @@ def test_cli_out_and_force(tiny_model, tiny_data, tmp_path):
     third = subprocess.run([*cmd, "--force"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert third.returncode == 0, third.stderr
     assert not (out / "launch.sh").read_text().endswith("# my change\n")
+
+
+def test_rendering_imports_no_training_stack():
+    code = (
+        "import sys, ftplan.export, ftplan.export.write\n"
+        "heavy = [m for m in ('torch', 'transformers', 'peft', 'trl', 'deepspeed', 'datasets') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr

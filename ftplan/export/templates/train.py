@@ -301,6 +301,8 @@ def build_datasets(cfg: dict, tokenizer):
     """(train, eval): the data as text, an eval split of data.eval_fraction, general text mixed in
     at data.general_ratio when data.general_path is set. eval is None without an eval split."""
     d, seed = cfg["data"], cfg["training"]["seed"]
+    if not d["path"]:
+        raise SystemExit("data.path is empty in train_config.toml: set a .jsonl/.json/.parquet/.csv file or hub id")
     data = to_text(load_any(cfg, d["path"]), d["format"], tokenizer)
     train, evaluation = data, None
     n_eval = math.ceil(len(data) * d["eval_fraction"]) if d["eval_fraction"] > 0 else 0
