@@ -150,7 +150,7 @@ def readme_md(t: Target) -> str:
     warnings = "".join(f"- Warning: {w}\n" for w in mp.warnings)
     settings = (
         f"{s.precision}, {s.optimizer}, micro-batch {s.micro_batch_size} × {s.gradient_accumulation_steps} accumulation"
-        f" × {t.world_size} processes, sequence {s.max_seq_len}, LR {s.learning_rate:g}"
+        f" × {t.world_size} process{'es' if t.world_size > 1 else ''}, sequence {s.max_seq_len}, LR {s.learning_rate:g}"
         + (", activation checkpointing" if s.gradient_checkpointing else "")
         + (f", ZeRO-{s.zero_stage}" if s.zero_stage else "")
         + (f", LoRA r={s.lora_r} alpha={s.lora_alpha:g}" if s.is_peft else "")

@@ -95,6 +95,7 @@ def test_ds_config_is_accepted_by_deepspeed(case, monkeypatch):
         assert set(ds["optimizer"]["params"].values()) == {"auto"}
     assert ds["bf16"]["enabled"] == (case[3] in ("bf16", "bf16-mixed"))
     assert ds["fp16"]["enabled"] == (case[3] == "fp16-mixed")
+    assert ds["bf16"].get("bf16_optimizer_states", False) == (case[3] == "bf16")
     if stage == 3:
         assert zero["stage3_gather_16bit_weights_on_model_save"] is True
 
@@ -267,3 +268,15 @@ def test_launch_sh_commands(tmp_path, tiny_plan):
         "ARGS -m torch.distributed.run --standalone --nproc_per_node 2 train.py --max-steps 2",
         "ENV CUDA= DS=cpu",
     ]
+
+
+@pytest.mark.parametrize(("stage", "expected"), [(0, "MULTI_CPU"), (3, "DEEPSPEED")])
+def test_cpu_plans_accelerate_config(tiny_plan, tmp_path, stage, expected):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    plan, text = tiny_plan(method="full", gpus_per_node=2, zero_stage=stage)
+    path = tmp_path / "accelerate_config.yaml"
+    path.write_text(render_project(plan, text)["accelerate_config.yaml"])
+    config = load_config_from_file(str(path))
+    assert config.use_cpu is True and config.num_processes == 2
+    assert getattr(config.distributed_type, "value", config.distributed_type) == expected

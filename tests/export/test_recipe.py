@@ -48,6 +48,16 @@ model = train.build_model(cfg, tok)
 trainer = train.build_trainer(cfg, model, tok, train_ds, eval_ds, max_steps=1)
 trainer.train()
 report["global_step"] = trainer.state.global_step
+
+# A failing run still ends its metrics file, with the error.
+bad = project / "bad_config.toml"
+bad.write_text((project / "train_config.toml").read_text().replace(str(Path(cfg["data"]["path"])), "missing.jsonl"))
+try:
+    train.main(["--config", str(bad), "--max-steps", "1"])
+except BaseException as exc:
+    report["failure"] = type(exc).__name__
+lines = (project / "output" / "metrics.jsonl").read_text().splitlines()
+report["last"] = json.loads(lines[-1])
 print("REPORT", json.dumps(report))
 """
 
@@ -73,3 +83,4 @@ def test_stages_formats_and_general_mixing(tiny_plan, tmp_path):
     assert report["general"] == 9  # 36 task rows * 0.2 / 0.8
     assert report["train"] == 36 + 9
     assert report["global_step"] == 1
+    assert report["failure"] and report["last"]["event"] == "end" and report["last"]["status"] == "error"

@@ -92,6 +92,29 @@ def hf_token() -> str | None:
     return os.environ.get("HF_TOKEN") or None
 
 
+def setup_distributed(cfg: dict) -> None:
+    """Before anything DeepSpeed: a single process without a launcher gets the rendezvous a launcher
+    would set; CPU plans run DeepSpeed on its CPU accelerator with gloo collectives (the Trainer's
+    CPU setup would not start DeepSpeed's own)."""
+    if not cfg["training"].get("deepspeed"):
+        return
+    if "RANK" not in os.environ:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        defaults = dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        for key, value in defaults.items():
+            os.environ.setdefault(key, value)
+    if on_cpu(cfg):
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        import deepspeed
+
+        if not deepspeed.comm.is_initialized():
+            deepspeed.init_distributed(dist_backend="gloo")
+
+
 def deepspeed_config(cfg: dict) -> dict | None:
     name = cfg["training"].get("deepspeed", "")
     if not name:
@@ -278,6 +301,8 @@ def build_datasets(cfg: dict, tokenizer):
     """(train, eval): the data as text, an eval split of data.eval_fraction, general text mixed in
     at data.general_ratio when data.general_path is set. eval is None without an eval split."""
     d, seed = cfg["data"], cfg["training"]["seed"]
+    if not d["path"]:
+        raise SystemExit("data.path is empty in train_config.toml: set a .jsonl/.json/.parquet/.csv file or hub id")
     data = to_text(load_any(cfg, d["path"]), d["format"], tokenizer)
     train, evaluation = data, None
     n_eval = math.ceil(len(data) * d["eval_fraction"]) if d["eval_fraction"] > 0 else 0
@@ -301,6 +326,7 @@ def build_datasets(cfg: dict, tokenizer):
 
 def training_arguments(cfg: dict, max_steps: int | None = None, has_eval: bool = True) -> SFTConfig:
     t, c, log, d = cfg["training"], cfg["checkpoints"], cfg["logging"], cfg["data"]
+    setup_distributed(cfg)
     precision = t["precision"]
     deepspeed = resolve(cfg, t["deepspeed"]) if t.get("deepspeed") else None
     short = max_steps is not None
@@ -526,13 +552,7 @@ def latest_checkpoint(cfg: dict) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config)
-    if on_cpu(cfg):
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-        if deepspeed_config(cfg) is not None:
-            import deepspeed  # imported here, after DS_ACCELERATOR is set
-
-            # DeepSpeed's collectives over gloo: the Trainer's CPU setup would not start them.
-            deepspeed.init_distributed(dist_backend="gloo")
+    setup_distributed(cfg)
     set_seed(cfg["training"]["seed"])
     metrics = MetricsFile(metrics_path(cfg))
     try:
