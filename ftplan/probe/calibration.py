@@ -27,6 +27,7 @@ class Case:
     lora_dropout: float = 0.0
     optimizer: str = "adamw_torch"
     tied: bool = False
+    accumulation: int = 1
     extra: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
@@ -48,6 +49,8 @@ class Case:
             parts.append("tied")
         if self.optimizer != "adamw_torch":
             parts.append(self.optimizer)
+        if self.accumulation > 1:
+            parts.append(f"ga{self.accumulation}")
         return " ".join(parts)
 
     def config(self) -> dict:
@@ -68,7 +71,7 @@ class Case:
             precision=self.precision,
             optimizer=self.optimizer,
             micro_batch_size=self.micro_batch,
-            gradient_accumulation_steps=1,
+            gradient_accumulation_steps=self.accumulation,
             gradient_checkpointing=self.checkpointing,
             attention=self.attention,
             max_seq_len=self.seq,
@@ -79,7 +82,7 @@ class Case:
         )
 
 
-# 18 cases: every method x precision x checkpointing x attention x vocabulary effect is covered
+# 20 cases: every method x precision x checkpointing x attention x vocabulary effect is covered
 # at least once, micro-batch 1..4 and sequence 64..512, hidden 64..256, 2..4 layers.
 GRID: tuple[Case, ...] = (
     Case("full", "fp32", False, "sdpa", 512, 2, 256, 128, 2),
@@ -100,6 +103,9 @@ GRID: tuple[Case, ...] = (
     Case("qlora", "bf16", False, "sdpa", 32000, 1, 128, 128, 2),
     Case("qlora", "fp32", False, "eager", 512, 1, 256, 128, 2, lora_dropout=0.05),
     Case("full", "bf16", True, "sdpa", 32000, 2, 64, 64, 2, tied=True),
+    # gradient accumulation: gradients are held through the next micro-batch's forward/backward
+    Case("full", "fp32", False, "sdpa", 512, 1, 128, 128, 2, accumulation=2),
+    Case("lora", "bf16", True, "sdpa", 512, 1, 256, 128, 2, accumulation=2),
 )
 
 
@@ -141,6 +147,7 @@ def run_case(case: Case) -> Result:
         optimizer=case.optimizer,
         lora_r=case.lora_r,
         lora_dropout=case.lora_dropout,
+        accumulation=case.accumulation,
     )
     comps = est.as_dict()
     comps.pop("overhead")

@@ -293,22 +293,36 @@ def _make_tracker():
     return _Tracker()
 
 
-def _step(model, optimizer, batch, max_grad_norm: float) -> None:
-    loss = _forward(model, batch)
-    loss.backward()
-    del loss
+def _step(model, optimizer, batch, max_grad_norm: float, accumulation: int = 1) -> None:
+    for _ in range(accumulation):
+        loss = _forward(model, batch)
+        if accumulation > 1:
+            loss = loss / accumulation
+        loss.backward()
+        del loss
     _clip(model, max_grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
 
-def measure_cpu_step(model, optimizer, batch: dict, *, warmup_steps: int = 1, max_grad_norm: float = 1.0) -> StepMemory:
-    """One steady-state step under MemTracker on the CPU."""
+def _keep_max(phases: dict, cats: dict, name: str, value: tuple[int, dict]) -> None:
+    if value[0] >= phases.get(name, -1):
+        phases[name], cats[name] = value
+
+
+def measure_cpu_step(
+    model, optimizer, batch: dict, *, warmup_steps: int = 1, max_grad_norm: float = 1.0, accumulation: int = 1
+) -> StepMemory:
+    """One steady-state step under MemTracker on the CPU.
+
+    With ``accumulation > 1`` the step runs that many forward/backward passes before the
+    optimizer step (gradients are kept between them); each phase's peak is the largest over them.
+    """
     import gc
     import time
 
     for _ in range(warmup_steps):
-        _step(model, optimizer, batch, max_grad_norm)
+        _step(model, optimizer, batch, max_grad_norm, accumulation)
     gc.collect()
     tracker = _make_tracker()
     tracker.track_external(model, optimizer, *batch.values())
@@ -317,15 +331,20 @@ def measure_cpu_step(model, optimizer, batch: dict, *, warmup_steps: int = 1, ma
     after: dict[str, int] = {}
     t0 = time.perf_counter()
     with tracker:
-        tracker.begin_phase()
-        loss = _forward(model, batch)
-        phases["forward"], cats["forward"] = tracker.phase_peak()
-        after["forward"] = tracker.total_now()
-        tracker.begin_phase()
-        loss.backward()
-        del loss
-        phases["backward"], cats["backward"] = tracker.phase_peak()
-        after["backward"] = tracker.total_now()
+        for i in range(accumulation):
+            if i:
+                tracker.reset_mod_stats()  # MemTracker refuses a second call of the root module otherwise
+            tracker.begin_phase()
+            loss = _forward(model, batch)
+            if accumulation > 1:
+                loss = loss / accumulation
+            _keep_max(phases, cats, "forward", tracker.phase_peak())
+            after["forward"] = tracker.total_now()
+            tracker.begin_phase()
+            loss.backward()
+            del loss
+            _keep_max(phases, cats, "backward", tracker.phase_peak())
+            after["backward"] = tracker.total_now()
         tracker.begin_phase()
         _clip(model, max_grad_norm)
         optimizer.step()
@@ -334,7 +353,7 @@ def measure_cpu_step(model, optimizer, batch: dict, *, warmup_steps: int = 1, ma
         after["optimizer_step"] = tracker.total_now()
     seconds = time.perf_counter() - t0
     peak_phase = max(phases, key=phases.get)
-    tokens = int(batch["input_ids"].numel())
+    tokens = int(batch["input_ids"].numel()) * accumulation
     return StepMemory("cpu", phases[peak_phase], phases, peak_phase, cats[peak_phase], cats, after, seconds, tokens)
 
 
@@ -353,7 +372,7 @@ def _bytes_of(tensors) -> int:
 
 
 def measure_cuda_step(
-    model, optimizer, batch: dict, *, warmup_steps: int = 1, max_grad_norm: float = 1.0
+    model, optimizer, batch: dict, *, warmup_steps: int = 1, max_grad_norm: float = 1.0, accumulation: int = 1
 ) -> StepMemory:
     """One steady-state step on a CUDA device with the caching allocator's counters."""
     import time
@@ -361,26 +380,45 @@ def measure_cuda_step(
     import torch
 
     for _ in range(warmup_steps):
-        _step(model, optimizer, batch, max_grad_norm)
+        _step(model, optimizer, batch, max_grad_norm, accumulation)
     torch.cuda.synchronize()
     weights = _bytes_of(list(model.parameters()) + list(model.buffers()))
     opt = _bytes_of(v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v))
-    phases: dict[str, int] = {}
+    phases: dict[str, int] = {"forward": 0, "backward": 0}
     after: dict[str, int] = {}
     cats: dict[str, dict[str, int]] = {}
+    grads = 0
     t0 = time.perf_counter()
-    torch.cuda.reset_peak_memory_stats()
-    loss = _forward(model, batch)
-    torch.cuda.synchronize()
-    phases["forward"] = torch.cuda.max_memory_allocated()
-    after["forward"] = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    loss.backward()
-    del loss
-    torch.cuda.synchronize()
-    phases["backward"] = torch.cuda.max_memory_allocated()
-    after["backward"] = torch.cuda.memory_allocated()
-    grads = _bytes_of(p.grad for p in model.parameters())
+    for _ in range(accumulation):
+        held = _bytes_of(p.grad for p in model.parameters())
+        torch.cuda.reset_peak_memory_stats()
+        loss = _forward(model, batch)
+        if accumulation > 1:
+            loss = loss / accumulation
+        torch.cuda.synchronize()
+        if torch.cuda.max_memory_allocated() >= phases["forward"]:
+            phases["forward"] = torch.cuda.max_memory_allocated()
+            cats["forward"] = {
+                "Parameter": weights,
+                "Optstate": opt,
+                "Gradient": held,
+                "Activation": max(phases["forward"] - weights - opt - held, 0),
+            }
+        after["forward"] = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        loss.backward()
+        del loss
+        torch.cuda.synchronize()
+        grads = _bytes_of(p.grad for p in model.parameters())
+        if torch.cuda.max_memory_allocated() >= phases["backward"]:
+            phases["backward"] = torch.cuda.max_memory_allocated()
+            cats["backward"] = {
+                "Parameter": weights,
+                "Optstate": opt,
+                "Gradient": grads,
+                "Activation": max(phases["backward"] - weights - opt - grads, 0),
+            }
+        after["backward"] = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
     _clip(model, max_grad_norm)
     optimizer.step()
@@ -389,22 +427,14 @@ def measure_cuda_step(
     phases["optimizer_step"] = torch.cuda.max_memory_allocated()
     after["optimizer_step"] = torch.cuda.memory_allocated()
     seconds = time.perf_counter() - t0
-    base = weights + opt
-    cats["forward"] = {"Parameter": weights, "Optstate": opt, "Activation": phases["forward"] - base}
-    cats["backward"] = {
-        "Parameter": weights,
-        "Optstate": opt,
-        "Gradient": grads,
-        "Activation": max(phases["backward"] - base - grads, 0),
-    }
     cats["optimizer_step"] = {
         "Parameter": weights,
         "Optstate": opt,
         "Gradient": grads,
-        "Temp": max(phases["optimizer_step"] - base - grads, 0),
+        "Temp": max(phases["optimizer_step"] - weights - opt - grads, 0),
     }
     peak_phase = max(phases, key=phases.get)
-    tokens = int(batch["input_ids"].numel())
+    tokens = int(batch["input_ids"].numel()) * accumulation
     return StepMemory("cuda", phases[peak_phase], phases, peak_phase, cats[peak_phase], cats, after, seconds, tokens)
 
 
@@ -418,6 +448,7 @@ def measure_step(
     max_grad_norm: float = 1.0,
     lr: float = 1e-4,
     batch: dict | None = None,
+    accumulation: int = 1,
 ) -> StepMemory:
     """Run ``warmup_steps`` untracked steps, then measure one step of ``model``.
 
@@ -429,9 +460,8 @@ def measure_step(
         vocab = model.get_input_embeddings().num_embeddings
         batch = make_batch(vocab, micro_batch_size, seq_len, device=str(device))
     opt = make_optimizer(model, optimizer, lr=lr)
-    if device.type == "cuda":
-        return measure_cuda_step(model, opt, batch, warmup_steps=warmup_steps, max_grad_norm=max_grad_norm)
-    return measure_cpu_step(model, opt, batch, warmup_steps=warmup_steps, max_grad_norm=max_grad_norm)
+    measure = measure_cuda_step if device.type == "cuda" else measure_cpu_step
+    return measure(model, opt, batch, warmup_steps=warmup_steps, max_grad_norm=max_grad_norm, accumulation=accumulation)
 
 
 def measure_config(
@@ -449,6 +479,7 @@ def measure_config(
     target_modules: str | list[str] = "all-linear",
     device: str = "cpu",
     warmup_steps: int = 1,
+    accumulation: int = 1,
 ) -> StepMemory:
     """Build a random model from ``config`` and measure one steady-state step."""
     model = build_model(
@@ -464,7 +495,12 @@ def measure_config(
         device=device,
     )
     return measure_step(
-        model, micro_batch_size=micro_batch_size, seq_len=seq_len, optimizer=optimizer, warmup_steps=warmup_steps
+        model,
+        micro_batch_size=micro_batch_size,
+        seq_len=seq_len,
+        optimizer=optimizer,
+        warmup_steps=warmup_steps,
+        accumulation=accumulation,
     )
 
 
