@@ -165,7 +165,9 @@ def run_probe(d: Path, steps: int) -> dict:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
     measure = measure_cuda_step if device.type == "cuda" else measure_cpu_step
-    m = measure(model, optimizer, batch, warmup_steps=0, max_grad_norm=max_grad_norm)
+    # Two micro-batches reach the accumulation peak (gradients held through the second one).
+    accumulation = min(int(getattr(trainer.args, "gradient_accumulation_steps", 1) or 1), 2)
+    m = measure(model, optimizer, batch, warmup_steps=0, max_grad_norm=max_grad_norm, accumulation=accumulation)
     if not timed:
         tokens, seconds = count(batch), m.seconds
     pred = predicted_memory(d, cfg, on_cpu=device.type != "cuda")
