@@ -162,7 +162,8 @@ def build_model(
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     else:
-        model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation=attention).to(device)
+        with torch.device(device):  # initialise on the device (a 3B model's CPU init takes minutes)
+            model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation=attention)
     model.config.use_cache = False
     if gradient_checkpointing:
         # transformers' default: non-reentrant torch.utils.checkpoint around each decoder layer.
