@@ -137,6 +137,12 @@ def run_probe(d: Path, steps: int) -> dict:
     trainer = train.build_trainer(cfg, model, tok, train_ds, eval_ds, max_steps=steps)
     model = trainer.model
     model.train()
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    import inspect
+
+    if "fused_lm_head" in inspect.signature(base.forward).parameters:
+        # TRL's SFTTrainer patched in its fused LM head; its compute_loss calls it this way.
+        model._ftplan_loss = "trl"
     optimizer = trainer.create_optimizer()
     max_grad_norm = float(getattr(trainer.args, "max_grad_norm", 1.0) or 0.0)
     device = next(model.parameters()).device

@@ -125,8 +125,12 @@ def build_model(
     target_modules: str | list[str] = "all-linear",
     seed: int = 0,
     device: str = "cpu",
+    loss: str = "hf",
 ):
     """A randomly initialised causal LM set up for training the way the exported train.py does.
+
+    ``loss``: "hf" (the model's own cross-entropy, as the HF Trainer computes it) or "trl"
+    (TRL SFTTrainer's fused LM head, ``model(..., fused_lm_head=True)``).
 
     ``precision="bf16"`` loads the model in bf16 (pure bf16 training); LoRA adapters stay fp32
     (peft's ``autocast_adapter_dtype``); QLoRA quantizes every decoder Linear to NF4 with double
@@ -165,6 +169,13 @@ def build_model(
         with torch.device(device):  # initialise on the device (a 3B model's CPU init takes minutes)
             model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation=attention)
     model.config.use_cache = False
+    if loss == "trl":
+        # TRL's SFTTrainer (what the exported train.py runs, TRL >= 1.x) computes the loss with a
+        # fused, tiled LM head that never materialises the (batch, seq, vocab) logits; "hf" is the
+        # model's own loss (HF Trainer: logits upcast to fp32 + cross-entropy).
+        from trl.trainer.utils import add_fused_lm_head
+
+        add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
     if gradient_checkpointing:
         # transformers' default: non-reentrant torch.utils.checkpoint around each decoder layer.
         model.gradient_checkpointing_enable()
@@ -182,6 +193,7 @@ def build_model(
         if gradient_checkpointing:
             model.enable_input_require_grads()
     model.train()
+    model._ftplan_loss = loss
     return model
 
 
@@ -232,6 +244,8 @@ def _clip(model, max_grad_norm: float) -> None:
 
 
 def _forward(model, batch):
+    if getattr(model, "_ftplan_loss", "hf") == "trl":
+        return model(**batch, fused_lm_head=True).loss
     return model(**batch).loss
 
 
