@@ -160,3 +160,16 @@ def test_logits_dominate_with_large_vocabularies():
 def test_planner_imports_no_torch():
     code = "import sys, ftplan.planner.memory, ftplan.planner.plan; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_trl_fused_head_option_drops_the_logits_and_is_not_the_default():
+    from ftplan.planner import memory
+
+    arch = llama8b()
+    s = S(method="lora", max_seq_len=4096, gradient_checkpointing=True)
+    hf = estimate_memory(arch, s, Device(A100))
+    fused = estimate_memory(arch, s, Device(A100), loss="trl_fused")
+    assert memory.LOSS_IMPLEMENTATION == "hf"
+    assert estimate_memory(arch, s, Device(A100), loss="hf") == hf
+    # 4096 x 128256 logits x 12 B = 6.3 GB that the tiled head never materialises
+    assert hf.total - fused.total > 4 * 10**9

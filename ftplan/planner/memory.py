@@ -173,6 +173,17 @@ LOGITS_SAVED_BYTES = FP32
 LOGITS_BACKWARD_EXTRA_BYTES = 2 * FP32
 """At the start of backward the fp32 nll_loss gradient and log_softmax's fp32 input gradient
 exist together with the saved log-softmax: 12 B per logit in all (measured on every CPU case)."""
+LOSS_IMPLEMENTATION = "hf"
+"""Which loss the logits terms model: "hf" (the model's own cross-entropy on full fp32 logits,
+measured) or "trl_fused" (TRL SFTTrainer's tiled LM head, trl/kernels/chunked_logprob.py: no
+(b, s, V) logits; read from the code, not yet measured on a GPU). The exported train.py runs
+SFTTrainer, so "trl_fused" is what GPU runs do; the default stays "hf" (conservative, measured)
+until a GPU check confirms the fused figures."""
+TRL_TOKEN_CHUNK = 4096
+TRL_VOCAB_CHUNK = 32768
+"""TRL's fused head projects [min(N, 4096), 32768] tiles into one reused buffer (compute dtype);
+its backward accumulates the hidden gradient (N x h) and, when lm_head trains, the weight
+gradient (V x h) in fp32 before casting them back."""
 LAYER_BACKWARD_WORK = 3
 """Transient while a layer's MLP runs backward: 3 ffn-sized gradients (down_proj's input, silu
 and up branches) plus the hidden-sized gradient flowing down, in the activation dtype
@@ -315,7 +326,7 @@ def _layer_saved_per_token(arch: ModelArch, s: Settings, cpu: bool = False) -> t
     return attn, mlp, down_in
 
 
-def activations(arch: ModelArch, s: Settings, cpu: bool = False) -> Activations:
+def activations(arch: ModelArch, s: Settings, cpu: bool = False, loss: str | None = None) -> Activations:
     """The activation model of one micro-batch (see the constants above); ``cpu``: torch's CPU kernels."""
     e = act_bytes(s)
     b, seq = s.micro_batch_size, s.max_seq_len
@@ -350,6 +361,17 @@ def activations(arch: ModelArch, s: Settings, cpu: bool = False) -> Activations:
     vocab = arch.vocab_size + s.new_tokens
     logit_bytes = FP32 if s.method == "qlora" else compute_bytes(s.precision)  # lm_head's dtype
     logits = tokens * vocab
+    if (loss or LOSS_IMPLEMENTATION) == "trl_fused":
+        tile = min(tokens, TRL_TOKEN_CHUNK) * TRL_VOCAB_CHUNK * logit_bytes
+        head_trains = s.method == "full" or bool(s.new_tokens)
+        saved = tokens * (h * logit_bytes + 2 * FP32 + 8)  # gathered hidden, log_z, entropy, targets
+        logits_saved = saved
+        logits_forward_extra = tile
+        logits_backward_extra = tile + tokens * h * FP32 + (vocab * h * (FP32 + logit_bytes) if head_trains else 0)
+    else:
+        logits_saved = LOGITS_SAVED_BYTES * logits
+        logits_forward_extra = logits * (logit_bytes + (FP32 if logit_bytes < FP32 else 0))
+        logits_backward_extra = LOGITS_BACKWARD_EXTRA_BYTES * logits
     return Activations(
         layer_saved=int(layer_saved),
         layer_input=int(e * h * tokens),
@@ -358,9 +380,9 @@ def activations(arch: ModelArch, s: Settings, cpu: bool = False) -> Activations:
         head_saved=int(head),
         shared_saved=int(shared),
         final_norm_input=int((RMSNORM_INPUT_BYTES * h + FP32) * tokens),
-        logits_saved=int(LOGITS_SAVED_BYTES * logits),
-        logits_forward_extra=int(logits * (logit_bytes + (FP32 if logit_bytes < FP32 else 0))),
-        logits_backward_extra=int(LOGITS_BACKWARD_EXTRA_BYTES * logits),
+        logits_saved=int(logits_saved),
+        logits_forward_extra=int(logits_forward_extra),
+        logits_backward_extra=int(logits_backward_extra),
         checkpointing=s.gradient_checkpointing,
         layers=arch.layers,
     )
@@ -418,7 +440,7 @@ def _step_temp(arch: ModelArch, s: Settings, device: Device, trainable_bytes: in
     return FOREACH_ADAMW_TEMP * trainable_bytes
 
 
-def estimate_memory(arch: ModelArch, s: Settings, device: Device) -> MemoryEstimate:
+def estimate_memory(arch: ModelArch, s: Settings, device: Device, loss: str | None = None) -> MemoryEstimate:
     """Memory per GPU (host memory when the device is the CPU) at the step's peak.
 
     Phases (what is alive at each, with set_to_none zero_grad as the Trainer does):
@@ -482,7 +504,7 @@ def estimate_memory(arch: ModelArch, s: Settings, device: Device) -> MemoryEstim
     accumulating = s.gradient_accumulation_steps > 1
     held = gradients if accumulating else 0  # grads kept across micro-batches
 
-    act = activations(arch, s, cpu=device.is_cpu)
+    act = activations(arch, s, cpu=device.is_cpu, loss=loss)
     stored = act.stored
     ckpt = s.gradient_checkpointing
     recompute = int(CHECKPOINT_RECOMPUTE_ALIVE * act.layer_saved) if ckpt else 0
