@@ -137,22 +137,24 @@ def run_probe(d: Path, steps: int) -> dict:
     trainer = train.build_trainer(cfg, model, tok, train_ds, eval_ds, max_steps=steps)
     model = trainer.model
     model.train()
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    import inspect
-
-    if "fused_lm_head" in inspect.signature(base.forward).parameters:
-        # TRL's SFTTrainer patched in its fused LM head; its compute_loss calls it this way.
-        model._ftplan_loss = "trl"
     optimizer = trainer.create_optimizer()
     max_grad_norm = float(getattr(trainer.args, "max_grad_norm", 1.0) or 0.0)
     device = next(model.parameters()).device
     batches = iter(trainer.get_train_dataloader())
-    batch = _to_device(next(batches), device)
+    prepare = getattr(trainer, "_prepare_inputs", None)
+
+    def ready(b):
+        return prepare(b) if prepare is not None else _to_device(b, device)
+
+    def forward(m, b):  # what Trainer.training_step runs: the trainer's own compute_loss
+        return trainer.compute_loss(m, dict(b))
+
+    batch = ready(next(batches))
     count = lambda b: int(b["attention_mask"].sum()) if "attention_mask" in b else int(b["input_ids"].numel())  # noqa: E731
     warm = 1 if steps >= 2 else 0
     timed = max(steps - 1 - warm, 0)
     for _ in range(warm):
-        _step(model, optimizer, batch, max_grad_norm)
+        _step(model, optimizer, batch, max_grad_norm, forward=forward)
     tokens, seconds = 0, 0.0
     if timed:
         if device.type == "cuda":
@@ -162,10 +164,10 @@ def run_probe(d: Path, steps: int) -> dict:
         t0 = time.perf_counter()
         for _ in range(timed):
             try:
-                b = _to_device(next(batches), device)
+                b = ready(next(batches))
             except StopIteration:
                 b = batch
-            _step(model, optimizer, b, max_grad_norm)
+            _step(model, optimizer, b, max_grad_norm, forward=forward)
             tokens += count(b)
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -173,7 +175,15 @@ def run_probe(d: Path, steps: int) -> dict:
     measure = measure_cuda_step if device.type == "cuda" else measure_cpu_step
     # Two micro-batches reach the accumulation peak (gradients held through the second one).
     accumulation = min(int(getattr(trainer.args, "gradient_accumulation_steps", 1) or 1), 2)
-    m = measure(model, optimizer, batch, warmup_steps=0, max_grad_norm=max_grad_norm, accumulation=accumulation)
+    m = measure(
+        model,
+        optimizer,
+        batch,
+        warmup_steps=0,
+        max_grad_norm=max_grad_norm,
+        accumulation=accumulation,
+        forward=forward,
+    )
     if not timed:
         tokens, seconds = count(batch), m.seconds
     pred = predicted_memory(d, cfg, on_cpu=device.type != "cuda")
@@ -208,8 +218,9 @@ def verdict(result: dict) -> str:
     if abs(err) <= TOLERANCE:
         return f"OK: the plan's memory holds on real steps (error {100 * err:+.1f}%, within {100 * TOLERANCE:.0f}%)."
     if err < 0:
+        more = -err / (1 + err)  # (measured - predicted) / predicted
         return (
-            f"WARNING: the run needs {100 * -err:.0f}% more memory than planned; leave headroom or lower "
+            f"WARNING: the run needs {100 * more:.0f}% more memory than planned; leave headroom or lower "
             "micro_batch_size / max_seq_len."
         )
     return f"NOTE: the run needs {100 * err:.0f}% less memory than planned (the plan is conservative here)."

@@ -243,7 +243,9 @@ def _clip(model, max_grad_norm: float) -> None:
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
 
 
-def _forward(model, batch):
+def _forward(model, batch, forward=None):
+    if forward is not None:  # e.g. the project's trainer.compute_loss
+        return forward(model, batch)
     if getattr(model, "_ftplan_loss", "hf") == "trl":
         return model(**batch, fused_lm_head=True).loss
     return model(**batch).loss
@@ -308,9 +310,9 @@ def _make_tracker():
     return _Tracker()
 
 
-def _step(model, optimizer, batch, max_grad_norm: float, accumulation: int = 1) -> None:
+def _step(model, optimizer, batch, max_grad_norm: float, accumulation: int = 1, forward=None) -> None:
     for _ in range(accumulation):
-        loss = _forward(model, batch)
+        loss = _forward(model, batch, forward)
         if accumulation > 1:
             loss = loss / accumulation
         loss.backward()
@@ -326,7 +328,14 @@ def _keep_max(phases: dict, cats: dict, name: str, value: tuple[int, dict]) -> N
 
 
 def measure_cpu_step(
-    model, optimizer, batch: dict, *, warmup_steps: int = 1, max_grad_norm: float = 1.0, accumulation: int = 1
+    model,
+    optimizer,
+    batch: dict,
+    *,
+    warmup_steps: int = 1,
+    max_grad_norm: float = 1.0,
+    accumulation: int = 1,
+    forward=None,
 ) -> StepMemory:
     """One steady-state step under MemTracker on the CPU.
 
@@ -337,10 +346,12 @@ def measure_cpu_step(
     import time
 
     for _ in range(warmup_steps):
-        _step(model, optimizer, batch, max_grad_norm, accumulation)
+        _step(model, optimizer, batch, max_grad_norm, accumulation, forward)
     gc.collect()
     tracker = _make_tracker()
-    tracker.track_external(model, optimizer, *batch.values())
+    import torch
+
+    tracker.track_external(model, optimizer, *[v for v in batch.values() if torch.is_tensor(v)])
     phases: dict[str, int] = {}
     cats: dict[str, dict[str, int]] = {}
     after: dict[str, int] = {}
@@ -350,7 +361,7 @@ def measure_cpu_step(
             if i:
                 tracker.reset_mod_stats()  # MemTracker refuses a second call of the root module otherwise
             tracker.begin_phase()
-            loss = _forward(model, batch)
+            loss = _forward(model, batch, forward)
             if accumulation > 1:
                 loss = loss / accumulation
             _keep_max(phases, cats, "forward", tracker.phase_peak())
@@ -368,7 +379,7 @@ def measure_cpu_step(
         after["optimizer_step"] = tracker.total_now()
     seconds = time.perf_counter() - t0
     peak_phase = max(phases, key=phases.get)
-    tokens = int(batch["input_ids"].numel()) * accumulation
+    tokens = int(batch["input_ids"].numel()) * accumulation if "input_ids" in batch else 0
     return StepMemory("cpu", phases[peak_phase], phases, peak_phase, cats[peak_phase], cats, after, seconds, tokens)
 
 
@@ -387,7 +398,14 @@ def _bytes_of(tensors) -> int:
 
 
 def measure_cuda_step(
-    model, optimizer, batch: dict, *, warmup_steps: int = 1, max_grad_norm: float = 1.0, accumulation: int = 1
+    model,
+    optimizer,
+    batch: dict,
+    *,
+    warmup_steps: int = 1,
+    max_grad_norm: float = 1.0,
+    accumulation: int = 1,
+    forward=None,
 ) -> StepMemory:
     """One steady-state step on a CUDA device with the caching allocator's counters."""
     import time
@@ -395,7 +413,7 @@ def measure_cuda_step(
     import torch
 
     for _ in range(warmup_steps):
-        _step(model, optimizer, batch, max_grad_norm, accumulation)
+        _step(model, optimizer, batch, max_grad_norm, accumulation, forward)
     torch.cuda.synchronize()
     weights = _bytes_of(list(model.parameters()) + list(model.buffers()))
     opt = _bytes_of(v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v))
@@ -407,7 +425,7 @@ def measure_cuda_step(
     for _ in range(accumulation):
         held = _bytes_of(p.grad for p in model.parameters())
         torch.cuda.reset_peak_memory_stats()
-        loss = _forward(model, batch)
+        loss = _forward(model, batch, forward)
         if accumulation > 1:
             loss = loss / accumulation
         torch.cuda.synchronize()
@@ -449,7 +467,7 @@ def measure_cuda_step(
         "Temp": max(phases["optimizer_step"] - weights - opt - grads, 0),
     }
     peak_phase = max(phases, key=phases.get)
-    tokens = int(batch["input_ids"].numel()) * accumulation
+    tokens = int(batch["input_ids"].numel()) * accumulation if "input_ids" in batch else 0
     return StepMemory("cuda", phases[peak_phase], phases, peak_phase, cats[peak_phase], cats, after, seconds, tokens)
 
 
