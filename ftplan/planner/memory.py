@@ -173,17 +173,22 @@ LOGITS_SAVED_BYTES = FP32
 LOGITS_BACKWARD_EXTRA_BYTES = 2 * FP32
 """At the start of backward the fp32 nll_loss gradient and log_softmax's fp32 input gradient
 exist together with the saved log-softmax: 12 B per logit in all (measured on every CPU case)."""
-LOSS_IMPLEMENTATION = "hf"
-"""Which loss the logits terms model: "hf" (the model's own cross-entropy on full fp32 logits,
-measured) or "trl_fused" (TRL SFTTrainer's tiled LM head, trl/kernels/chunked_logprob.py: no
-(b, s, V) logits; read from the code, not yet measured on a GPU). The exported train.py runs
-SFTTrainer, so "trl_fused" is what GPU runs do; the default stays "hf" (conservative, measured)
-until a GPU check confirms the fused figures."""
+LOSS_IMPLEMENTATION = "trl_fused"
+"""Which loss the logits terms model. The exported train.py trains with TRL's SFTTrainer, which
+patches in a fused, tiled LM head (trl/kernels/chunked_logprob.py): no (b, s, V) logits exist.
+"trl_fused" models it (tile buffer, fp32 hidden/weight gradients; on the CPU the torch
+fallback's per-logit temporaries, measured); "hf" is the model's own cross-entropy on fp32
+logits (HF Trainer, measured: 4 B/logit saved, 12 B/logit at the start of backward). The GPU side
+of "trl_fused" is read from TRL's code (Triton folds tiles in place) and awaits a GPU check."""
 TRL_TOKEN_CHUNK = 4096
 TRL_VOCAB_CHUNK = 32768
 """TRL's fused head projects [min(N, 4096), 32768] tiles into one reused buffer (compute dtype);
 its backward accumulates the hidden gradient (N x h) and, when lm_head trains, the weight
 gradient (V x h) in fp32 before casting them back."""
+TRL_CPU_FORWARD_TEMP = 13
+TRL_CPU_BACKWARD_TEMP = 29
+"""Bytes per logit of a tile for TRL's torch fallback (no Triton, e.g. on the CPU): measured with
+MemTracker, forward 12.0-12.9, backward 27.8-28.9 over four tiny configs (fp32/bf16, V 512/32000)."""
 LAYER_BACKWARD_WORK = 3
 """Transient while a layer's MLP runs backward: 3 ffn-sized gradients (down_proj's input, silu
 and up branches) plus the hidden-sized gradient flowing down, in the activation dtype
@@ -368,6 +373,10 @@ def activations(arch: ModelArch, s: Settings, cpu: bool = False, loss: str | Non
         logits_saved = saved
         logits_forward_extra = tile
         logits_backward_extra = tile + tokens * h * FP32 + (vocab * h * (FP32 + logit_bytes) if head_trains else 0)
+        if cpu:  # without Triton each tile is folded with torch ops: fp32 temporaries per logit of a tile
+            tile_logits = min(tokens, TRL_TOKEN_CHUNK) * min(vocab, TRL_VOCAB_CHUNK)
+            logits_forward_extra += TRL_CPU_FORWARD_TEMP * tile_logits
+            logits_backward_extra += TRL_CPU_BACKWARD_TEMP * tile_logits
     else:
         logits_saved = LOGITS_SAVED_BYTES * logits
         logits_forward_extra = logits * (logit_bytes + (FP32 if logit_bytes < FP32 else 0))

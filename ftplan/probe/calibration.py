@@ -28,6 +28,8 @@ class Case:
     optimizer: str = "adamw_torch"
     tied: bool = False
     accumulation: int = 1
+    loss: str = "hf"
+    """"hf": the model's own loss (HF Trainer); "trl": TRL SFTTrainer's fused LM head (train.py)."""
     extra: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
@@ -51,6 +53,8 @@ class Case:
             parts.append(self.optimizer)
         if self.accumulation > 1:
             parts.append(f"ga{self.accumulation}")
+        if self.loss != "hf":
+            parts.append(f"loss-{self.loss}")
         return " ".join(parts)
 
     def config(self) -> dict:
@@ -82,7 +86,7 @@ class Case:
         )
 
 
-# 20 cases: every method x precision x checkpointing x attention x vocabulary effect is covered
+# 23 cases: every method x precision x checkpointing x attention x vocabulary effect is covered
 # at least once, micro-batch 1..4 and sequence 64..512, hidden 64..256, 2..4 layers.
 GRID: tuple[Case, ...] = (
     Case("full", "fp32", False, "sdpa", 512, 2, 256, 128, 2),
@@ -106,6 +110,10 @@ GRID: tuple[Case, ...] = (
     # gradient accumulation: gradients are held through the next micro-batch's forward/backward
     Case("full", "fp32", False, "sdpa", 512, 1, 128, 128, 2, accumulation=2),
     Case("lora", "bf16", True, "sdpa", 512, 1, 256, 128, 2, accumulation=2),
+    # TRL SFTTrainer's fused LM head (what the exported train.py runs)
+    Case("lora", "fp32", False, "sdpa", 512, 2, 64, 64, 2, lora_dropout=0.05, accumulation=2, loss="trl"),
+    Case("full", "bf16", False, "sdpa", 32000, 1, 128, 64, 2, loss="trl"),
+    Case("lora", "bf16", True, "sdpa", 32000, 1, 128, 128, 2, loss="trl"),
 )
 
 
@@ -131,7 +139,8 @@ def predict(case: Case):
     from ftplan.planner.catalog.gpus import CPU
     from ftplan.planner.memory import Device, estimate_memory
 
-    return estimate_memory(arch_from_config(case.config()), case.settings(), Device(CPU))
+    loss = "trl_fused" if case.loss == "trl" else "hf"
+    return estimate_memory(arch_from_config(case.config()), case.settings(), Device(CPU), loss=loss)
 
 
 def run_case(case: Case) -> Result:
@@ -148,6 +157,7 @@ def run_case(case: Case) -> Result:
         lora_r=case.lora_r,
         lora_dropout=case.lora_dropout,
         accumulation=case.accumulation,
+        loss=case.loss,
     )
     comps = est.as_dict()
     comps.pop("overhead")

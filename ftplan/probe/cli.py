@@ -223,7 +223,7 @@ def verdict(result: dict) -> str:
             f"WARNING: the run needs {100 * more:.0f}% more memory than planned; leave headroom or lower "
             "micro_batch_size / max_seq_len."
         )
-    return f"NOTE: the run needs {100 * err:.0f}% less memory than planned (the plan is conservative here)."
+    return f"NOTE: the plan is {100 * err:.0f}% above the measured peak (conservative here)."
 
 
 def _render(result: dict) -> str:

@@ -513,6 +513,7 @@ def measure_config(
     device: str = "cpu",
     warmup_steps: int = 1,
     accumulation: int = 1,
+    loss: str = "hf",
 ) -> StepMemory:
     """Build a random model from ``config`` and measure one steady-state step."""
     model = build_model(
@@ -526,6 +527,7 @@ def measure_config(
         lora_dropout=lora_dropout,
         target_modules=target_modules,
         device=device,
+        loss=loss,
     )
     return measure_step(
         model,
