@@ -107,10 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     refs = reference_rows()
     out["references"] = refs
     print("FACTS.md measured references (others' GPU runs) vs ftplan's prediction, not fitted")
-    print(f"{'setup':72s} {'measured':>16s} {'ftplan':>16s} {'(TRL fused)':>12s}  source")
+    print(f"{'setup':72s} {'measured':>16s} {'ftplan hf-loss':>16s} {'TRL (default)':>14s}  source")
     for r in refs:
         trl = r.get("predicted_trl", "-")
-        print(f"{r['setup']:72s} {r['measured']:>16s} {r['predicted']:>16s} {trl:>12s}  {r['source']}")
+        print(f"{r['setup']:72s} {r['measured']:>16s} {r['predicted']:>16s} {trl:>14s}  {r['source']}")
         if r["note"]:
             print(f"{'':72s}   note: {r['note']}")
     times = time_rows()

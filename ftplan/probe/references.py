@@ -196,7 +196,7 @@ def predict_reference(ref: Reference) -> dict:
     if ref.kind == "max_seq":
         tokens = longest_sequence_that_fits(arch, s, device)
         return {"predicted_tokens": tokens, "predicted_trl_tokens": 0, "measured_tokens": ref.measured_tokens}
-    est = estimate_memory(arch, s, device)
+    est = estimate_memory(arch, s, device, loss="hf")
     trl = estimate_memory(arch, s, device, loss="trl_fused")
     return {
         "predicted_trl_gb": trl.total / GB,
