@@ -21,7 +21,7 @@ def test_dry_run_prints_checklist_command_and_environment(project):
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert "Preflight" in out and "✓" in out and "GPUs" in out
-    assert "lora run on the CPU" in out
+    assert "lora 3-step smoke run on the CPU\n" in out
     assert "Environment (added to yours):\n  CUDA_VISIBLE_DEVICES=''\n  DS_ACCELERATOR=cpu\n" in out
     assert "  FTPLAN_DIST_BACKEND=gloo\n" in out and "  PYTHONUNBUFFERED=1\n" in out
     assert f"Command:\n  cd {project}\n  {sys.executable} train.py --config train_config.toml --max-steps 3\n" in out
