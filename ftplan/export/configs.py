@@ -274,8 +274,12 @@ def ds_config(t: Target) -> dict | None:
             stage3_param_persistence_threshold="auto",
             stage3_gather_16bit_weights_on_model_save=True,
         )
+    bf16: dict = {"enabled": s.precision in ("bf16", "bf16-mixed")}
+    if s.precision == "bf16":
+        # Pure bf16 as planned: DeepSpeed would otherwise keep fp32 master weights, grads and moments.
+        bf16.update(bf16_master_weights_and_grads=True, bf16_optimizer_states=True)
     config: dict = {
-        "bf16": {"enabled": s.precision in ("bf16", "bf16-mixed")},
+        "bf16": bf16,
         "fp16": {
             "enabled": s.precision == "fp16-mixed",
             "loss_scale": 0,

@@ -150,7 +150,7 @@ def readme_md(t: Target) -> str:
     warnings = "".join(f"- Warning: {w}\n" for w in mp.warnings)
     settings = (
         f"{s.precision}, {s.optimizer}, micro-batch {s.micro_batch_size} × {s.gradient_accumulation_steps} accumulation"
-        f" × {t.world_size} processes, sequence {s.max_seq_len}, LR {s.learning_rate:g}"
+        f" × {t.world_size} process{'es' if t.world_size > 1 else ''}, sequence {s.max_seq_len}, LR {s.learning_rate:g}"
         + (", activation checkpointing" if s.gradient_checkpointing else "")
         + (f", ZeRO-{s.zero_stage}" if s.zero_stage else "")
         + (f", LoRA r={s.lora_r} alpha={s.lora_alpha:g}" if s.is_peft else "")
@@ -160,7 +160,8 @@ def readme_md(t: Target) -> str:
     return fill(
         template("README.md"),
         {
-            "title": f"{METHOD_NAMES[t.method].split(' (')[0]} of {Path(plan.model.name).name}",
+            "title": f"{METHOD_NAMES[t.method].split(' (')[0][:1].upper()}{METHOD_NAMES[t.method].split(' (')[0][1:]}"
+            f" of {Path(plan.model.name).name}",
             "model": plan.model.name,
             "method_name": METHOD_NAMES[t.method],
             "hardware": hardware,
@@ -184,6 +185,7 @@ def readme_md(t: Target) -> str:
             "m_activations": _gib(m.activations),
             "m_overhead": _gib(m.overhead),
             "m_total": _gib(m.total),
+            "cpu_memory": _gib(mp.cpu_memory),
             "trainable": _count(mp.trainable_params),
             "params": _count(plan.model.params),
             "tokens": _count(mp.time.tokens),

@@ -127,9 +127,9 @@ def export_project(
     method = pick_method(plan, method)
     prepare_folder(out)
     files = render_project(plan, answers_text, method, out_dir=out)
-    if not (out / ".gitignore").exists():
-        files[".gitignore"] = GITIGNORE
     recorded = read_manifest(out)
+    if not (out / ".gitignore").exists() or ".gitignore" in recorded:  # never touch the user's own
+        files[".gitignore"] = GITIGNORE
     result = ExportResult(out, method, git_root=git_root(out))
     manifest: dict[str, str] = {}
     for name, text in files.items():

@@ -95,6 +95,7 @@ def test_ds_config_is_accepted_by_deepspeed(case, monkeypatch):
         assert set(ds["optimizer"]["params"].values()) == {"auto"}
     assert ds["bf16"]["enabled"] == (case[3] in ("bf16", "bf16-mixed"))
     assert ds["fp16"]["enabled"] == (case[3] == "fp16-mixed")
+    assert ds["bf16"].get("bf16_optimizer_states", False) == (case[3] == "bf16")
     if stage == 3:
         assert zero["stage3_gather_16bit_weights_on_model_save"] is True
 
@@ -212,3 +213,70 @@ def test_files_per_method():
     assert "deepspeed" in full["requirements.txt"]
     _, qlora = render(MATRIX[1])
     assert "bnb_config.json" in qlora and "bitsandbytes" in qlora["requirements.txt"]
+
+
+def _launch(files: dict, tmp_path, **env) -> list[str]:
+    """Run launch.sh with a stub interpreter that records its arguments and environment."""
+    import os
+    import subprocess
+
+    project = tmp_path / "project"
+    project.mkdir(parents=True)
+    (project / "launch.sh").write_text(files["launch.sh"])
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stub = bin_dir / "stub-python"
+    stub.write_text(
+        '#!/bin/sh\necho "ARGS $*"\necho "ENV CUDA=${CUDA_VISIBLE_DEVICES-unset} DS=${DS_ACCELERATOR-unset}"\n'
+    )
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text("#!/bin/sh\necho node007\necho node008\n")
+    for exe in (stub, scontrol):
+        exe.chmod(0o755)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "MASTER_", "NNODES", "NODE_RANK"))}
+    base.update(PATH=f"{bin_dir}:{base['PATH']}", PYTHON=str(stub), **env)
+    proc = subprocess.run(
+        ["bash", "launch.sh", "--max-steps", "2"], cwd=project, env=base, capture_output=True, text=True, check=True
+    )
+    return proc.stdout.splitlines()
+
+
+def test_launch_sh_commands(tmp_path, tiny_plan):
+    _, one = render(MATRIX[0])
+    assert _launch(one, tmp_path / "a")[0] == "ARGS train.py --max-steps 2"
+
+    _, eight = render(MATRIX[5])
+    out = _launch(eight, tmp_path / "b")
+    assert out[0] == "ARGS -m torch.distributed.run --standalone --nproc_per_node 8 train.py --max-steps 2"
+
+    _, nodes = render(MATRIX[11])
+    explicit = _launch(nodes, tmp_path / "c", NODE_RANK="1", MASTER_ADDR="10.0.0.1", MASTER_PORT="1234")
+    assert explicit[0] == (
+        "ARGS -m torch.distributed.run --nnodes 2 --node_rank 1 --nproc_per_node 8 "
+        "--master_addr 10.0.0.1 --master_port 1234 train.py --max-steps 2"
+    )
+    slurm = _launch(nodes, tmp_path / "d", SLURM_NNODES="2", SLURM_NODEID="1", SLURM_JOB_NODELIST="node[007-008]")
+    assert slurm[0] == (
+        "ARGS -m torch.distributed.run --nnodes 2 --node_rank 1 --nproc_per_node 8 "
+        "--master_addr node007 --master_port 29500 train.py --max-steps 2"
+    )
+    assert slurm[1] == "ENV CUDA=unset DS=unset"
+
+    plan, text = tiny_plan(method="full", gpus_per_node=2, zero_stage=3)
+    cpu = _launch(render_project(plan, text), tmp_path / "e")
+    assert cpu == [
+        "ARGS -m torch.distributed.run --standalone --nproc_per_node 2 train.py --max-steps 2",
+        "ENV CUDA= DS=cpu",
+    ]
+
+
+@pytest.mark.parametrize(("stage", "expected"), [(0, "MULTI_CPU"), (3, "DEEPSPEED")])
+def test_cpu_plans_accelerate_config(tiny_plan, tmp_path, stage, expected):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    plan, text = tiny_plan(method="full", gpus_per_node=2, zero_stage=stage)
+    path = tmp_path / "accelerate_config.yaml"
+    path.write_text(render_project(plan, text)["accelerate_config.yaml"])
+    config = load_config_from_file(str(path))
+    assert config.use_cpu is True and config.num_processes == 2
+    assert getattr(config.distributed_type, "value", config.distributed_type) == expected

@@ -39,7 +39,8 @@ def test_export_writes_project_and_manifest(lora_plan, tmp_path):
     assert "git add" not in result.summary()
     # Re-exporting the same plan changes nothing.
     again = export_project(plan, text, out)
-    assert again.written == [] and not again.kept
+    assert again.written == [] and not again.kept and not again.removed
+    assert (out / ".gitignore").is_file()
 
 
 def test_reexport_keeps_user_edits_unless_forced(lora_plan, tmp_path):
@@ -98,6 +99,12 @@ def test_git_work_tree_gets_a_git_add_hint(lora_plan, tmp_path, monkeypatch):
     summary = result.summary()
     assert "git add" in summary and "finetune/train.py" in summary and f"finetune/{MANIFEST}" in summary
     assert "output/" in (repo / "finetune" / ".gitignore").read_text()
+    # A .gitignore of the user's own is left alone.
+    (repo / "other").mkdir()
+    (repo / "other" / ".gitignore").write_text("mine\n")
+    export_project(plan, text, repo / "other")
+    export_project(plan, text, repo / "other")
+    assert (repo / "other" / ".gitignore").read_text() == "mine\n"
     if shutil.which("git"):  # nothing was committed or staged
         status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True)
         assert all(line.startswith("??") for line in status.stdout.splitlines())
@@ -136,3 +143,13 @@ def test_cli_out_and_force(tiny_model, tiny_data, tmp_path):
     third = subprocess.run([*cmd, "--force"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert third.returncode == 0, third.stderr
     assert not (out / "launch.sh").read_text().endswith("# my change\n")
+
+
+def test_rendering_imports_no_training_stack():
+    code = (
+        "import sys, ftplan.export, ftplan.export.write\n"
+        "heavy = [m for m in ('torch', 'transformers', 'peft', 'trl', 'deepspeed', 'datasets') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr

@@ -92,6 +92,29 @@ def hf_token() -> str | None:
     return os.environ.get("HF_TOKEN") or None
 
 
+def setup_distributed(cfg: dict) -> None:
+    """Before anything DeepSpeed: a single process without a launcher gets the rendezvous a launcher
+    would set; CPU plans run DeepSpeed on its CPU accelerator with gloo collectives (the Trainer's
+    CPU setup would not start DeepSpeed's own)."""
+    if not cfg["training"].get("deepspeed"):
+        return
+    if "RANK" not in os.environ:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        defaults = dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        for key, value in defaults.items():
+            os.environ.setdefault(key, value)
+    if on_cpu(cfg):
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        import deepspeed
+
+        if not deepspeed.comm.is_initialized():
+            deepspeed.init_distributed(dist_backend="gloo")
+
+
 def deepspeed_config(cfg: dict) -> dict | None:
     name = cfg["training"].get("deepspeed", "")
     if not name:
@@ -151,8 +174,9 @@ def build_model(cfg: dict, tokenizer):
         if not on_cpu(cfg) and deepspeed_config(cfg) is None:
             kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     ds = deepspeed_config(cfg)
-    if ds and ds.get("zero_optimization", {}).get("stage") == 3 and kind != "qlora":
-        # Creating the training arguments first makes from_pretrained load straight into shards.
+    if ds and ds.get("zero_optimization", {}).get("stage") == 3:
+        # Creating the training arguments first makes from_pretrained load straight into shards
+        # (and, for QLoRA, lets the 4-bit weights stored as bfloat16 be sharded).
         _DEEPSPEED_KEEPALIVE.append(training_arguments(cfg, has_eval=False))
     model = AutoModelForCausalLM.from_pretrained(resolve(cfg, m["name_or_path"]), **kwargs)
 
@@ -169,9 +193,16 @@ def build_model(cfg: dict, tokenizer):
             use_gradient_checkpointing=t["gradient_checkpointing"],
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
+        quantized = sum(type(module).__name__ == "Linear4bit" for module in model.modules())
+        print(f"[train] {quantized} linear layers in 4-bit {kwargs['quantization_config'].bnb_4bit_quant_type}")
     elif t["gradient_checkpointing"]:
         model.enable_input_require_grads()
     model = get_peft_model(model, lora_config(cfg, model, tokenizer))
+    head = model.get_output_embeddings()
+    if type(head).__name__ == "TrainableTokensWrapper" and "bias" not in dir(head):
+        # TRL computes the loss from lm_head.weight and lm_head.bias directly (a fused LM head); peft's
+        # trainable-token wrapper provides the merged weight but no bias attribute.
+        head.register_parameter("bias", None)
     model.print_trainable_parameters()
     return model
 
@@ -270,6 +301,8 @@ def build_datasets(cfg: dict, tokenizer):
     """(train, eval): the data as text, an eval split of data.eval_fraction, general text mixed in
     at data.general_ratio when data.general_path is set. eval is None without an eval split."""
     d, seed = cfg["data"], cfg["training"]["seed"]
+    if not d["path"]:
+        raise SystemExit("data.path is empty in train_config.toml: set a .jsonl/.json/.parquet/.csv file or hub id")
     data = to_text(load_any(cfg, d["path"]), d["format"], tokenizer)
     train, evaluation = data, None
     n_eval = math.ceil(len(data) * d["eval_fraction"]) if d["eval_fraction"] > 0 else 0
@@ -293,6 +326,7 @@ def build_datasets(cfg: dict, tokenizer):
 
 def training_arguments(cfg: dict, max_steps: int | None = None, has_eval: bool = True) -> SFTConfig:
     t, c, log, d = cfg["training"], cfg["checkpoints"], cfg["logging"], cfg["data"]
+    setup_distributed(cfg)
     precision = t["precision"]
     deepspeed = resolve(cfg, t["deepspeed"]) if t.get("deepspeed") else None
     short = max_steps is not None
@@ -518,13 +552,7 @@ def latest_checkpoint(cfg: dict) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config)
-    if on_cpu(cfg):
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-        if deepspeed_config(cfg) is not None:
-            import deepspeed  # imported here, after DS_ACCELERATOR is set
-
-            # DeepSpeed's collectives over gloo: the Trainer's CPU setup would not start them.
-            deepspeed.init_distributed(dist_backend="gloo")
+    setup_distributed(cfg)
     set_seed(cfg["training"]["seed"])
     metrics = MetricsFile(metrics_path(cfg))
     try:
