@@ -55,7 +55,8 @@ def test_smoke_run_exits_0_with_log_and_progress(project):
     assert "rank 0: step 4 loss 0.5000" in r.stdout
     assert "step 4/4" in r.stdout and "loss 0.5000" in r.stdout and "tok/s" in r.stdout and "peak" in r.stdout
     assert "Run finished at step 4" in r.stdout
-    (run,) = [p for p in (project / "runs").iterdir() if p.name != "torchrun"]
+    (run,) = [p for p in (project / "runs").iterdir() if p.is_dir() and p.name != "torchrun"]
+    assert (project / "runs" / ".gitignore").read_text().endswith("*\n")
     assert "rank 0: done" in (run / "output.log").read_text()
     assert sorted(p.name for p in (project / "output").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
 
@@ -196,7 +197,7 @@ def test_two_nodes_on_localhost_both_finish(tmp_path):
     assert "rank 0/2: process group up (gloo) pid" in outs[0]
     assert "rank 1/2: process group up (gloo) pid" in outs[1]
     assert "rank 1: done" in outs[1]
-    assert len([d for d in os.listdir(proj / "runs") if d != "torchrun"]) == 2
+    assert len([d for d in os.listdir(proj / "runs") if d not in ("torchrun", ".gitignore")]) == 2
 
 
 def test_child_ignoring_sigterm_is_killed_after_grace(project):
