@@ -95,7 +95,7 @@ def test_sigint_stops_every_child_then_resume_continues(project):
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
-        assert time.monotonic() - t0 < 5 + 3
+        assert time.monotonic() - t0 < 5 + 10  # within the grace period (slack for a loaded CI box)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -128,7 +128,7 @@ def test_sigint_under_torchrun_ends_every_worker(tmp_path):
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
-        assert time.monotonic() - t0 < 2 + 5
+        assert time.monotonic() - t0 < 2 + 10  # the grace period, then SIGKILL; slack for a loaded CI box
     finally:
         if proc.poll() is None:
             proc.kill()
