@@ -1,0 +1,42 @@
+"""Small message dataclasses that workers post; `@on` handlers on the App change the UI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from textual.message import Message
+
+from ftplan.planner import Answers, Plan, Problem
+
+
+@dataclass
+class PlanReady(Message):
+    """A plan for the answers of edit `generation` (stale generations are dropped)."""
+
+    generation: int
+    answers: Answers
+    plan: Plan
+    plan_seconds: float
+
+
+@dataclass
+class PlanInvalid(Message):
+    """The answers of edit `generation` have problems; each names its field."""
+
+    generation: int
+    problems: list[Problem]
+
+
+@dataclass
+class GPUsDetected(Message):
+    """What `nvidia-smi` found (names as it prints them); empty on a machine without GPUs."""
+
+    names: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DataMeasured(Message):
+    """`(examples, avg_tokens)` measured from a local data file, or None."""
+
+    path: str
+    measured: tuple[int, int] | None
