@@ -88,10 +88,14 @@ class FtplanApp(App[int]):
         self.saved_text: str | None = None
         # Planning pipeline state.
         self.generation = 0
+        self.plans_started = 0
         self.shown_generation = -1
         self._timer: Timer | None = None
         self._edit_started: float | None = None
         self._plan_started: float | None = None
+        from ftplan.tui.widgets.results import PlanRenderer
+
+        self.plan_renderer = PlanRenderer()
         self.latencies: list[tuple[float, float, float]] = []
         """(keystroke→tables shown, debounce end→tables shown, planning alone), seconds."""
         self.detected: list[str] = []
@@ -134,11 +138,12 @@ class FtplanApp(App[int]):
 
     @property
     def form(self) -> QuestionsForm:
-        return self.query_one(QuestionsForm)
+        """The questions (on the main screen, whichever screen is on top)."""
+        return self.screen_stack[0].query_one(QuestionsForm)
 
     @property
     def results(self) -> ResultsPanel:
-        return self.query_one(ResultsPanel)
+        return self.screen_stack[0].query_one(ResultsPanel)
 
     @on(Tabs.TabActivated, "#view-tabs")
     def _tab(self, event: Tabs.TabActivated) -> None:
@@ -171,13 +176,14 @@ class FtplanApp(App[int]):
         if self._timer is not None:
             self._timer.stop()
         delay = self.debounce if delay is None else delay
-        self._timer = self.set_timer(delay, self._plan_now, name="plan-debounce")
+        self._timer = self.set_timer(max(delay, 0.001), self._plan_now, name="plan-debounce")
 
     def _plan_now(self) -> None:
         self._timer = None
+        self.plans_started += 1
         self._plan_started = time.perf_counter()
         raw = self.form.state().to_raw()
-        self._plan_worker(raw, self.context_for(raw), self.generation)
+        self._plan_worker(raw, self.context_for(raw), self.generation, self.results.plan_width)
 
     def context_for(self, raw: dict) -> Context:
         path = str(raw.get("data", {}).get("path", ""))
@@ -190,7 +196,10 @@ class FtplanApp(App[int]):
         )
 
     @work(thread=True, exclusive=True, group="plan", exit_on_error=False)
-    def _plan_worker(self, raw: dict, context: Context, generation: int) -> None:
+    def _plan_worker(self, raw: dict, context: Context, generation: int, width: int) -> None:
+        """Validate, plan and render the tables to lines; the UI thread only swaps them in."""
+        from ftplan.tui.widgets.results import plan_group
+
         started = time.perf_counter()
         try:
             answers = parse_answers(raw)
@@ -201,25 +210,32 @@ class FtplanApp(App[int]):
         except Exception as exc:  # a planner bug must not kill the app; show it as a problem
             self.post_message(PlanInvalid(generation, [Problem("", f"planner error: {exc!r}")]))
             return
-        self.post_message(PlanReady(generation, answers, plan, time.perf_counter() - started))
+        seconds = time.perf_counter() - started
+        group = plan_group(plan)
+        lines = self.plan_renderer.lines(plan, width) if width > 0 else None
+        self.post_message(PlanReady(generation, answers, plan, seconds, group, lines, width))
 
     @property
     def plan_settled(self) -> bool:
         """True when the shown plan (or problems) belong to the latest edit."""
         return self._timer is None and self.shown_generation == self.generation
 
+    def _stale(self, generation: int) -> bool:
+        """A result for an older edit, or one arriving while the app shuts down."""
+        return generation != self.generation or not self.screen_stack or self._closing or not self.is_running
+
     @on(PlanReady)
     def _plan_ready(self, message: PlanReady) -> None:
-        if message.generation != self.generation:
+        if self._stale(message.generation):
             return
         self.answers, self.plan, self.problems = message.answers, message.plan, []
         self.form.show_problems([])
-        self.results.show_plan(message.plan)
+        self.results.show_plan(message.plan, message.group, message.lines, message.width)
         self._shown(message.generation, message.plan_seconds)
 
     @on(PlanInvalid)
     def _plan_invalid(self, message: PlanInvalid) -> None:
-        if message.generation != self.generation:
+        if self._stale(message.generation):
             return
         self.problems = message.problems
         self.form.show_problems(message.problems)

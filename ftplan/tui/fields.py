@@ -46,7 +46,8 @@ class Field:
     @property
     def default(self) -> Any:
         section_model = Answers.model_fields[self.section].annotation
-        return section_model.model_fields[self.name].default
+        info = section_model.model_fields[self.name]
+        return None if info.is_required() else info.default
 
 
 OBJECTIVE_KINDS: tuple[tuple[str, str], ...] = (
@@ -192,7 +193,7 @@ class FormState:
         return cls.from_raw(answers.model_dump(mode="python", exclude_defaults=True) if answers else None)
 
     def to_raw(self) -> dict[str, dict[str, Any]]:
-        raw: dict[str, dict[str, Any]] = {}
+        raw: dict[str, dict[str, Any]] = {"model": {}}  # so a missing name is reported as model.name
         for f in FIELDS:
             present, value = raw_value(f, self.values.get(f.key))
             if present:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from textual.message import Message
 
@@ -17,6 +18,10 @@ class PlanReady(Message):
     answers: Answers
     plan: Plan
     plan_seconds: float
+    group: Any = None
+    """The plan's renderable and its lines pre-rendered at `width` in the worker."""
+    lines: Any = None
+    width: int = 0
 
 
 @dataclass

@@ -1,11 +1,9 @@
-"""One bar per method: its memory total against the GPU's capacity."""
+"""One bar per method: its memory total against the GPU's capacity (a Rich renderable)."""
 
 from __future__ import annotations
 
-from rich.console import RenderableType
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
-from textual.reactive import reactive
-from textual.widget import Widget
 
 from ftplan.planner import METHODS, Plan
 from ftplan.render import NAMES
@@ -19,9 +17,9 @@ def bar_line(name: str, total: int, capacity: int, fits: bool, width: int, scale
     line = Text((NAMES[name] + (" ★" if star else "")).ljust(LABEL + 1), style="bold" if star else "")
     cells = max(8, width - LABEL - 1 - TAIL)
     colour = "green" if fits else "red"
+    used = min(cells, round(total / scale * cells))
     if capacity:
         cap_cell = min(cells - 1, round(capacity / scale * cells))
-        used = min(cells, round(total / scale * cells))
         for i in range(cells):
             if i == cap_cell:
                 line.append("│", style="bold")
@@ -31,7 +29,6 @@ def bar_line(name: str, total: int, capacity: int, fits: bool, width: int, scale
                 line.append("░", style="dim")
         tail = f" {total / 2**30:6.1f} / {capacity / 2**30:.1f} GiB"
     else:
-        used = min(cells, round(total / scale * cells))
         line.append("█" * used, style=colour)
         line.append("░" * (cells - used), style="dim")
         tail = f" {total / 2**30:6.1f} GiB host"
@@ -40,32 +37,21 @@ def bar_line(name: str, total: int, capacity: int, fits: bool, width: int, scale
     return line
 
 
-class MemoryBars(Widget):
-    """Renders from `plan`; the plan is the only state."""
+class MemoryBars:
+    """Renders at whatever width it is given."""
 
-    DEFAULT_CSS = "MemoryBars { height: auto; }"
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
 
-    plan: reactive[Plan | None] = reactive(None, layout=True)
-
-    def render(self) -> RenderableType:
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         plan = self.plan
-        if plan is None:
-            return Text("")
         capacity = plan.hardware.gpu_memory
         totals = [plan.methods[m].memory.total for m in METHODS]
         scale = max([capacity, *totals]) * 1.02 or 1
-        width = self.content_size.width or 80
-        title = Text(
-            f"Memory per GPU against {plan.hardware.gpu}" if capacity else "Host memory (CPU run)",
-            style="bold",
+        yield Text(
+            f"Memory per GPU against {plan.hardware.gpu}" if capacity else "Host memory (CPU run)", style="bold"
         )
-        lines = [title]
         for m in METHODS:
             mp = plan.methods[m]
-            lines.append(
-                bar_line(m, mp.memory.total, capacity, mp.fits, width, scale, m == plan.recommendation.method)
-            )
-        return Text("\n").join(lines)
-
-    def get_content_height(self, container, viewport, width: int) -> int:
-        return 4 if self.plan is not None else 1
+            star = m == plan.recommendation.method
+            yield bar_line(m, mp.memory.total, capacity, mp.fits, options.max_width, scale, star)

@@ -51,7 +51,12 @@ class Question(Vertical):
         yield Static("", classes="q-note", markup=False)
         yield Static("", classes="q-error", markup=False)
 
+    error = ""
+
     def set_error(self, message: str) -> None:
+        if message == self.error:
+            return  # most edits change no field's problems: touch nothing, restyle nothing
+        self.error = message
         self.set_class(bool(message), "-invalid")
         self.query_one(".q-error", Static).update(message)
 
@@ -71,6 +76,9 @@ class QuestionsForm(VerticalScroll):
     def __init__(self, state: FormState, **kwargs) -> None:
         super().__init__(**kwargs)
         self.initial = state
+        self._general = ""
+        self._known: dict[str, Any] = dict(state.values)
+        """The last value seen per key: Changed events that change nothing (mounting) are no edits."""
 
     def compose(self) -> ComposeResult:
         yield Static("", id="form-problems", markup=False)
@@ -93,6 +101,7 @@ class QuestionsForm(VerticalScroll):
     def set_value(self, key: str, value: Any) -> None:
         """Set a control without it counting as the user's edit."""
         control = self._control(key)
+        self._known[key] = value
         with control.prevent(Input.Changed, Select.Changed, Switch.Changed):
             control.value = value
 
@@ -111,8 +120,11 @@ class QuestionsForm(VerticalScroll):
         for f in FIELDS:
             self.question(f.key).set_error("; ".join(by_field.get(f.key, [])))
         top = self.query_one("#form-problems", Static)
-        top.update("\n".join(general))
-        top.set_class(bool(general), "-visible")
+        text = "\n".join(general)
+        if text != self._general:
+            self._general = text
+            top.update(text)
+            top.set_class(bool(general), "-visible")
         for key in by_field:
             section = self.query_one(f"#section-{BY_KEY[key].section}", Collapsible)
             section.collapsed = False
@@ -126,5 +138,7 @@ class QuestionsForm(VerticalScroll):
         widget_id = event.control.id or ""
         for f in FIELDS:
             if f.widget_id == widget_id:
-                self.post_message(self.Edited(f.key))
+                if self._known.get(f.key) != event.value:
+                    self._known[f.key] = event.value
+                    self.post_message(self.Edited(f.key))
                 return

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from typing import Any
+
 from rich.console import Group
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -19,6 +24,7 @@ from ftplan.render import (
     settings_table,
 )
 from ftplan.tui.widgets.membars import MemoryBars
+from ftplan.tui.widgets.planview import PlanView, render_to_lines
 
 
 def summary_line(plan: Plan) -> Text:
@@ -51,36 +57,88 @@ def chosen_table(plan: Plan) -> Table:
     return t
 
 
+def _methods(plan: Plan, *attrs: str) -> str:
+    return repr([[getattr(mp, a) for a in attrs] for mp in plan.methods.values()])
+
+
+# Each section: a name, what it depends on (a cheap string key), and how to draw it. Only the
+# sections whose key changed are rendered again: a keystroke in `examples` redraws the cost
+# tables, not the memory table.
+SECTIONS: tuple[tuple[str, Callable[[Plan], str], Callable[[Plan], Any]], ...] = (
+    ("summary", lambda p: repr((p.model.name, p.model.params, p.hardware, p.data)), summary_line),
+    ("recommendation", lambda p: repr((p.recommendation, p.chosen.warnings, p.notes)), recommendation_panel),
+    ("bars", lambda p: repr((p.hardware.gpu, p.hardware.gpu_memory, p.recommendation.method)) + _methods(p, "memory", "fits"), MemoryBars),
+    ("memory", lambda p: repr((p.hardware.gpu, p.recommendation.method)) + _methods(p, "memory", "fits", "trainable_params", "cpu_memory", "max_seq_len_that_fits", "hardware_needed"), memory_table),
+    ("cost", lambda p: _methods(p, "time", "cost"), cost_table),
+    ("hidden", lambda p: _methods(p, "cost"), hidden_cost_table),
+    ("chosen", lambda p: repr((p.recommendation.method, p.chosen.settings)), chosen_table),
+    ("settings", lambda p: _methods(p, "settings"), settings_table),
+)
+
+
+def plan_group(plan: Plan) -> Group:
+    """Everything the panel shows, top to bottom: the answer first, the detail after."""
+    parts: list[Any] = []
+    for _, _, draw in SECTIONS:
+        parts += [draw(plan), Text("")]
+    return Group(*parts[:-1])
+
+
+class PlanRenderer:
+    """Renders a plan to lines, section by section, reusing the sections that did not change.
+
+    Called from the plan worker (one at a time, but a superseded thread may still be finishing,
+    hence the lock).
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[int, str, list]] = {}
+        self._lock = threading.Lock()
+
+    def lines(self, plan: Plan, width: int) -> list:
+        out: list = []
+        with self._lock:
+            for i, (name, key_of, draw) in enumerate(SECTIONS):
+                key = key_of(plan)
+                cached = self._cache.get(name)
+                if cached is not None and cached[0] == width and cached[1] == key:
+                    section = cached[2]
+                else:
+                    section = render_to_lines(draw(plan), width)
+                    self._cache[name] = (width, key, section)
+                if i:
+                    out.append([Segment(" " * width)])
+                out.extend(section)
+        return out
+
+
 class ResultsPanel(VerticalScroll):
     """Shows the latest valid plan; marks it stale while the answers have problems."""
 
-    def compose(self) -> ComposeResult:
-        yield Static("Answer the questions on the left (a model name is enough) to see the plan.",
-                     id="res-status", markup=False)
-        yield Static("", id="res-summary")
-        yield Static("", id="res-recommendation")
-        yield MemoryBars(id="res-bars")
-        yield Static("", id="res-memory")
-        yield Static("", id="res-cost")
-        yield Static("", id="res-hidden")
-        yield Static("", id="res-chosen")
-        yield Static("", id="res-settings")
+    EMPTY = "Answer the questions on the left (a model name is enough) to see the plan."
 
-    def show_plan(self, plan: Plan) -> None:
+    def compose(self) -> ComposeResult:
+        yield Static(self.EMPTY, id="res-status", classes="-visible", markup=False)
+        yield PlanView(id="res-plan")
+
+    @property
+    def plan_width(self) -> int:
+        """The width the plan is rendered at (workers render ahead at this width)."""
+        return self.query_one(PlanView).content_size.width
+
+    def show_plan(self, plan: Plan, group: Group | None = None, lines=None, width: int = 0) -> None:
         self.set_class(False, "-stale")
-        self.query_one("#res-status", Static).update("")
-        self.query_one("#res-summary", Static).update(summary_line(plan))
-        self.query_one("#res-recommendation", Static).update(recommendation_panel(plan))
-        self.query_one(MemoryBars).plan = plan
-        self.query_one("#res-memory", Static).update(memory_table(plan))
-        self.query_one("#res-cost", Static).update(cost_table(plan))
-        self.query_one("#res-hidden", Static).update(hidden_cost_table(plan))
-        self.query_one("#res-chosen", Static).update(chosen_table(plan))
-        self.query_one("#res-settings", Static).update(Group(settings_table(plan)))
+        status = self.query_one("#res-status", Static)
+        if status.has_class("-visible"):
+            status.update("")
+            status.set_class(False, "-visible")
+        self.query_one(PlanView).show(group or plan_group(plan), lines, width)
 
     def show_problems(self, problems: list[Problem], have_plan: bool) -> None:
         count = len(problems)
         head = f"{count} problem{'s' if count != 1 else ''} in the answers"
         tail = " — showing the last valid plan." if have_plan else "."
         self.set_class(have_plan, "-stale")
-        self.query_one("#res-status", Static).update(head + tail + " Fix the fields marked in red.")
+        status = self.query_one("#res-status", Static)
+        status.update(head + tail + " Fix the fields marked in red.")
+        status.set_class(True, "-visible")
