@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma2", "phi3")
 
@@ -26,7 +27,7 @@ class Linear:
     d_out: int
     bias: bool = False
 
-    @property
+    @cached_property
     def params(self) -> int:
         return self.d_in * self.d_out + (self.d_out if self.bias else 0)
 
@@ -54,28 +55,28 @@ class ModelArch:
     """Fused expert tensors (transformers 5 stores MoE experts as 3-D parameters, not Linears)."""
 
     # ---- counts -------------------------------------------------------------------------
-    @property
+    @cached_property
     def embedding_params(self) -> int:
         return self.vocab_size * self.hidden_size
 
-    @property
+    @cached_property
     def lm_head_params(self) -> int:
         return 0 if self.tied_embeddings else self.vocab_size * self.hidden_size
 
-    @property
+    @cached_property
     def linear_params_per_layer(self) -> int:
         return sum(lin.params for lin in self.layer_linears)
 
-    @property
+    @cached_property
     def layer_params(self) -> int:
         return self.linear_params_per_layer + self.layer_other_params
 
-    @property
+    @cached_property
     def params(self) -> int:
         """All parameters, as ``sum(p.numel() for p in model.parameters())`` counts them."""
         return self.embedding_params + self.lm_head_params + self.layers * self.layer_params + self.final_norm_params
 
-    @property
+    @cached_property
     def quantizable_params(self) -> int:
         """Weights that bitsandbytes stores in 4 bits: every decoder nn.Linear weight.
 
@@ -84,13 +85,13 @@ class ModelArch:
         """
         return self.layers * sum(lin.d_in * lin.d_out for lin in self.layer_linears)
 
-    @property
+    @cached_property
     def largest_layer_params(self) -> int:
         """The biggest single module's parameters, which ZeRO-3 gathers whole."""
         candidates = [self.embedding_params, self.layer_params]
         return max(candidates)
 
-    @property
+    @cached_property
     def active_params(self) -> int:
         """Parameters used per token (MoE activates ``experts_per_token`` of ``experts``)."""
         if not self.experts:
@@ -120,11 +121,32 @@ class ModelArch:
             return []
         known = {lin.name for lin in self.layer_linears} | {_short(lin.name) for lin in self.layer_linears}
         known |= {"lm_head", "embed_tokens"}
+        if self.experts:
+            known |= {"gate", "experts", "mlp.gate", "mlp.experts"}
         return [k for k in target_modules if k not in known and not any(n.endswith("." + k) for n in known)]
+
+    def _moe_lora_per_layer(self, r: int, target_modules: str | Sequence[str]) -> int:
+        """LoRA on a transformers-5 MoE block, as peft 0.21 applies it with "all-linear".
+
+        The router (h -> experts) takes a plain LoRA; the fused expert tensors take
+        parameter-targeted LoRA with rank r per expert (2 r for the fused gate_up tensor):
+        A is (rank * experts, d_in), B is (d_out, rank * experts). Checked on the meta device.
+        """
+        if not self.experts:
+            return 0
+        keys = {"all-linear"} if target_modules == "all-linear" else set(target_modules)
+        h, f, e = self.hidden_size, self.intermediate_size, self.experts
+        total = 0
+        if keys & {"all-linear", "gate", "mlp.gate"}:
+            total += r * (h + e)
+        if keys & {"all-linear", "experts", "mlp.experts"}:
+            total += 2 * r * e * (h + 2 * f) + r * e * (f + h)
+        return total
 
     def lora_params(self, r: int, target_modules: str | Sequence[str]) -> int:
         """Trainable LoRA parameters: sum of r * (d_in + d_out) over adapted matrices."""
         per_layer = sum(r * (lin.d_in + lin.d_out) for lin in self.lora_targets(target_modules))
+        per_layer += self._moe_lora_per_layer(r, target_modules)
         total = self.layers * per_layer
         if target_modules != "all-linear":
             if "lm_head" in target_modules:

@@ -18,6 +18,7 @@ from ftplan.planner.settings import Settings
 from ftplan.planner.timecost import DataShape, estimate_time
 
 TARGET_GLOBAL_SEQUENCES = 32
+OFFLOAD_COST = {"none": 0, "optimizer": 1, "optimizer+params": 2}
 MICRO_BATCHES = (32, 16, 8, 4, 2, 1)
 DEFAULT_EPOCHS = {"instruction": 2.0, "domain_knowledge": 1.0, "task_specific": 3.0, "new_vocabulary": 2.0}
 
@@ -79,14 +80,20 @@ def base_settings(method: Method, answers: Answers, device: Device, data: DataSh
 
 def _ladder(method: Method, device: Device, fixed: set[str]):
     """(checkpointing, zero_stage, offload) rungs, fastest first."""
-    stages = [0] if device.world_size == 1 or method != "full" else [0, 2, 3]
-    if method == "full" and device.world_size == 1 and not device.is_cpu:
-        stages = [0, 3]  # ZeRO-3 on one GPU only to reach CPU offload
+    if device.world_size == 1:
+        # ZeRO-3 on one GPU only to reach CPU offload of a full fine-tune.
+        stages = [0, 3] if method == "full" and not device.is_cpu else [0]
+    elif method == "full":
+        stages = [0, 2, 3]
+    else:
+        stages = [0, 3]  # adapters are tiny: only sharding the frozen base weights helps
     rungs = []
     for stage in stages:
         offloads = ["none"] if stage == 0 else ["none", "optimizer", "optimizer+params"]
         if stage == 3 and device.world_size == 1:
             offloads = ["optimizer", "optimizer+params"]
+        if stage and method != "full":
+            offloads = ["none"]
         for offload in offloads:
             if offload == "optimizer+params" and stage != 3:
                 continue
@@ -106,10 +113,16 @@ def choose_settings(method: Method, answers: Answers, arch: ModelArch, device: D
     fitting and says what would).
     """
     s, fixed = base_settings(method, answers, device, data)
-    limit = usable_memory(device) if not device.is_cpu else None
+    if device.is_cpu:
+        return _cpu_settings(s, fixed)
+    limit = usable_memory(device)
     best: tuple[float, Settings] | None = None
     frugal: Settings | None = None
+    maxed: list[tuple[bool, int, int]] = []  # rungs that fit at the largest micro-batch
     for ckpt, stage, offload in _ladder(method, device, fixed):
+        rank = (ckpt, stage, OFFLOAD_COST[offload])
+        if any(all(a <= b for a, b in zip(done, rank)) for done in maxed):
+            continue  # a rung no slower in every respect already fits at the largest batch
         trial = s
         if "gradient_checkpointing" not in fixed:
             trial = _with(trial, gradient_checkpointing=ckpt)
@@ -117,23 +130,32 @@ def choose_settings(method: Method, answers: Answers, arch: ModelArch, device: D
             trial = _with(trial, zero_stage=stage)
         if "offload" not in fixed:
             trial = _with(trial, offload=offload if trial.zero_stage else "none")
-        sizes = [trial.micro_batch_size] if "micro_batch_size" in fixed else list(MICRO_BATCHES)
-        for mb in sizes:
-            candidate = _fit_batch(_with(trial, micro_batch_size=mb), fixed, device)
-            if limit is None:
-                fits = True
-            else:
-                fits = estimate_memory(arch, candidate, device).total <= limit
-            frugal = candidate
-            if not fits:
-                continue
-            seconds = estimate_time(arch, candidate, device, data).hours
-            if best is None or seconds < best[0] - 1e-12:
-                best = (seconds, candidate)
-            break  # larger micro-batches are faster; the first that fits is this rung's best
-        if limit is None:
-            break
+        sizes = [trial.micro_batch_size] if "micro_batch_size" in fixed else sorted(MICRO_BATCHES)
+
+        def batch(mb: int, trial=trial) -> Settings:
+            return _fit_batch(_with(trial, micro_batch_size=mb), fixed, device)
+
+        frugal = batch(sizes[0])
+        if best is not None and estimate_time(arch, batch(sizes[-1]), device, data).hours >= best[0]:
+            continue  # even its largest micro-batch would not be faster than the best so far
+        # Memory grows with the micro-batch, and larger micro-batches are faster: the
+        # largest that fits is this rung's best (found by bisection).
+        mb = _largest(sizes, lambda mb: estimate_memory(arch, batch(mb), device).total <= limit)
+        if mb is None:
+            continue
+        candidate = batch(mb)
+        if mb == sizes[-1]:
+            maxed.append(rank)
+        seconds = estimate_time(arch, candidate, device, data).hours
+        if best is None or seconds < best[0] - 1e-12:
+            best = (seconds, candidate)
     return best[1] if best else (frugal or s)
+
+
+def _cpu_settings(s: Settings, fixed: set[str]) -> Settings:
+    """A CPU plan is a smoke test of the recipe: small batches, one sequence per step."""
+    changes = {"micro_batch_size": 2, "gradient_accumulation_steps": 1, "gradient_checkpointing": False}
+    return _with(s, **{k: v for k, v in changes.items() if k not in fixed})
 
 
 def _fit_batch(s: Settings, fixed: set[str], device: Device) -> Settings:
@@ -144,26 +166,74 @@ def _fit_batch(s: Settings, fixed: set[str], device: Device) -> Settings:
 
 
 def longest_sequence_that_fits(arch: ModelArch, s: Settings, device: Device) -> int:
-    """The largest max_seq_len (multiple of 256) at micro-batch 1 that fits, or 0."""
+    """The largest max_seq_len (multiple of 256) at micro-batch 1 that fits, or 0.
+
+    Memory is piecewise affine in the sequence length with SDPA (a maximum of affine
+    phases), so a secant from two short lengths lands close; a bisection then makes the
+    answer exact whatever the shape (eager attention is quadratic).
+    """
     if device.is_cpu:
         return 0
     limit = usable_memory(device)
-    lo, hi = 0, 1 << 20
     one = _with(s, micro_batch_size=1)
-    while hi - lo > 256:
-        mid = (lo + hi) // 2 // 256 * 256 or 256
-        if estimate_memory(arch, _with(one, max_seq_len=mid), device).total <= limit:
+
+    def fits(length: int) -> bool:
+        return estimate_memory(arch, _with(one, max_seq_len=length), device).total <= limit
+
+    step = 256
+    cap = 1 << 20
+
+    def memory(length: int) -> int:
+        return estimate_memory(arch, _with(one, max_seq_len=length), device).total
+
+    xa, ma = step, memory(step)
+    if ma > limit:
+        return 0
+    xb, mb = 2 * step, memory(2 * step)
+    lo, hi = (xb, cap) if mb <= limit else (xa, xb)
+    for _ in range(6):  # secant steps: exact in a few for piecewise-affine memory
+        if hi - lo <= step:
+            break
+        slope = max(mb - ma, 1) / (xb - xa)
+        guess = int(xb + (limit - mb) / slope) // step * step
+        guess = min(max(guess, lo + step), hi - step)
+        mg = memory(guess)
+        if mg <= limit:
+            lo = guess
+        else:
+            hi = guess
+        xa, ma, xb, mb = xb, mb, guess, mg
+        if lo + step == hi or (mg <= limit and memory(guess + step) > limit):
+            return guess if mg <= limit else lo
+    while hi - lo > step:
+        mid = (lo + hi) // 2 // step * step
+        if fits(mid):
             lo = mid
         else:
             hi = mid
-    return lo
+    return lo if lo < cap or fits(cap) else lo
 
 
 def largest_micro_batch_that_fits(arch: ModelArch, s: Settings, device: Device) -> int:
     if device.is_cpu:
         return 0
     limit = usable_memory(device)
-    best, mb = 0, 1
-    while mb <= 4096 and estimate_memory(arch, _with(s, micro_batch_size=mb), device).total <= limit:
-        best, mb = mb, mb * 2
-    return best
+    sizes = [1 << i for i in range(13)]
+    found = _largest(sizes, lambda mb: estimate_memory(arch, _with(s, micro_batch_size=mb), device).total <= limit)
+    return found or 0
+
+
+def _largest(values: list[int], fits) -> int | None:
+    """The largest of ascending ``values`` for which the monotone ``fits`` holds."""
+    lo, hi = 0, len(values) - 1
+    if fits(values[-1]):
+        return values[-1]
+    if not fits(values[0]):
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(values[mid]):
+            lo = mid
+        else:
+            hi = mid - 1
+    return values[lo]

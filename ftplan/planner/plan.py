@@ -144,7 +144,7 @@ def resolve_gpu(answers: Answers, context: Context) -> tuple[GPU, bool, list[str
     if answers.hardware.gpu != "auto":
         return gpu_by_name(answers.hardware.gpu), False, notes
     if context.detected_gpu:
-        gpu = gpu_by_name(context.detected_gpu)
+        gpu = gpu_by_name(context.detected_gpu, detected=True)
         if gpu is not None:
             notes.append(f"hardware.gpu: detected {context.detected_gpu} ({gpu.name}).")
             return gpu, True, notes
@@ -154,10 +154,21 @@ def resolve_gpu(answers: Answers, context: Context) -> tuple[GPU, bool, list[str
     return GPUS[DEFAULT_GPU], False, notes
 
 
+LARGEST_GPU = "H200"
+
+
 def hardware_needed(method: Method, answers: Answers, arch: ModelArch, gpu: GPU, data: DataShape) -> str:
-    """The fewest GPUs of this type (up to 64) on which the method fits with its ladder."""
+    """The fewest GPUs of this type (up to 64) on which the method fits with its ladder;
+    failing that, the fewest of the catalog's largest GPU."""
     if gpu.name == "cpu":
         return "cpu"
+    found = _fewest_gpus(method, answers, arch, gpu, data)
+    if not found and gpu.name != LARGEST_GPU:
+        found = _fewest_gpus(method, answers, arch, GPUS[LARGEST_GPU], data)
+    return found
+
+
+def _fewest_gpus(method: Method, answers: Answers, arch: ModelArch, gpu: GPU, data: DataShape) -> str:
     for count in (1, 2, 4, 8, 16, 32, 64):
         per_node = min(count, 8)
         device = Device(gpu, per_node, count // per_node)
@@ -212,6 +223,11 @@ def make_plan(answers: Answers, context: Context = Context()) -> Plan:
     data = DataShape(examples, avg_tokens)
     price = answers.budget.gpu_hour_usd or gpu.usd_per_hour
     methods = {m: plan_method(m, answers, arch, device, data, price) for m in METHODS}
+    ratio = methods["full"].time.flops / max(methods["lora"].time.flops, 1.0)
+    notes.append(
+        f"Equal epochs are not equal compute: full fine-tuning spends {ratio:.1f}× LoRA's FLOPs on the same "
+        "data; compare the methods' quality at equal FLOPs or wall-clock, not equal epochs."
+    )
     desc = f"{device.world_size}× {gpu.name}" if gpu.name != "cpu" else "the CPU"
     method, reasons = recommend(answers, methods, examples, desc)
     filled = answers.model_dump(mode="json")

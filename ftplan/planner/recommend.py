@@ -18,6 +18,10 @@ def _gb(n: float) -> str:
     return f"{n / 1e9:,.1f} GB"
 
 
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB"
+
+
 def objective_choice(answers: Answers, examples: int) -> tuple[Method, str]:
     kind = answers.objective.kind
     if kind == "domain_knowledge":
@@ -67,18 +71,18 @@ def recommend(answers: Answers, methods: dict, examples: int, hardware_desc: str
             alt = fitting[0] if choice != "full" else next((m for m in ("lora", "qlora") if m in fitting), fitting[0])
             reasons.append(
                 f"Hardware: {NAMES[choice]} needs {need or 'more memory than is available'}; you have {hardware_desc}. "
-                f"{NAMES[alt]} fits ({_gb(methods[alt].memory.total)} per GPU)."
+                f"{NAMES[alt]} fits ({_gib(methods[alt].memory.total)} per GPU)."
             )
             choice = alt
         else:
             cheapest = min(("qlora", "lora", "full"), key=lambda m: methods[m].memory.total)
             reasons.append(
                 f"Hardware: nothing fits {hardware_desc}; {NAMES[cheapest]} needs the least "
-                f"({_gb(methods[cheapest].memory.total)} per GPU) and fits on {methods[cheapest].hardware_needed or 'no catalog GPU setup'}."
+                f"({_gib(methods[cheapest].memory.total)} per GPU) and fits on {methods[cheapest].hardware_needed or 'no catalog GPU setup'}."
             )
             choice = cheapest
     variants = answers.objective.variants
-    if variants > 3 and choice == "full":
+    if variants > 3:
         lora = methods["lora"] if methods["lora"].fits else methods["qlora"]
         full = methods["full"]
         reasons.append(
@@ -87,7 +91,7 @@ def recommend(answers: Answers, methods: dict, examples: int, hardware_desc: str
             f"{variants} × {lora.cost.artifact_gb * 1000:,.0f} MB adapters ({_gb(lora.cost.serving_storage_gb * 1e9)}), "
             "hot-swapped on one server."
         )
-        if lora.fits:
+        if lora.fits and choice == "full":
             choice = lora.settings.method
     budget, deadline = answers.budget.usd, answers.budget.hours
     if budget or deadline:
@@ -127,7 +131,7 @@ def recommend(answers: Answers, methods: dict, examples: int, hardware_desc: str
                 )
     chosen = methods[choice]
     reasons.append(
-        f"Plan: {NAMES[choice]} takes {_gb(chosen.memory.total)} per GPU, {chosen.time.hours:,.1f} h and "
+        f"Plan: {NAMES[choice]} takes {_gib(chosen.memory.total)} per GPU, {chosen.time.hours:,.1f} h and "
         f"${chosen.cost.usd:,.2f} per run."
     )
     if answers.training.method != "auto" and answers.training.method != choice:

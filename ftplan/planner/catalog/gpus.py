@@ -88,14 +88,16 @@ DETECTED_NAMES: tuple[tuple[str, str], ...] = (
 )
 
 
-def gpu_by_name(name: str) -> GPU | None:
-    """Case-insensitive lookup that also accepts names as nvidia-smi prints them."""
+def gpu_by_name(name: str, detected: bool = False) -> GPU | None:
+    """Case-insensitive catalog lookup; ``detected=True`` also accepts nvidia-smi names."""
     lowered = name.strip().lower()
     if lowered == "cpu":
         return CPU
     for key, gpu in GPUS.items():
         if key.lower() == lowered:
             return gpu
+    if not detected:
+        return None
     for fragment, key in DETECTED_NAMES:
         if fragment.lower() in lowered:
             return GPUS[key]

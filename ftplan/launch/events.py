@@ -1,0 +1,65 @@
+"""Small messages the runner posts while a run goes; the console display and the TUI render them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    run_dir: str
+    log_path: str
+    argv: tuple[str, ...]
+    pid: int
+    resume_from: str | None = None
+
+
+@dataclass(frozen=True)
+class OutputLines:
+    lines: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ProgressUpdate:
+    """One logging step from the metrics file, with what ftplan derives from it."""
+
+    step: int
+    max_steps: int
+    loss: float | None
+    tokens_per_second: float | None
+    peak_memory_bytes: int | None
+    planned_peak_bytes: int
+    elapsed_s: float
+    eta_s: float | None
+    cost_usd: float
+    epoch: float | None = None
+
+
+@dataclass(frozen=True)
+class Stopping:
+    """The runner is stopping the run: ``signal`` is "SIGTERM" first, "SIGKILL" after the grace period."""
+
+    reason: str
+    signal: str
+    grace_s: float
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int
+    """0 ok, 1 failed (crash, OOM, worker died), 130 interrupted."""
+    status: str
+    """"ok", "failed", "oom", "worker_died" or "interrupted"."""
+    message: str
+    returncode: int | None
+    run_dir: str
+    log_path: str
+    advice: tuple[str, ...] = ()
+    last_step: int | None = None
+    peak_memory_bytes: int | None = None
+    leftover_killed: tuple[int, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    result: RunResult

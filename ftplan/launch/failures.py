@@ -1,0 +1,92 @@
+"""Read what went wrong from a run's output and torchrun's error files."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ftplan.launch.oom import is_oom
+from ftplan.launch.process import signal_name
+
+_RANK = re.compile(r"^\s*rank\s*:\s*(\d+)")
+_EXIT = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
+
+
+@dataclass
+class FailureScan:
+    """Accumulates evidence line by line while the run goes."""
+
+    oom: bool = False
+    oom_line: str = ""
+    child_failed: bool = False
+    failed_workers: list[tuple[int, int]] = field(default_factory=list)
+    """(global rank, exit code) from torchrun's failure summary."""
+    root_cause: tuple[int, int] | None = None
+    """torchrun's "Root Cause (first observed failure)"."""
+    _rank: int | None = None
+    _in_root: bool = False
+
+    def feed(self, line: str) -> None:
+        if not self.oom and is_oom(line):
+            self.oom, self.oom_line = True, line.strip()
+        if "ChildFailedError" in line or "FAILED" in line and "train.py" in line:
+            self.child_failed = True
+        if self.child_failed:
+            if "Root Cause" in line:
+                self._in_root = True
+            m = _RANK.match(line)
+            if m:
+                self._rank = int(m.group(1))
+            m = _EXIT.match(line)
+            if m and self._rank is not None:
+                pair = (self._rank, int(m.group(1)))
+                if self._in_root and self.root_cause is None:
+                    self.root_cause = pair
+                if pair not in self.failed_workers:
+                    self.failed_workers.append(pair)
+                self._rank = None
+
+    def failures(self) -> list[tuple[int, int]]:
+        """Failed workers, the root cause first."""
+        if self.root_cause is None:
+            return list(self.failed_workers)
+        return [self.root_cause, *[p for p in self.failed_workers if p != self.root_cause]]
+
+    def scan_error_files(self, log_dir: Path | None) -> None:
+        """torchrun writes ``error.json`` for workers whose entry point uses ``@record``."""
+        if log_dir is None or not log_dir.is_dir():
+            return
+        for path in log_dir.rglob("error.json"):
+            try:
+                text = path.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue
+            if not self.oom and is_oom(text):
+                self.oom = True
+                try:
+                    msg = json.loads(text).get("message", {})
+                    msg = msg.get("message", "") if isinstance(msg, dict) else str(msg)
+                except (json.JSONDecodeError, AttributeError):
+                    msg = ""
+                self.oom_line = str(msg).splitlines()[0] if msg else f"out of memory ({path})"
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        name = signal_name(-code)
+        hint = " (the host's out-of-memory killer does this; check `dmesg`)" if name == "SIGKILL" else ""
+        return f"was killed by {name}{hint}"
+    return f"exited with code {code}"
+
+
+def worker_message(failed: list[tuple[int, int]]) -> str:
+    first_rank, first_code = failed[0]
+    text = f"Worker rank {first_rank} {describe_exit(first_code)}"
+    others = [r for r, _ in failed[1:]]
+    if others:
+        text += f" first; torchrun then stopped the others (rank{'s' if len(others) > 1 else ''} {', '.join(map(str, others))})"
+    else:
+        text += "; torchrun stopped the other workers"
+    return text + "."

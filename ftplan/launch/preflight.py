@@ -1,0 +1,496 @@
+"""The checklist before a launch: GPUs, memory, disk, packages, data, token, project files.
+
+Each check is a small function of plain inputs returning ``Check(name, status, detail)``;
+``gather_host`` does the I/O once (nvidia-smi or NVML, falling back to torch only for a GPU
+plan; ``shutil.disk_usage``; ``importlib.metadata``; the environment), so tests inject a
+``HostFacts`` and call the checks directly. Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.metadata as md
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ftplan.launch.oom import next_rung
+from ftplan.launch.project import MANIFEST, ProjectInfo
+from ftplan.launch.spec import LaunchOptions, runs_on_cpu
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+GIB = 2**30
+GATED_PREFIXES = ("meta-llama/", "google/gemma", "mistralai/")
+"""Hub organisations whose models need an accepted licence and a token to download."""
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str
+    """"ok", "warn" or "fail"."""
+    detail: str
+
+
+@dataclass(frozen=True)
+class GpuFacts:
+    index: int
+    name: str
+    memory: int
+    free: int
+    compute_capability: tuple[int, int] | None = None
+    processes: tuple[tuple[int, int], ...] = ()
+    """(pid, bytes used) of other processes on this GPU."""
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """Everything preflight looks at on this machine, gathered once."""
+
+    gpus: tuple[GpuFacts, ...] = ()
+    gpu_source: str = "nvidia-smi"
+    disk_free: int | None = None
+    host_memory_available: int | None = None
+    packages: dict[str, str | None] = field(default_factory=dict)
+    """distribution name -> installed version, or None when missing."""
+    env: dict[str, str] = field(default_factory=dict)
+    hf_token_file: bool = False
+    cached_models: tuple[str, ...] = ()
+
+
+def gib(n: float) -> str:
+    if n < GIB:
+        return f"{n / 2**20:,.1f} MiB"
+    return f"{n / GIB:,.1f} GiB"
+
+
+# -- the checks ----------------------------------------------------------------------------
+
+
+def check_gpus(project: ProjectInfo, options: LaunchOptions, host: HostFacts) -> Check:
+    need = project.gpus_per_node
+    if project.is_cpu:
+        return Check("GPUs", OK, f"CPU plan: {need} process{'es' if need > 1 else ''} on the CPU (gloo)")
+    if not host.gpus:
+        if options.smoke:
+            return Check("GPUs", WARN, f"no GPU found; the smoke run goes on the CPU (plan: {need}× {project.gpu})")
+        return Check(
+            "GPUs", FAIL, f"no GPU found; the plan needs {need}× {project.gpu} per node (try --smoke on the CPU)"
+        )
+    names = sorted({g.name for g in host.gpus})
+    detail = f"{len(host.gpus)}× {', '.join(names)} ({host.gpu_source})"
+    if len(host.gpus) < need:
+        return Check("GPUs", FAIL, f"{detail}; the plan needs {need} per node")
+    busy = [(g.index, pid, used) for g in host.gpus[:need] for pid, used in g.processes]
+    if busy:
+        listed = ", ".join(f"GPU {i}: pid {pid} ({gib(used)})" for i, pid, used in busy[:6])
+        return Check("GPUs", WARN, f"{detail}; other processes are using them: {listed}")
+    from ftplan.planner.catalog.gpus import gpu_by_name
+
+    mismatched = [g.name for g in host.gpus[:need] if (c := gpu_by_name(g.name, detected=True)) is None or c.name != project.gpu]
+    if mismatched:
+        return Check(
+            "GPUs", WARN, f'{detail}; the plan was made for {project.gpu} (re-plan with hardware.gpu = "auto")'
+        )
+    return Check("GPUs", OK, detail)
+
+
+def check_capability(project: ProjectInfo, options: LaunchOptions, host: HostFacts) -> Check:
+    name = "Compute capability"
+    if runs_on_cpu(project, options):
+        return Check(name, OK, "not needed on the CPU")
+    gpus = host.gpus[: project.gpus_per_node]
+    caps = [g.compute_capability for g in gpus if g.compute_capability]
+    if not caps:
+        return Check(name, WARN, "unknown (nvidia-smi did not report it)")
+    low = min(caps)
+    needs = []
+    if project.precision in ("bf16", "bf16-mixed"):
+        needs.append(("bf16", (8, 0)))
+    if project.attention == "flash_attention_2":
+        needs.append(("flash_attention_2", (8, 0)))
+    missing = [f"{what} needs {c[0]}.{c[1]}+" for what, c in needs if low < c]
+    text = f"{low[0]}.{low[1]}"
+    if missing:
+        fix = ' (set training.precision = "fp16-mixed" and training.attention = "sdpa", then re-export)'
+        return Check(name, FAIL, f"{text}: {'; '.join(missing)}{fix}")
+    wanted = ", ".join(w for w, _ in needs) or "nothing special"
+    return Check(name, OK, f"{text} (plan uses {wanted})")
+
+
+def check_memory(project: ProjectInfo, options: LaunchOptions, host: HostFacts) -> Check:
+    name = "Memory"
+    plan_note = ""
+    if not project.fits:
+        plan_note = "the plan itself does not fit" + (
+            f"; it needs {project.hardware_needed}" if project.hardware_needed else ""
+        )
+    if runs_on_cpu(project, options):
+        if options.smoke and not project.is_cpu:
+            return Check(name, WARN, "per-GPU plan not checked: the smoke run goes on the CPU")
+        need = project.memory_total * project.gpus_per_node
+        avail = host.host_memory_available
+        if avail is None:
+            return Check(name, WARN, f"plan needs {gib(need)} of host memory; available memory unknown")
+        if need > avail:
+            return Check(name, FAIL, f"plan needs {gib(need)} of host memory, {gib(avail)} available")
+        return Check(name, OK, f"plan needs {gib(need)} of host memory, {gib(avail)} available")
+    gpus = host.gpus[: project.gpus_per_node]
+    if not gpus:
+        return Check(name, FAIL if not options.smoke else WARN, "no GPU to check against")
+    free = min(g.free for g in gpus)
+    total = min(g.memory for g in gpus)
+    detail = f"plan needs {gib(project.memory_total)} per GPU; {gib(free)} free of {gib(total)}"
+    if project.memory_total > free or not project.fits:
+        lines, why = next_rung(project)
+        advice = f"; next step: {', '.join(lines)} ({why})"
+        return Check(name, FAIL, detail + (f"; {plan_note}" if plan_note else "") + advice)
+    if project.memory_total > 0.95 * free:
+        return Check(name, WARN, detail + " (less than 5 % headroom)")
+    return Check(name, OK, detail)
+
+
+def check_disk(project: ProjectInfo, host: HostFacts) -> Check:
+    need = project.checkpoint_bytes * max(1, project.checkpoints_kept)
+    where = project.output_dir
+    if host.disk_free is None:
+        return Check("Disk", WARN, f"free space under {where} unknown; checkpoints need {gib(need)}")
+    detail = (
+        f"checkpoints need {gib(need)} ({project.checkpoints_kept or 1} kept), {gib(host.disk_free)} free under {where}"
+    )
+    if need > host.disk_free:
+        return Check("Disk", FAIL, detail)
+    if need * 1.2 > host.disk_free:
+        return Check("Disk", WARN, detail + " (under 20 % to spare)")
+    return Check("Disk", OK, detail)
+
+
+@dataclass(frozen=True)
+class Requirement:
+    name: str
+    specifier: str = ""
+
+
+def parse_requirement(line: str) -> Requirement | None:
+    """One requirements.txt line, or None when it is a comment, an option, or its marker excludes this Python."""
+    line = line.split("#", 1)[0].strip()
+    if not line or line.startswith("-"):
+        return None
+    try:
+        from packaging.requirements import InvalidRequirement
+        from packaging.requirements import Requirement as PackagingRequirement
+    except ImportError:  # pragma: no cover - packaging is nearly always installed
+        name = re.split(r"[<>=!~\[;\s@]", line, maxsplit=1)[0].strip()
+        return Requirement(name) if name else None
+    try:
+        req = PackagingRequirement(line)
+    except InvalidRequirement:
+        return None
+    if req.marker is not None and not req.marker.evaluate():
+        return None
+    return Requirement(req.name, str(req.specifier))
+
+
+def required_packages(project: ProjectInfo) -> list[Requirement]:
+    """From the project's requirements.txt when there is one, else from the plan's settings."""
+    req = Path(project.directory) / "requirements.txt"
+    if req.is_file():
+        lines = req.read_text(encoding="utf-8", errors="replace").splitlines()
+        return [r for r in map(parse_requirement, lines) if r is not None]
+    names = ["torch", "transformers", "accelerate", "datasets"]
+    if project.method in ("lora", "qlora"):
+        names.append("peft")
+    if project.method == "qlora":
+        names.append("bitsandbytes")
+    if int(project.settings.get("zero_stage", 0)) > 0 or project.deepspeed:
+        names.append("deepspeed")
+    if project.attention == "flash_attention_2":
+        names.append("flash-attn")
+    return [Requirement(n) for n in names]
+
+
+def _satisfies(version: str, specifier: str) -> bool:
+    if not specifier:
+        return True
+    try:
+        from packaging.specifiers import SpecifierSet
+        from packaging.version import InvalidVersion, Version
+
+        return Version(version) in SpecifierSet(specifier, prereleases=True)
+    except (ImportError, InvalidVersion, ValueError):
+        return True
+
+
+def check_packages(project: ProjectInfo, host: HostFacts) -> Check:
+    reqs = required_packages(project)
+    installed = {r.name: host.packages.get(_norm(r.name)) for r in reqs}
+    missing = [r.name for r in reqs if not installed[r.name]]
+    old = [f"{r.name}{r.specifier} (found {installed[r.name]})" for r in reqs
+           if installed[r.name] and not _satisfies(installed[r.name], r.specifier)]  # fmt: skip
+    found = ", ".join(f"{n} {v}" for n, v in installed.items() if v)
+    problems = ([f"missing: {', '.join(missing)}"] if missing else []) + ([f"too old: {', '.join(old)}"] if old else [])
+    if problems:
+        return Check("Packages", FAIL, "; ".join(problems) + " (pip install -r requirements.txt)"
+                     + (f"; found {found}" if found else ""))  # fmt: skip
+    return Check("Packages", OK, found or "none needed")
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _looks_local(path: str) -> bool:
+    return path.startswith((".", "/", "~")) or Path(path).suffix in (".jsonl", ".json", ".parquet", ".csv", ".txt")
+
+
+def check_dataset(project: ProjectInfo, exists: Callable[[Path], bool] = Path.exists) -> Check:
+    path = project.data_path
+    if not path:
+        return Check("Dataset", WARN, "no data.path in train_config.toml")
+    if _looks_local(path) or exists(project.path(path)):
+        full = project.path(path)
+        if exists(full):
+            return Check("Dataset", OK, f"{path} (local)")
+        return Check("Dataset", FAIL, f"{path} not found (data.path in train_config.toml, relative to the project)")
+    return Check("Dataset", OK, f"{path} (hub dataset, downloaded when the run starts)")
+
+
+def is_gated(model: str) -> bool:
+    return model.startswith(GATED_PREFIXES)
+
+
+def check_hf_token(project: ProjectInfo, host: HostFacts) -> Check:
+    model = project.model_name
+    name = "HF token"
+    if Path(model).expanduser().is_absolute() or model.startswith(".") or "/" not in model:
+        return Check(name, OK, "model is a local folder")
+    if not is_gated(model):
+        return Check(name, OK, f"{model} is not gated")
+    if model in host.cached_models:
+        return Check(name, OK, f"{model} is in the local HF cache")
+    if host.env.get("HF_TOKEN") or host.env.get("HUGGING_FACE_HUB_TOKEN"):
+        return Check(name, OK, f"{model} is gated; HF_TOKEN is set")
+    if host.hf_token_file:
+        return Check(name, OK, f"{model} is gated; a token is saved (huggingface-cli login)")
+    return Check(
+        name, FAIL, f"{model} is gated: accept its licence on the hub and set HF_TOKEN (or huggingface-cli login)"
+    )
+
+
+def check_manifest(project: ProjectInfo, read: Callable[[Path], bytes] | None = None) -> Check:
+    """Project files vs the sha256 the exporter recorded in .ftplan-manifest.json."""
+    d = Path(project.directory)
+    name = "Project files"
+    mpath = d / MANIFEST
+    if not mpath.is_file():
+        return Check(name, WARN, f"no {MANIFEST}: cannot tell whether the files changed since export")
+    try:
+        data = json.loads(mpath.read_text(encoding="utf-8"))
+        files = data.get("files", data) if isinstance(data, dict) else None
+        if not isinstance(files, dict):
+            raise ValueError("not an object of file hashes")
+    except (OSError, ValueError) as exc:
+        return Check(name, WARN, f"{MANIFEST} unreadable ({exc})")
+    read = read or (lambda p: p.read_bytes())
+    changed, missing = [], []
+    for rel, digest in sorted(files.items()):
+        digest = digest.get("sha256") if isinstance(digest, dict) else digest
+        p = d / rel
+        try:
+            actual = hashlib.sha256(read(p)).hexdigest()
+        except OSError:
+            missing.append(rel)
+            continue
+        if actual != str(digest).removeprefix("sha256:"):
+            changed.append(rel)
+    if missing:
+        return Check(name, WARN, f"missing since export: {', '.join(missing)}")
+    if changed:
+        return Check(name, WARN, f"edited since export: {', '.join(changed)} (fine if you meant to)")
+    return Check(name, OK, f"{len(files)} files unchanged since export")
+
+
+def run_checks(project: ProjectInfo, options: LaunchOptions, host: HostFacts) -> list[Check]:
+    return [
+        check_gpus(project, options, host),
+        check_capability(project, options, host),
+        check_memory(project, options, host),
+        check_disk(project, host),
+        check_packages(project, host),
+        check_dataset(project),
+        check_hf_token(project, host),
+        check_manifest(project),
+    ]
+
+
+# -- gathering the host facts (I/O) --------------------------------------------------------
+
+
+def _nvidia_smi(timeout: float = 5.0) -> tuple[GpuFacts, ...] | None:
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return None
+
+    def query(args: list[str]) -> list[list[str]]:
+        out = subprocess.run([exe, *args, "--format=csv,noheader,nounits"], capture_output=True, text=True,
+                             timeout=timeout, check=True).stdout  # fmt: skip
+        return [[c.strip() for c in row] for row in csv.reader(out.splitlines()) if row]
+
+    try:
+        rows = query(["--query-gpu=index,uuid,name,memory.total,memory.free,compute_cap"])
+    except (OSError, subprocess.SubprocessError):
+        return None
+    try:
+        apps = query(["--query-compute-apps=gpu_uuid,pid,used_memory"])
+    except (OSError, subprocess.SubprocessError):
+        apps = []
+    gpus = []
+    for row in rows:
+        try:
+            index, uuid, name, total, free, cap = row
+            major, _, minor = cap.partition(".")
+            procs = tuple((int(a[1]), int(float(a[2])) * 2**20) for a in apps if len(a) == 3 and a[0] == uuid
+                          and a[1].isdigit() and a[2].replace(".", "").isdigit())  # fmt: skip
+            cc = (int(major), int(minor or 0)) if major.isdigit() else None
+            gpus.append(GpuFacts(int(index), name, int(float(total)) * 2**20, int(float(free)) * 2**20, cc, procs))
+        except ValueError:
+            continue
+    return tuple(gpus)
+
+
+def _nvml() -> tuple[GpuFacts, ...] | None:
+    try:
+        import pynvml  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+        gpus = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            mem = pynvml.nvmlDeviceGetMemoryInfo(h)
+            name = pynvml.nvmlDeviceGetName(h)
+            cc = pynvml.nvmlDeviceGetCudaComputeCapability(h)
+            procs = tuple((p.pid, p.usedGpuMemory or 0) for p in pynvml.nvmlDeviceGetComputeRunningProcesses(h))
+            gpus.append(
+                GpuFacts(i, name.decode() if isinstance(name, bytes) else name, mem.total, mem.free, tuple(cc), procs)
+            )
+        pynvml.nvmlShutdown()
+        return tuple(gpus)
+    except Exception:  # noqa: BLE001 - any NVML failure means "no answer from NVML"
+        return None
+
+
+def _torch_gpus() -> tuple[GpuFacts, ...]:
+    try:
+        import torch
+    except ImportError:
+        return ()
+    if not torch.cuda.is_available():
+        return ()
+    gpus = []
+    for i in range(torch.cuda.device_count()):
+        free, total = torch.cuda.mem_get_info(i)
+        gpus.append(GpuFacts(i, torch.cuda.get_device_name(i), total, free, torch.cuda.get_device_capability(i)))
+    return tuple(gpus)
+
+
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd")
+"""Without one of these there is no GPU for torch to find, so importing it (seconds) is skipped."""
+
+
+def detect_gpus(need_gpus: bool) -> tuple[tuple[GpuFacts, ...], str]:
+    """GPUs via nvidia-smi, then NVML, then (only when the plan needs GPUs) torch."""
+    found = _nvidia_smi()
+    if found is not None:
+        return found, "nvidia-smi"
+    found = _nvml()
+    if found is not None:
+        return found, "NVML"
+    if need_gpus and any(Path(d).exists() for d in GPU_DEVICE_FILES):
+        return _torch_gpus(), "torch"
+    return (), "none"
+
+
+def _available_memory() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _disk_free(path: Path) -> int | None:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
+def _installed(names: list[str]) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for n in names:
+        try:
+            out[_norm(n)] = md.version(n)
+        except md.PackageNotFoundError:
+            out[_norm(n)] = None
+    return out
+
+
+def _hf_home() -> Path:
+    return Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
+
+
+def gather_host(project: ProjectInfo, options: LaunchOptions) -> HostFacts:
+    """Look at this machine once (no network, no heavy imports unless a GPU plan needs torch)."""
+    gpus, source = detect_gpus(need_gpus=not project.is_cpu and not options.smoke)
+    if not gpus and not project.is_cpu and options.smoke:
+        source = "none"
+    cached = ()
+    hub = Path(os.environ.get("HF_HUB_CACHE") or _hf_home() / "hub")
+    repo = hub / ("models--" + project.model_name.replace("/", "--"))
+    if "/" in project.model_name and any((repo / "snapshots").glob("*/config.json")):
+        cached = (project.model_name,)
+    return HostFacts(
+        gpus=gpus,
+        gpu_source=source,
+        disk_free=_disk_free(project.path(project.output_dir)),
+        host_memory_available=_available_memory(),
+        packages=_installed([r.name for r in required_packages(project)]),
+        env={k: v for k, v in os.environ.items() if k in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE")},
+        hf_token_file=(_hf_home() / "token").is_file(),
+        cached_models=cached,
+    )
+
+
+def render_checklist(checks: list[Check]):
+    """A Rich table: one row per check, ✓ / ! / ✗."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    marks = {OK: "[green]✓[/]", WARN: "[yellow]![/]", FAIL: "[red]✗[/]"}
+    table = Table(title="Preflight", show_header=False, box=None, pad_edge=False)
+    table.add_column(width=1)
+    table.add_column(style="bold")
+    table.add_column()
+    for c in checks:
+        table.add_row(marks[c.status], escape(c.name), escape(c.detail))
+    return table
+
+
+def failed(checks: list[Check]) -> list[Check]:
+    return [c for c in checks if c.status == FAIL]

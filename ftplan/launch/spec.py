@@ -1,0 +1,129 @@
+"""Project + options in, the exact command out: a pure function, no I/O.
+
+``build_launch_spec`` decides how an exported project starts: plain ``python train.py`` for one
+process, ``torchrun --standalone --nproc_per_node N`` for several on one machine, and a static
+``--nnodes/--node_rank/--master_addr/--master_port`` rendezvous for several machines. A CPU plan
+(or a ``--smoke`` run on a machine without a GPU) hides the GPUs and uses gloo. The runner only
+spawns what this built, and ``--dry-run`` prints it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ftplan.launch.project import ProjectInfo
+
+DEFAULT_SMOKE_STEPS = 5
+DEFAULT_MASTER_PORT = 29500
+
+
+class SpecError(ValueError):
+    """The options do not fit the project (e.g. a node rank beyond the node count)."""
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """What the user asked for on the command line, plus the host facts the spec depends on."""
+
+    dry_run: bool = False
+    smoke: bool = False
+    resume: bool = False
+    nnodes: int | None = None
+    """Machines in the run; the plan's ``hardware.nodes`` when left out."""
+    node_rank: int = 0
+    master_addr: str | None = None
+    master_port: int = DEFAULT_MASTER_PORT
+    smoke_steps: int = DEFAULT_SMOKE_STEPS
+    extra_args: tuple[str, ...] = ()
+    """Passed to train.py after ftplan's own flags."""
+    python: str = "python"
+    torchrun: tuple[str, ...] = ("torchrun",)
+    gpus_here: int | None = None
+    """GPUs visible on this machine (None: unknown, assume the plan's)."""
+    cpus_here: int = 1
+    log_dir: str | None = None
+    """Where torchrun writes its per-worker error files (the run's folder)."""
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """The command to run: ``env`` holds only what ftplan adds to the inherited environment."""
+
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str = "."
+    nproc: int = 1
+    nnodes: int = 1
+    on_cpu: bool = False
+
+    def shell(self) -> str:
+        """The command as one copy-pasteable shell line, environment first."""
+        import shlex
+
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
+        cmd = shlex.join(self.argv)
+        return f"cd {shlex.quote(self.cwd)} && {env + ' ' if env else ''}{cmd}"
+
+
+def runs_on_cpu(project: ProjectInfo, options: LaunchOptions) -> bool:
+    """A CPU plan, or a smoke run of a GPU plan on a machine with no GPU."""
+    return project.is_cpu or (options.smoke and options.gpus_here == 0)
+
+
+def build_launch_spec(project: ProjectInfo, options: LaunchOptions) -> LaunchSpec:
+    """The exact argv, added environment and working directory that run ``project``."""
+    nnodes = options.nnodes if options.nnodes is not None else project.nodes
+    if nnodes < 1:
+        raise SpecError(f"--nnodes should be at least 1, not {nnodes}")
+    if not 0 <= options.node_rank < nnodes:
+        raise SpecError(f"--node-rank {options.node_rank} is outside 0..{nnodes - 1} (--nnodes {nnodes})")
+    if nnodes > 1 and not options.master_addr:
+        raise SpecError(
+            f"this run spans {nnodes} nodes: start it on each node with --nnodes {nnodes} "
+            "--node-rank R --master-addr ADDRESS-OF-NODE-0 [--master-port P]"
+        )
+    if not 0 < options.master_port < 65536:
+        raise SpecError(f"--master-port should be 1..65535, not {options.master_port}")
+    nproc = project.gpus_per_node
+    cpu = runs_on_cpu(project, options)
+
+    train = [project.train_script, "--config", project.config_file]
+    if options.smoke:
+        train += ["--max-steps", str(options.smoke_steps)]
+    if options.resume:
+        train.append("--resume")
+    train += list(options.extra_args)
+
+    env: dict[str, str] = {"PYTHONUNBUFFERED": "1"}
+    if cpu:
+        env.update(
+            CUDA_VISIBLE_DEVICES="",
+            ACCELERATE_USE_CPU="true",
+            DS_ACCELERATOR="cpu",
+            FTPLAN_DIST_BACKEND="gloo",
+            OMP_NUM_THREADS=str(max(1, options.cpus_here // nproc)),
+        )
+    else:
+        env["FTPLAN_DIST_BACKEND"] = "nccl"
+        # Fewer fragmentation OOMs; the plan's usable-memory margin assumes it.
+        env["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
+
+    # DeepSpeed wants the distributed environment (RANK, MASTER_ADDR...) even for one process.
+    if nproc == 1 and nnodes == 1 and not project.deepspeed:
+        argv = [options.python, *train]
+    else:
+        argv = list(options.torchrun)
+        if nnodes == 1:
+            argv += ["--standalone"]
+        else:
+            argv += [
+                "--nnodes", str(nnodes),
+                "--node_rank", str(options.node_rank),
+                "--master_addr", str(options.master_addr),
+                "--master_port", str(options.master_port),
+            ]  # fmt: skip
+        argv += ["--nproc_per_node", str(nproc)]
+        if options.log_dir:
+            argv += ["--log-dir", options.log_dir]
+        argv += train
+    return LaunchSpec(argv=argv, env=env, cwd=project.directory, nproc=nproc, nnodes=nnodes, on_cpu=cpu)

@@ -1,0 +1,84 @@
+"""Reading an exported project: every problem in one message, exit 2 from the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ftplan.launch import ProjectError, latest_checkpoint, load_project
+from ftplan.launch.cli import main
+
+
+def test_reads_plan_and_config(project):
+    p = load_project(project)
+    assert p.method == "lora" and p.is_cpu and p.gpus_per_node == 1
+    assert p.output_dir == "output" and p.metrics_path == project / "output" / "metrics.jsonl"
+    assert p.memory_total > 0 and p.settings["micro_batch_size"] == 1
+
+
+def test_missing_files_listed_together(tmp_path):
+    (tmp_path / "d").mkdir()
+    with pytest.raises(ProjectError) as exc:
+        load_project(tmp_path / "d")
+    text = str(exc.value)
+    for name in ("train.py is missing", "train_config.toml is missing", "plan.json is missing"):
+        assert name in text
+
+
+def test_corrupt_files_name_the_file(project):
+    (project / "plan.json").write_text("{not json")
+    (project / "train_config.toml").write_text("[model\n")
+    with pytest.raises(ProjectError) as exc:
+        load_project(project)
+    assert "plan.json: cannot be read as JSON" in str(exc.value)
+    assert "train_config.toml: cannot be read as TOML" in str(exc.value)
+
+
+def test_bad_fields_name_the_field(project):
+    plan = json.loads((project / "plan.json").read_text())
+    plan["hardware"]["gpus_per_node"] = "two"
+    del plan["methods"]["lora"]["memory"]
+    (project / "plan.json").write_text(json.dumps(plan))
+    cfg = (
+        (project / "train_config.toml")
+        .read_text()
+        .replace('kind = "lora"', 'kind = "lora"\n')
+        .replace('deepspeed = ""', 'deepspeed = "ds_config.json"')
+    )
+    (project / "train_config.toml").write_text(cfg)
+    with pytest.raises(ProjectError) as exc:
+        load_project(project)
+    text = str(exc.value)
+    assert "`hardware.gpus_per_node` should be an integer" in text
+    assert "`methods.lora.memory` is missing" in text
+    assert "ds_config.json is missing" in text
+
+
+def test_cli_bad_project_exits_2_with_one_message(tmp_path, capsys):
+    assert main([str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a folder" in err and "Traceback" not in err
+
+
+def test_cli_bad_arguments_exit_2(project, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([str(project), "--nnodes", "0"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        main([str(project), "--bogus"])
+    assert exc.value.code == 2
+    assert main([str(project), "--node-rank", "3", "--dry-run"]) == 2
+    assert "--node-rank 3 is outside" in capsys.readouterr().err
+
+
+def test_resume_without_checkpoint_exits_2(project, capsys):
+    assert main([str(project), "--resume", "--dry-run"]) == 2
+    assert "nothing to resume from" in capsys.readouterr().err
+
+
+def test_latest_checkpoint_by_step_number(project):
+    for n in (2, 10, 9):
+        (project / "output" / f"checkpoint-{n}").mkdir(parents=True)
+    (project / "output" / "checkpoint-final").mkdir()
+    assert latest_checkpoint(load_project(project)).name == "checkpoint-10"

@@ -1,0 +1,49 @@
+"""Auto-chosen settings fit whenever any rung of the ladder fits, and are the fastest that do."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ftplan.planner import read_answers_text
+from ftplan.planner.catalog.gpus import GPUS
+from ftplan.planner.catalog.models import MODEL_CONFIGS
+from ftplan.planner.choose import MICRO_BATCHES, _fit_batch, _ladder, _with, base_settings, choose_settings
+from ftplan.planner.memory import Device, estimate_memory, usable_memory
+from ftplan.planner.models import resolve_model
+from ftplan.planner.timecost import DataShape, estimate_time
+
+
+def exhaustive(method, answers, arch, device, data):
+    """Every rung x every micro-batch: (hours, settings) of those that fit."""
+    s, fixed = base_settings(method, answers, device, data)
+    fitting = []
+    for ckpt, stage, offload in _ladder(method, device, fixed):
+        trial = _with(s, gradient_checkpointing=ckpt, zero_stage=stage, offload=offload if stage else "none")
+        for mb in MICRO_BATCHES:
+            candidate = _fit_batch(_with(trial, micro_batch_size=mb), fixed, device)
+            if estimate_memory(arch, candidate, device).total <= usable_memory(device):
+                fitting.append((estimate_time(arch, candidate, device, data).hours, candidate))
+    return fitting
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    model=st.sampled_from(sorted(MODEL_CONFIGS)),
+    gpu=st.sampled_from(sorted(GPUS)),
+    gpus=st.sampled_from([1, 2, 8]),
+    seq=st.sampled_from([512, 2048, 8192, 32768]),
+    method=st.sampled_from(["full", "lora", "qlora"]),
+)
+def test_chosen_settings_fit_when_any_would_and_are_fastest(model, gpu, gpus, seq, method):
+    answers = read_answers_text(
+        f'[model]\nname = "{model}"\n[hardware]\ngpu = "{gpu}"\ngpus_per_node = {gpus}\n[data]\nmax_seq_len = {seq}\n'
+    )
+    arch = resolve_model(model).arch
+    device = Device(GPUS[gpu], gpus, 1)
+    data = DataShape(10_000, min(seq, 600))
+    chosen = choose_settings(method, answers, arch, device, data)
+    fitting = exhaustive(method, answers, arch, device, data)
+    chosen_fits = estimate_memory(arch, chosen, device).total <= usable_memory(device)
+    assert chosen_fits == bool(fitting)
+    if fitting:
+        fastest = min(hours for hours, _ in fitting)
+        assert estimate_time(arch, chosen, device, data).hours <= fastest * (1 + 1e-9)

@@ -1,0 +1,80 @@
+"""Exact counts: the pure-Python accounting equals transformers + peft on the meta device."""
+
+import pytest
+
+from ftplan.planner.arch import arch_from_config
+from ftplan.planner.catalog.models import MODEL_CONFIGS
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+
+def _meta_model(config: dict):
+    cfg = dict(config)
+    model_type = cfg.pop("model_type")
+    hf_config = transformers.AutoConfig.for_model(model_type, **cfg)
+    with torch.device("meta"):
+        return transformers.AutoModelForCausalLM.from_config(hf_config)
+
+
+def _trainable(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_CONFIGS))
+def test_total_parameters_equal_transformers(name):
+    config = MODEL_CONFIGS[name]
+    model = _meta_model(config)
+    assert arch_from_config(config).params == sum(p.numel() for p in model.parameters())
+
+
+# (model, target modules, rank): GQA, fused Phi-3 projections, Qwen2 biases, Gemma-2 head_dim.
+LORA_CASES = [
+    ("meta-llama/Llama-3.1-8B", "all-linear", 16),
+    ("meta-llama/Llama-3.1-8B", ["q_proj", "v_proj"], 8),
+    ("meta-llama/Llama-2-7b-hf", ["q_proj", "k_proj", "v_proj", "o_proj"], 64),
+    ("Qwen/Qwen2.5-7B", "all-linear", 32),
+    ("google/gemma-2-9b", "all-linear", 16),
+    ("microsoft/Phi-3-mini-4k-instruct", "all-linear", 16),
+    ("microsoft/Phi-3-mini-4k-instruct", ["qkv_proj"], 8),
+    ("mistralai/Mixtral-8x7B-v0.1", "all-linear", 8),
+    ("meta-llama/Llama-3.2-1B", ["gate_proj", "up_proj", "down_proj"], 4),
+]
+
+
+@pytest.mark.parametrize("name,targets,r", LORA_CASES, ids=lambda v: str(v))
+def test_lora_trainable_parameters_equal_peft(name, targets, r):
+    config = MODEL_CONFIGS[name]
+    model = _meta_model(config)
+    lora = peft.LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets, task_type="CAUSAL_LM")
+    peft_model = peft.get_peft_model(model, lora)
+    assert arch_from_config(config).lora_params(r, targets) == _trainable(peft_model)
+
+
+def test_llama3_8b_lora_r16_matches_the_published_peft_figure():
+    # FACTS.md: PEFT prints trainable params: 41,943,040 || all params: 8,072,204,288
+    arch = arch_from_config(MODEL_CONFIGS["meta-llama/Llama-3.1-8B"])
+    assert arch.lora_params(16, "all-linear") == 41_943_040
+    assert arch.params + arch.lora_params(16, "all-linear") == 8_072_204_288
+
+
+def test_quantizable_parameters_are_the_decoder_linear_weights():
+    config = MODEL_CONFIGS["Qwen/Qwen2.5-0.5B"]
+    model = _meta_model(config)
+    linear = sum(
+        m.weight.numel()
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and name != "lm_head"
+    )
+    assert arch_from_config(config).quantizable_params == linear
+
+
+def test_largest_layer_is_the_biggest_module():
+    config = MODEL_CONFIGS["meta-llama/Llama-3.1-8B"]
+    model = _meta_model(config)
+    biggest = max(
+        [sum(p.numel() for p in layer.parameters()) for layer in model.model.layers]
+        + [model.model.embed_tokens.weight.numel()]
+    )
+    assert arch_from_config(config).largest_layer_params == biggest
