@@ -7,18 +7,20 @@ the Log on a timer (flood control); `\\r` redraws keep only what a terminal woul
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.table import Table
 from rich.text import Text
-from textual import on
+from textual import on, work
+from textual.message import Message
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Log, ProgressBar, Static, Switch
 
-from ftplan.tui.preflight import preflight
+from ftplan.tui.preflight import Check, plan_checks
 from ftplan.tui.runs import Finished, Output, Progress, RunEvent, Started
 
 FLUSH_SECONDS = 0.1
@@ -42,6 +44,16 @@ def progress_text(p: Progress) -> str:
     if p.peak_mem is not None:
         parts.append(f"peak {p.peak_mem / 2**30:.1f} GiB")
     return " · ".join(parts)
+
+
+MARKS = {"ok": Text("✓", "green"), "warn": Text("!", "yellow"), "fail": Text("✗", "bold red")}
+
+
+@dataclass
+class ProjectChecked(Message):
+    folder: str
+    checks: list[Check]
+    error: str = ""
 
 
 class LaunchScreen(Screen[None]):
@@ -98,16 +110,40 @@ class LaunchScreen(Screen[None]):
     @on(Input.Changed, "#launch-dir")
     def refresh_preflight(self) -> None:
         folder = self.query_one("#launch-dir", Input).value.strip()
-        checks = preflight(self.app.plan, Path(folder) if folder else None, self.app.detected)
+        self.project_checks: list[Check] = []
+        self.project_error = "" if folder else "type the project folder, or export one first (ctrl+e)"
+        self._draw_checks()
+        if folder:
+            self._check_worker(folder)
+
+    @work(thread=True, exclusive=True, group="preflight", exit_on_error=False)
+    def _check_worker(self, folder: str) -> None:
+        """The launcher's checks read the project and look at the host: not on the UI thread."""
+        from ftplan.tui.launching import project_checks
+
+        try:
+            rows, error = project_checks(Path(folder).expanduser())
+        except Exception as exc:
+            rows, error = [], f"cannot check the project: {exc!r}"
+        self.post_message(ProjectChecked(folder, [Check(*row) for row in rows], error))
+
+    @on(ProjectChecked)
+    def _checked(self, message: ProjectChecked) -> None:
+        if message.folder != self.query_one("#launch-dir", Input).value.strip():
+            return
+        self.project_checks, self.project_error = message.checks, message.error
+        self._draw_checks()
+
+    def _draw_checks(self) -> None:
         table = Table(title="Preflight", title_justify="left", show_header=False, box=None)
         table.add_column(width=2)
         table.add_column(style="bold")
         table.add_column()
-        for c in checks:
-            mark = Text("✓", "green") if c.ok else Text("✗", "bold red") if c.ok is False else Text("!", "yellow")
-            table.add_row(mark, c.name, c.detail)
+        for c in [*plan_checks(self.app.plan), *self.project_checks]:
+            table.add_row(MARKS.get(c.status, Text("?")), c.name, c.detail)
+        if self.project_error:
+            table.add_row(MARKS["fail"], "project", self.project_error)
         self.query_one("#launch-preflight", Static).update(table)
-        self.checks = checks
 
     # Start / stop -----------------------------------------------------------------------------
 
@@ -119,9 +155,8 @@ class LaunchScreen(Screen[None]):
         folder = self.query_one("#launch-dir", Input).value.strip()
         dry_run = self.query_one("#launch-dry-run", Switch).value
         smoke = self.query_one("#launch-smoke", Switch).value
-        blocking = [c for c in self.checks if c.ok is False and (not dry_run or c.name == "project")]
-        if blocking:
-            app.notify("Preflight: " + "; ".join(f"{c.name}: {c.detail}" for c in blocking), severity="error")
+        if not folder:
+            app.notify("Type the project folder first, or export one (ctrl+e).", severity="error")
             return
         factory = app.run_source_factory
         if factory is None:
