@@ -309,11 +309,14 @@ class FtplanApp(App[int]):
         self.measured[message.path] = message.measured
         if message.path != self.form.value("data.path").strip():
             return
-        note = (
-            f"Measured: {message.measured[0]:,} examples × ~{message.measured[1]:,} tokens (4 chars/token)."
-            if message.measured
-            else "Not a local file ftplan can measure: give examples and avg tokens."
-        )
+        given = self.form.value("data.examples").strip() and self.form.value("data.avg_tokens").strip()
+        if message.measured:
+            note = f"Measured: {message.measured[0]:,} examples × ~{message.measured[1]:,} tokens (4 chars/token)"
+            note += "; the values below win." if given else "."
+        elif given:
+            note = "Not a local file here: planning with the examples and avg tokens below."
+        else:
+            note = "Not a local file ftplan can measure: give examples and avg tokens."
         self.form.question("data.path").set_note(note)
         if message.measured:
             self.schedule_plan(delay=0)

@@ -66,10 +66,13 @@ class RunMessage(Message):
 class FakeSource:
     """A source whose events the caller posts: `source.post(Progress(...))`.
 
-    `run()` blocks until `finish()` or `stop()`; `stop()` ends with exit code -15 like SIGTERM.
+    `run()` blocks until `finish()` or `stop()` (or returns at once with `block=False`, for
+    snapshots that must exit with the run still showing as active); `stop()` ends with exit
+    code -15 like SIGTERM.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, block: bool = True) -> None:
+        self.block = block
         self._post: Post | None = None
         self._done = threading.Event()
         self._ready = threading.Event()
@@ -78,7 +81,8 @@ class FakeSource:
     def run(self, post: Post) -> None:
         self._post = post
         self._ready.set()
-        self._done.wait()
+        if self.block:
+            self._done.wait()
 
     def wait_started(self, timeout: float = 5.0) -> bool:
         return self._ready.wait(timeout)

@@ -9,7 +9,7 @@ from ftplan.planner import METHODS, Plan
 from ftplan.render import NAMES
 
 LABEL = 7
-TAIL = 26
+TAIL = 29
 
 
 def bar_line(name: str, total: int, capacity: int, fits: bool, width: int, scale: float, star: bool) -> Text:
@@ -27,13 +27,13 @@ def bar_line(name: str, total: int, capacity: int, fits: bool, width: int, scale
                 line.append("█", style=colour)
             else:
                 line.append("░", style="dim")
-        tail = f" {total / 2**30:6.1f} / {capacity / 2**30:.1f} GiB"
+        tail = f" {total / 2**30:6.1f} / {capacity / 2**30:5.1f} GiB"
     else:
         line.append("█" * used, style=colour)
         line.append("░" * (cells - used), style="dim")
-        tail = f" {total / 2**30:6.1f} GiB host"
+        tail = f" {total / 2**30:6.1f} GiB (host)     "
     line.append(tail)
-    line.append("  fits" if fits else "  too big", style=f"bold {colour}")
+    line.append("  fits   " if fits else "  too big", style=f"bold {colour}")
     return line
 
 
