@@ -101,7 +101,6 @@ class FtplanApp(App[int]):
         self.detected: list[str] = []
         self.measured: dict[str, tuple[int, int] | None] = {}
         self.user_edited: set[str] = set()
-        self.ready_at: float | None = None
         # The training run belongs to the App, not to the launch screen.
         self.run_source: RunSource | None = None
         self.run_active = False
@@ -131,10 +130,6 @@ class FtplanApp(App[int]):
             self._detect_worker()
         self._measure_if_needed(self.initial_state.values.get("data.path", ""))
         self.schedule_plan(delay=0)
-        self.call_after_refresh(self._mark_ready)
-
-    def _mark_ready(self) -> None:
-        self.ready_at = time.perf_counter()
 
     @property
     def form(self) -> QuestionsForm:
@@ -276,18 +271,17 @@ class FtplanApp(App[int]):
         from ftplan.planner.catalog.gpus import gpu_by_name
 
         self.detected = message.names
-        question = self.form.question("hardware.gpu")
         if not message.names:
-            question.set_note("No GPU detected here (no nvidia-smi): pick the GPU you will train on.")
+            self.form.set_note("hardware.gpu", "No GPU detected here (no nvidia-smi): pick the GPU you will train on.")
             return
-        gpu = gpu_by_name(message.names[0])
+        gpu = gpu_by_name(message.names[0], detected=True)
         note = f"Detected {len(message.names)}× {message.names[0]}"
         if gpu is not None and not self.user_edited & {"hardware.gpu", "hardware.gpus_per_node"}:
             if self.form.value("hardware.gpu") == "auto":
                 self.form.set_value("hardware.gpu", gpu.name)
                 self.form.set_value("hardware.gpus_per_node", str(len(message.names)))
                 note += f" — pre-filled {gpu.name} × {len(message.names)}."
-        question.set_note(note)
+        self.form.set_note("hardware.gpu", note)
         self.schedule_plan(delay=0)
 
     def _measure_if_needed(self, path: str) -> None:
@@ -317,7 +311,7 @@ class FtplanApp(App[int]):
             note = "Not a local file here: planning with the examples and avg tokens below."
         else:
             note = "Not a local file ftplan can measure: give examples and avg tokens."
-        self.form.question("data.path").set_note(note)
+        self.form.set_note("data.path", note)
         if message.measured:
             self.schedule_plan(delay=0)
 

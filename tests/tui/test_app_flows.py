@@ -51,7 +51,7 @@ async def test_invalid_value_is_marked_on_its_field(example_answers):
         assert [p.field for p in app.problems] == ["data.max_seq_len"]
         question = app.query_one("#q-data-max_seq_len")
         assert question.has_class("-invalid")
-        assert "greater than or equal to 16" in text_of(question.query_one(".q-error", Static))
+        assert "greater than or equal to 16" in text_of(question.query_one(".q-help", Static))
         assert app.plan is shown  # the last valid plan stays, marked stale
         assert app.results.has_class("-stale")
         app.query_one("#data-max_seq_len", Input).value = "4096"
@@ -100,7 +100,7 @@ async def test_save_answers_and_reload_gives_the_same_plan(tmp_path, example_ans
     app = make_app(example_answers, path)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        app.query_one("#training-lora_r", Input).value = "32"
+        (await app.form.control("training.lora_r")).value = "32"  # opens the collapsed section
         app.query_one("#objective-variants", Input).value = "4"
         await settle(pilot)
         await pilot.press("ctrl+s")
@@ -116,7 +116,8 @@ async def test_save_answers_and_reload_gives_the_same_plan(tmp_path, example_ans
     again = make_app(tomllib.loads(path.read_text()), path)
     async with again.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        assert again.query_one("#training-lora_r", Input).value == "32"
+        assert again.form.value("training.lora_r") == "32"
+        assert (await again.form.control("training.lora_r")).value == "32"
         assert again.plan.model_dump() == shown.model_dump()
 
 
@@ -156,7 +157,7 @@ async def test_data_file_is_measured(tmp_path):
         await settle(pilot)
         assert app.plan.data["examples"] == 30
         assert app.plan.data["avg_tokens"] == 100
-        note = text_of(app.query_one("#q-data-path .q-note", Static))
+        note = text_of(app.query_one("#q-data-path .q-help", Static))
         assert "30 examples" in note
 
 
