@@ -7,8 +7,8 @@ as `ftplan --answers examples/llama3-8b-chat.toml --interactive`) and reports wh
 frame is handed to the terminal; measured from just before the process is spawned, so it includes
 Python start-up and every import. It also checks torch/transformers/peft were not imported.
 
-Keystroke latency: the app in-process (Pilot), one digit typed into `data.examples` at a
-time; measured from the edit reaching the app to the frame after the new tables were
+Keystroke latency: the app in-process (Pilot), one key at a time into `data.examples` (a digit,
+then backspace); measured from the edit reaching the app to the frame after the new tables were
 swapped in (`call_after_refresh`). Reported with the 100 ms debounce (what a user sees
 after the last key of a burst) and with the debounce off (the work itself).
 """
@@ -72,6 +72,10 @@ def first_screen(runs: int) -> tuple[list[float], list[float], list[str]]:
     return screens, plans, heavy
 
 
+PHASES: dict[float, list[dict[str, float]]] = {}
+FULL: dict[float, list[float]] = {}
+
+
 async def keystrokes(count: int, debounce: float) -> list[tuple[float, float, float]]:
     sys.path.insert(0, str(ROOT))
     from textual.widgets import Input
@@ -83,7 +87,7 @@ async def keystrokes(count: int, debounce: float) -> list[tuple[float, float, fl
     async with app.run_test(size=(120, 40)) as pilot:
 
         async def settled() -> None:
-            while not app.plan_settled or len(app.latencies) < expected:
+            while not app.plan_settled or len(app.latencies) < expected or len(app.full_latencies) < expected:
                 await pilot.pause(0.002)
 
         expected = 0
@@ -92,10 +96,14 @@ async def keystrokes(count: int, debounce: float) -> list[tuple[float, float, fl
         field.focus()
         await pilot.press("end")
         app.latencies.clear()
+        app.latency_phases.clear()
+        app.full_latencies.clear()
         for i in range(count):
-            await pilot.press("backspace", str(i % 10))  # 50000 -> 50001 -> ...
+            await pilot.press("backspace" if i % 2 else str(i % 10))  # 50000 -> 500000 -> 50000 -> 500002 ...
             expected = i + 1
             await settled()
+        PHASES[debounce] = list(app.latency_phases)
+        FULL[debounce] = list(app.full_latencies)
         return list(app.latencies)
 
 
@@ -123,8 +131,9 @@ def main() -> int:
         ("time to first screen", f"median {first:6.2f} s    max {max(screens):6.2f} s",
          f"≤ {GOAL_FIRST_SCREEN_S:.1f} s", "met" if first <= GOAL_FIRST_SCREEN_S else "MISSED"),
         ("time to first plan shown", f"median {statistics.median(plans):6.2f} s    max {max(plans):6.2f} s", "", ""),
-        ("keystroke → tables (no debounce)", ms([t for t, _, _ in no_debounce]), f"≤ {GOAL_KEYSTROKE_MS:.0f} ms",
+        ("keystroke → top tables (no debounce)", ms([t for t, _, _ in no_debounce]), f"≤ {GOAL_KEYSTROKE_MS:.0f} ms",
          "met" if statistics.median([t for t, _, _ in no_debounce]) * 1000 <= GOAL_KEYSTROKE_MS else "MISSED"),
+        ("keystroke → all tables (no debounce)", ms(FULL[0.0]), "", "second pass: tables below the fold"),
         ("keystroke → tables (100 ms debounce)", ms([t for t, _, _ in with_debounce]), "", "includes the debounce"),
         ("  of which after the debounce", ms([d for _, d, _ in with_debounce]), f"≤ {GOAL_KEYSTROKE_MS:.0f} ms",
          "met" if statistics.median([d for _, d, _ in with_debounce]) * 1000 <= GOAL_KEYSTROKE_MS else "MISSED"),
@@ -134,6 +143,11 @@ def main() -> int:
     print(f"{'measure'.ljust(width)}   {'measured'.ljust(38)}   {'goal'.ljust(9)}   verdict")
     for name, value, goal, verdict in rows:
         print(f"{name.ljust(width)}   {value.ljust(38)}   {goal.ljust(9)}   {verdict}")
+    phases = PHASES.get(0.1) or []
+    if phases:
+        print("\nafter the debounce, by phase (median):")
+        for name in phases[0]:
+            print(f"  {name.ljust(22)} {statistics.median(p[name] for p in phases) * 1000:6.1f} ms")
     print(f"\nheavy modules imported by the first screen: {', '.join(heavy) or 'none'}")
     print(f"({args.starts} cold starts, {args.keys} keystrokes per mode)")
     return 0

@@ -22,7 +22,7 @@ from textual.widgets import Footer, Header, Tab, Tabs
 
 from ftplan.planner import Answers, AnswersError, Context, Plan, Problem, make_plan, parse_answers
 from ftplan.tui.fields import FormState, answers_toml
-from ftplan.tui.messages import DataMeasured, GPUsDetected, PlanInvalid, PlanReady
+from ftplan.tui.messages import DataMeasured, GPUsDetected, PlanInvalid, PlanLines, PlanReady
 from ftplan.tui.runs import Finished, Output, Progress, RunEvent, RunMessage, RunSource, Started
 from ftplan.tui.widgets.questions import QuestionsForm
 from ftplan.tui.widgets.results import ResultsPanel
@@ -90,14 +90,19 @@ class FtplanApp(App[int]):
         self.generation = 0
         self.plans_started = 0
         self.shown_generation = -1
+        self.complete_generation = -1
         self._timer: Timer | None = None
         self._edit_started: float | None = None
         self._plan_started: float | None = None
         from ftplan.tui.widgets.results import PlanRenderer
 
         self.plan_renderer = PlanRenderer()
+        self.full_latencies: list[float] = []
+        """Last keystroke → every table redrawn (the second rendering pass), seconds."""
+        self._shown_edit: tuple[int, float | None] = (-1, None)
+        self.latency_phases: list[dict[str, float]] = []
         self.latencies: list[tuple[float, float, float]] = []
-        """(keystroke→tables shown, debounce end→tables shown, planning alone), seconds."""
+        """(last keystroke→tables shown, debounce end→tables shown, planning alone), seconds."""
         self.detected: list[str] = []
         self.measured: dict[str, tuple[int, int] | None] = {}
         self.user_edited: set[str] = set()
@@ -159,8 +164,7 @@ class FtplanApp(App[int]):
     @on(QuestionsForm.Edited)
     def _edited(self, event: QuestionsForm.Edited) -> None:
         self.user_edited.add(event.key)
-        if self._edit_started is None:
-            self._edit_started = time.perf_counter()
+        self._edit_started = time.perf_counter()  # latency counts from the last keystroke
         if event.key == "data.path":
             self._measure_if_needed(self.form.value("data.path"))
         self.schedule_plan()
@@ -193,7 +197,9 @@ class FtplanApp(App[int]):
     @work(thread=True, exclusive=True, group="plan", exit_on_error=False)
     def _plan_worker(self, raw: dict, context: Context, generation: int, width: int) -> None:
         """Validate, plan and render the tables to lines; the UI thread only swaps them in."""
-        from ftplan.tui.widgets.results import plan_group
+        from textual.worker import get_current_worker
+
+        from ftplan.tui.widgets.results import FIRST_PASS, plan_group
 
         started = time.perf_counter()
         try:
@@ -207,13 +213,22 @@ class FtplanApp(App[int]):
             return
         seconds = time.perf_counter() - started
         group = plan_group(plan)
-        lines = self.plan_renderer.lines(plan, width) if width > 0 else None
-        self.post_message(PlanReady(generation, answers, plan, seconds, group, lines, width))
+        lines, complete = self.plan_renderer.lines(plan, width, FIRST_PASS) if width > 0 else (None, True)
+        self.post_message(
+            PlanReady(
+                generation, answers, plan, seconds, group, lines, width, (started, time.perf_counter()), complete
+            )
+        )
+        if not complete and not get_current_worker().is_cancelled:
+            lines, _ = self.plan_renderer.lines(plan, width)
+            self.post_message(PlanLines(generation, lines, width))
 
     @property
     def plan_settled(self) -> bool:
-        """True when the shown plan (or problems) belong to the latest edit."""
-        return self._timer is None and self.shown_generation == self.generation
+        """True when the shown plan (or problems) belong to the latest edit, every table drawn."""
+        return (
+            self._timer is None and self.shown_generation == self.generation and self.complete_generation == self.generation
+        )
 
     def _stale(self, generation: int) -> bool:
         """A result for an older edit, or one arriving while the app shuts down."""
@@ -223,23 +238,38 @@ class FtplanApp(App[int]):
     def _plan_ready(self, message: PlanReady) -> None:
         if self._stale(message.generation):
             return
+        handled = time.perf_counter()
         self.answers, self.plan, self.problems = message.answers, message.plan, []
         self.form.show_problems([])
         self.results.show_plan(message.plan, message.group, message.lines, message.width)
-        self._shown(message.generation, message.plan_seconds)
+        if message.complete:
+            self.complete_generation = message.generation
+        self._shown(message.generation, message.plan_seconds, (*message.worker_span, handled))
+
+    @on(PlanLines)
+    def _plan_lines(self, message: PlanLines) -> None:
+        if self._stale(message.generation) or self.plan is None:
+            return
+        self.results.show_plan(self.plan, None, message.lines, message.width)
+        self.complete_generation = message.generation
+        edit_generation, edit = self._shown_edit
+        if edit is not None and edit_generation == message.generation:
+            self.call_after_refresh(lambda: self.full_latencies.append(time.perf_counter() - edit))
 
     @on(PlanInvalid)
     def _plan_invalid(self, message: PlanInvalid) -> None:
         if self._stale(message.generation):
             return
+        self.complete_generation = message.generation
         self.problems = message.problems
         self.form.show_problems(message.problems)
         self.results.show_problems(message.problems, have_plan=self.plan is not None)
         self._shown(message.generation, None)
 
-    def _shown(self, generation: int, plan_seconds: float | None) -> None:
+    def _shown(self, generation: int, plan_seconds: float | None, span: tuple = ()) -> None:
         edit, started = self._edit_started, self._plan_started
         self._edit_started = None
+        self._shown_edit = (generation, edit)
         self.shown_generation = generation
         self._update_title()
 
@@ -247,6 +277,14 @@ class FtplanApp(App[int]):
             now = time.perf_counter()
             if edit is not None and started is not None:
                 self.latencies.append((now - edit, now - started, plan_seconds or 0.0))
+                if self.complete_generation == generation:
+                    self.full_latencies.append(now - edit)
+                if span:
+                    w0, w1, handled = span
+                    self.latency_phases.append(
+                        {"wait for worker": w0 - started, "worker (plan+render)": w1 - w0,
+                         "message delivery": handled - w1, "swap+paint": now - handled}
+                    )
 
         self.call_after_refresh(record)
 

@@ -22,6 +22,19 @@ class PlanReady(Message):
     """The plan's renderable and its lines pre-rendered at `width` in the worker."""
     lines: Any = None
     width: int = 0
+    worker_span: tuple[float, float] = (0.0, 0.0)
+    """perf_counter at the worker's start and end (for the latency breakdown)."""
+    complete: bool = True
+    """False when only the top sections are new; `PlanLines` brings the rest."""
+
+
+@dataclass
+class PlanLines(Message):
+    """All sections of the plan of edit `generation`, rendered (the second pass)."""
+
+    generation: int
+    lines: Any
+    width: int
 
 
 @dataclass

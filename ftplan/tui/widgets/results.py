@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from rich.console import Group
@@ -84,6 +84,10 @@ def plan_group(plan: Plan) -> Group:
     return Group(*parts[:-1])
 
 
+FIRST_PASS = ("summary", "recommendation", "bars", "memory")
+"""The sections at the top of the panel, rendered before the rest after each edit."""
+
+
 class PlanRenderer:
     """Renders a plan to lines, section by section, reusing the sections that did not change.
 
@@ -95,21 +99,28 @@ class PlanRenderer:
         self._cache: dict[str, tuple[int, str, list]] = {}
         self._lock = threading.Lock()
 
-    def lines(self, plan: Plan, width: int) -> list:
+    def lines(self, plan: Plan, width: int, only: Iterable[str] | None = None) -> tuple[list, bool]:
+        """(lines, complete). With `only`, other sections that changed keep their previous
+        lines (complete is then False): the visible tables first, the rest in a second pass."""
         out: list = []
+        complete = True
+        fresh = set(only) if only is not None else None
         with self._lock:
             for i, (name, key_of, draw) in enumerate(SECTIONS):
                 key = key_of(plan)
                 cached = self._cache.get(name)
                 if cached is not None and cached[0] == width and cached[1] == key:
                     section = cached[2]
+                elif fresh is not None and name not in fresh and cached is not None and cached[0] == width:
+                    section = cached[2]  # stale for one pass
+                    complete = False
                 else:
                     section = render_to_lines(draw(plan), width)
                     self._cache[name] = (width, key, section)
                 if i:
                     out.append([Segment(" " * width)])
                 out.extend(section)
-        return out
+        return out, complete
 
 
 class ResultsPanel(VerticalScroll):
