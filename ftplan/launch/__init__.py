@@ -4,14 +4,17 @@ from ftplan.launch.events import OutputLines, ProgressUpdate, RunFinished, RunRe
 from ftplan.launch.preflight import Check, HostFacts, run_checks
 from ftplan.launch.project import ProjectError, ProjectInfo, latest_checkpoint, load_project
 from ftplan.launch.runner import Runner, new_run_dir
+from ftplan.launch.session import LaunchInputError, Prepared, make_runner, prepare
 from ftplan.launch.spec import LaunchOptions, LaunchSpec, SpecError, build_launch_spec
 
 __all__ = [
     "Check",
     "HostFacts",
+    "LaunchInputError",
     "LaunchOptions",
     "LaunchSpec",
     "OutputLines",
+    "Prepared",
     "ProgressUpdate",
     "ProjectError",
     "ProjectInfo",
@@ -24,6 +27,8 @@ __all__ = [
     "build_launch_spec",
     "latest_checkpoint",
     "load_project",
+    "make_runner",
     "new_run_dir",
+    "prepare",
     "run_checks",
 ]

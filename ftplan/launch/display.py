@@ -31,7 +31,9 @@ def progress_text(u: ProgressUpdate) -> str:
     parts.append(f"${u.cost_usd:,.2f} so far")
     if u.peak_memory_bytes is not None:
         mem = f"peak {u.peak_memory_bytes / GIB:.2f} GiB"
-        if u.planned_peak_bytes:
+        if u.peak_is_rss:
+            mem += " RSS"
+        elif u.planned_peak_bytes:
             mem += f" / plan {u.planned_peak_bytes / GIB:.2f} GiB"
             if u.peak_memory_bytes > 1.1 * u.planned_peak_bytes:
                 mem += " (over plan)"
@@ -46,8 +48,7 @@ class ConsoleDisplay:
         self.console = console or Console()
         self.show_output = show_output
         self.progress = Progress(
-            TextColumn("[bold]training"),
-            BarColumn(),
+            BarColumn(bar_width=20),
             TaskProgressColumn(),
             TextColumn("{task.fields[info]}"),
             console=self.console,

@@ -33,6 +33,8 @@ class ProgressUpdate:
     eta_s: float | None
     cost_usd: float
     epoch: float | None = None
+    peak_is_rss: bool = False
+    """On the CPU train.py reports peak RSS (runtime included), not comparable with the plan."""
 
 
 @dataclass(frozen=True)

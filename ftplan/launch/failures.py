@@ -11,6 +11,8 @@ from ftplan.launch.oom import is_oom
 from ftplan.launch.process import signal_name
 
 _RANK = re.compile(r"^\s*rank\s*:\s*(\d+)")
+# "[rank1]: ValueError: ..." or "ValueError: ..." — a worker's exception, not torchrun's own.
+_ERROR = re.compile(r"^(\[rank\d+\]:\s*)?([\w.]*(Error|Exception|Interrupt)\b:?.*)$")
 _EXIT = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
 
 
@@ -25,6 +27,8 @@ class FailureScan:
     """(global rank, exit code) from torchrun's failure summary."""
     root_cause: tuple[int, int] | None = None
     """torchrun's "Root Cause (first observed failure)"."""
+    error_line: str = ""
+    """The first exception line a worker printed (torchrun's own ChildFailedError excluded)."""
     _rank: int | None = None
     _in_root: bool = False
 
@@ -33,6 +37,10 @@ class FailureScan:
             self.oom, self.oom_line = True, line.strip()
         if "ChildFailedError" in line or "FAILED" in line and "train.py" in line:
             self.child_failed = True
+        elif not self.child_failed and not self.error_line:
+            m = _ERROR.match(line.strip())
+            if m and not m.group(2).startswith("torch.distributed.elastic"):
+                self.error_line = m.group(2).strip()
         if self.child_failed:
             if "Root Cause" in line:
                 self._in_root = True
@@ -54,12 +62,15 @@ class FailureScan:
             return list(self.failed_workers)
         return [self.root_cause, *[p for p in self.failed_workers if p != self.root_cause]]
 
-    def scan_error_files(self, log_dir: Path | None) -> None:
-        """torchrun writes ``error.json`` for workers whose entry point uses ``@record``."""
+    def scan_error_files(self, log_dir: Path | None, since: float = 0.0) -> None:
+        """torchrun writes ``error.json`` for workers whose entry point uses ``@record``; only files
+        written since ``since`` (this run) count."""
         if log_dir is None or not log_dir.is_dir():
             return
         for path in log_dir.rglob("error.json"):
             try:
+                if path.stat().st_mtime < since:
+                    continue
                 text = path.read_text(encoding="utf-8", errors="replace")
             except OSError:
                 continue
@@ -84,9 +95,12 @@ def describe_exit(code: int) -> str:
 def worker_message(failed: list[tuple[int, int]]) -> str:
     first_rank, first_code = failed[0]
     text = f"Worker rank {first_rank} {describe_exit(first_code)}"
-    others = [r for r, _ in failed[1:]]
-    if others:
-        text += f" first; torchrun then stopped the others (rank{'s' if len(others) > 1 else ''} {', '.join(map(str, others))})"
-    else:
+    stopped = [r for r, code in failed[1:] if code in (-15, -9)]
+    crashed = [(r, code) for r, code in failed[1:] if code not in (-15, -9)]
+    if crashed:
+        text += "; " + ", ".join(f"rank {r} {describe_exit(c)}" for r, c in crashed) + " too"
+    if stopped:
+        text += f"; torchrun then stopped rank{'s' if len(stopped) > 1 else ''} {', '.join(map(str, stopped))}"
+    elif not crashed:
         text += "; torchrun stopped the other workers"
     return text + "."

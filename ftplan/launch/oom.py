@@ -15,6 +15,7 @@ from ftplan.launch.project import ProjectInfo
 
 OOM_PATTERNS = (
     re.compile(r"CUDA out of memory"),
+    re.compile(r"CUDA error: out of memory"),
     re.compile(r"torch\.(cuda\.)?OutOfMemoryError"),
     re.compile(r"\bOutOfMemoryError\b"),
     re.compile(r"CUBLAS_STATUS_ALLOC_FAILED"),

@@ -62,6 +62,8 @@ class HostFacts:
     env: dict[str, str] = field(default_factory=dict)
     hf_token_file: bool = False
     cached_models: tuple[str, ...] = ()
+    port_free: bool | None = None
+    """Whether node 0 can listen on the rendezvous port (None: not checked)."""
 
 
 def gib(n: float) -> str:
@@ -79,7 +81,10 @@ def check_gpus(project: ProjectInfo, options: LaunchOptions, host: HostFacts) ->
         return Check("GPUs", OK, f"CPU plan: {need} process{'es' if need > 1 else ''} on the CPU (gloo)")
     if not host.gpus:
         if options.smoke:
-            return Check("GPUs", WARN, f"no GPU found; the smoke run goes on the CPU (plan: {need}× {project.gpu})")
+            note = "; QLoRA's 4-bit kernels may not run on the CPU" if project.method == "qlora" else ""
+            return Check(
+                "GPUs", WARN, f"no GPU found; the smoke run goes on the CPU (plan: {need}× {project.gpu}){note}"
+            )
         return Check(
             "GPUs", FAIL, f"no GPU found; the plan needs {need}× {project.gpu} per node (try --smoke on the CPU)"
         )
@@ -93,7 +98,9 @@ def check_gpus(project: ProjectInfo, options: LaunchOptions, host: HostFacts) ->
         return Check("GPUs", WARN, f"{detail}; other processes are using them: {listed}")
     from ftplan.planner.catalog.gpus import gpu_by_name
 
-    mismatched = [g.name for g in host.gpus[:need] if (c := gpu_by_name(g.name, detected=True)) is None or c.name != project.gpu]
+    mismatched = [
+        g.name for g in host.gpus[:need] if (c := gpu_by_name(g.name, detected=True)) is None or c.name != project.gpu
+    ]
     if mismatched:
         return Check(
             "GPUs", WARN, f'{detail}; the plan was made for {project.gpu} (re-plan with hardware.gpu = "auto")'
@@ -316,8 +323,22 @@ def check_manifest(project: ProjectInfo, read: Callable[[Path], bytes] | None = 
     return Check(name, OK, f"{len(files)} files unchanged since export")
 
 
+def check_rendezvous(options: LaunchOptions, host: HostFacts) -> Check:
+    name = "Rendezvous"
+    where = f"{options.master_addr}:{options.master_port}"
+    if options.node_rank != 0:
+        return Check(name, OK, f"node {options.node_rank} joins node 0 at {where}")
+    if host.port_free is False:
+        return Check(name, FAIL, f"port {options.master_port} is in use here; pick another with --master-port")
+    return Check(
+        name, OK, f"node 0 listens on {where}; start the other nodes with the same --master-addr/--master-port"
+    )
+
+
 def run_checks(project: ProjectInfo, options: LaunchOptions, host: HostFacts) -> list[Check]:
-    return [
+    nnodes = options.nnodes if options.nnodes is not None else project.nodes
+    rendezvous = [check_rendezvous(options, host)] if nnodes > 1 and options.master_addr else []
+    return rendezvous + [
         check_gpus(project, options, host),
         check_capability(project, options, host),
         check_memory(project, options, host),
@@ -455,6 +476,18 @@ def _hf_home() -> Path:
     return Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
 
 
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("", port))
+            return True
+        except OSError:
+            return False
+
+
 def gather_host(project: ProjectInfo, options: LaunchOptions) -> HostFacts:
     """Look at this machine once (no network, no heavy imports unless a GPU plan needs torch)."""
     gpus, source = detect_gpus(need_gpus=not project.is_cpu and not options.smoke)
@@ -474,6 +507,7 @@ def gather_host(project: ProjectInfo, options: LaunchOptions) -> HostFacts:
         env={k: v for k, v in os.environ.items() if k in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE")},
         hf_token_file=(_hf_home() / "token").is_file(),
         cached_models=cached,
+        port_free=_port_free(options.master_port) if options.node_rank == 0 and options.master_addr else None,
     )
 
 

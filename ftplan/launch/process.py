@@ -22,24 +22,24 @@ class Process(Protocol):
     def wait(self, timeout: float | None = None) -> int: ...
 
     def signal_group(self, sig: int) -> bool:
-        """Send ``sig`` to the child's process group; False when the group is gone."""
+        """Send ``sig`` to every process of the run; False when none is left."""
         ...
 
     def group_alive(self) -> list[int]:
-        """PIDs of the group's processes still running (zombies excluded)."""
+        """PIDs of the run's processes still running (zombies excluded)."""
+        ...
+
+    def refresh(self) -> None:
+        """Note the run's current descendants (called while the run goes)."""
         ...
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes whose process group is ``pgid``, from /proc (Linux)."""
-    members = []
+def _proc_table() -> dict[int, tuple[str, int, int, int]]:
+    """pid -> (state, ppid, pgrp, start time) for every process, from /proc (Linux; else empty)."""
+    table = {}
     proc = Path("/proc")
     if not proc.is_dir():  # pragma: no cover - not Linux
-        try:
-            os.killpg(pgid, 0)
-            return [pgid]
-        except (ProcessLookupError, PermissionError):
-            return []
+        return table
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
@@ -47,15 +47,51 @@ def group_members(pgid: int) -> list[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        # pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
+        # pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+        # cutime cstime priority nice threads itrealvalue starttime ...; comm may hold spaces.
         rest = stat[stat.rfind(")") + 2 :].split()
-        if len(rest) >= 3 and rest[0] not in ("Z", "X") and int(rest[2]) == pgid:
-            members.append(int(entry.name))
-    return sorted(members)
+        try:
+            table[int(entry.name)] = (rest[0], int(rest[1]), int(rest[2]), int(rest[19]))
+        except (IndexError, ValueError):
+            continue
+    return table
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is ``pgid``."""
+    table = _proc_table()
+    if not table and not Path("/proc").is_dir():  # pragma: no cover - not Linux
+        try:
+            os.killpg(pgid, 0)
+            return [pgid]
+        except (ProcessLookupError, PermissionError):
+            return []
+    return sorted(pid for pid, (state, _, pgrp, _) in table.items() if pgrp == pgid and state not in "ZX")
+
+
+def descendants(root: int, table: dict[int, tuple[str, int, int, int]] | None = None) -> dict[int, int]:
+    """pid -> start time of every live descendant of ``root``."""
+    table = _proc_table() if table is None else table
+    children: dict[int, list[int]] = {}
+    for pid, (_, ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = {}, list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        state, _, _, start = table[pid]
+        if state not in "ZX":
+            found[pid] = start
+        todo.extend(children.get(pid, []))
+    return found
 
 
 class PopenProcess:
-    """subprocess.Popen with stdout+stderr merged, in a new session (its own process group)."""
+    """subprocess.Popen with stdout+stderr merged, in a new session (its own process group).
+
+    torchrun starts each worker in a session of its own, so the process group alone does not
+    hold the whole run: the descendants seen while it runs are remembered (with their start
+    times, so a reused PID is never signalled) and signalled with the group.
+    """
 
     def __init__(self, argv: list[str], env: dict[str, str], cwd: str):
         self._popen = subprocess.Popen(
@@ -69,6 +105,7 @@ class PopenProcess:
         )
         self.pid = self._popen.pid
         self.stdout = self._popen.stdout
+        self._known: dict[int, int] = {}
 
     def poll(self) -> int | None:
         return self._popen.poll()
@@ -76,15 +113,36 @@ class PopenProcess:
     def wait(self, timeout: float | None = None) -> int:
         return self._popen.wait(timeout)
 
+    def refresh(self) -> None:
+        if self._popen.poll() is None:
+            self._known.update(descendants(self.pid))
+
+    def _alive_known(self, table) -> list[int]:
+        return [
+            p for p, start in self._known.items() if p in table and table[p][3] == start and table[p][0] not in "ZX"
+        ]
+
     def signal_group(self, sig: int) -> bool:
+        self.refresh()
+        sent = False
         try:
             os.killpg(self.pid, sig)
-            return True
+            sent = True
         except (ProcessLookupError, PermissionError):
-            return False
+            pass
+        table = _proc_table()
+        for pid in self._alive_known(table):
+            try:
+                os.kill(pid, sig)
+                sent = True
+            except (ProcessLookupError, PermissionError):
+                continue
+        return sent
 
     def group_alive(self) -> list[int]:
-        return group_members(self.pid)
+        table = _proc_table()
+        group = {pid for pid, (state, _, pgrp, _) in table.items() if pgrp == self.pid and state not in "ZX"}
+        return sorted(group | set(self._alive_known(table)))
 
 
 def popen_process(argv: list[str], env: dict[str, str], cwd: str) -> Process:

@@ -1,9 +1,9 @@
 """Run a LaunchSpec: stream its output, follow its metrics, stop it cleanly, say what happened.
 
-The child starts in its own session. Stopping sends SIGTERM to the whole process group, waits a
-grace period longer than torchrun's own (torchrun gives its workers 30 s), then sends SIGKILL;
-whatever is left of the group when the child has exited is killed too, so no worker outlives a
-run. Everything the runner learns is posted as a small event dataclass to ``on_event`` so that
+The child starts in its own session. Stopping sends SIGTERM to the whole process group and to
+every descendant seen (torchrun puts each worker in a session of its own), waits a grace period
+longer than torchrun's own (torchrun gives its workers 30 s), then sends SIGKILL; whatever is
+left when the child has exited is killed too, so no worker outlives a run. Everything the runner learns is posted as a small event dataclass to ``on_event`` so that
 the console display and the TUI drive the same runner.
 """
 
@@ -49,6 +49,10 @@ def new_run_dir(project_dir: str | Path, node_rank: int = 0, now: datetime | Non
     raise RuntimeError(f"cannot create a run folder under {base}")  # pragma: no cover
 
 
+def _size(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
 class Runner:
     """Runs one spec to the end; ``stop()`` (any thread, or a signal handler) ends it gracefully."""
 
@@ -90,6 +94,7 @@ class Runner:
         self._peak: int | None = None
         self._end_status: str | None = None
         self._started = 0.0
+        self._started_wall = 0.0
         self.process: Process | None = None
 
     # -- control -------------------------------------------------------------------------
@@ -107,6 +112,7 @@ class Runner:
         metrics = MetricsFollower(self.project.metrics_path)
         env = {**self.base_env, **self.spec.env}
         self._started = time.monotonic()
+        self._started_wall = time.time()
         log = self.log_path.open("ab")
         try:
             proc = self.process_factory(list(self.spec.argv), env, self.spec.cwd)
@@ -122,35 +128,47 @@ class Runner:
         reader = threading.Thread(target=self._read_output, args=(proc, log), daemon=True)
         reader.start()
         sent_term = sent_kill = False
-        deadline = 0.0
+        deadline = next_refresh = 0.0
         try:
             while True:
-                self._handle_metrics(metrics.poll())
-                exited = proc.poll() is not None
-                if exited and not sent_term:
-                    break
-                if self._stop.is_set() and not sent_term:
-                    sent_term = True
-                    deadline = time.monotonic() + self.grace_s
-                    self.on_event(Stopping(self._stop_reason, "SIGTERM", self.grace_s))
-                    proc.signal_group(signal.SIGTERM)
-                if sent_term and not sent_kill:
-                    if exited and not proc.group_alive():
+                try:
+                    self._handle_metrics(metrics.poll())
+                    if time.monotonic() >= next_refresh:
+                        proc.refresh()  # remember torchrun's workers: they live in sessions of their own
+                        next_refresh = time.monotonic() + 1.0
+                    exited = proc.poll() is not None
+                    if exited and not sent_term:
                         break
-                    if time.monotonic() >= deadline or self._kill_now.is_set():
-                        sent_kill = True
-                        self.on_event(Stopping(self._stop_reason, "SIGKILL", self.grace_s))
-                        proc.signal_group(signal.SIGKILL)
-                if sent_kill and exited:
-                    break
-                self._stop.wait(self.poll_s) if not self._stop.is_set() else time.sleep(self.poll_s / 2)
+                    if self._stop.is_set() and not sent_term:
+                        sent_term = True
+                        deadline = time.monotonic() + self.grace_s
+                        self.on_event(Stopping(self._stop_reason, "SIGTERM", self.grace_s))
+                        proc.signal_group(signal.SIGTERM)
+                    if sent_term and not sent_kill:
+                        if exited and not proc.group_alive():
+                            break
+                        if time.monotonic() >= deadline or self._kill_now.is_set():
+                            sent_kill = True
+                            self.on_event(Stopping(self._stop_reason, "SIGKILL", self.grace_s))
+                            proc.signal_group(signal.SIGKILL)
+                    if sent_kill and exited:
+                        break
+                    if self._stop.is_set():
+                        time.sleep(self.poll_s / 2)
+                    else:
+                        self._stop.wait(self.poll_s)
+                except KeyboardInterrupt:  # no handler installed (library use): same path as stop()
+                    self.stop("interrupted")
+        except BaseException:
+            proc.signal_group(signal.SIGKILL)  # never leave the group behind, whatever went wrong here
+            raise
         finally:
             returncode = proc.wait()
             leftovers = self._kill_leftovers(proc)
             reader.join(timeout=5)
             log.close()
         self._handle_metrics(metrics.poll())
-        self._scan.scan_error_files(self.log_dir)
+        self._scan.scan_error_files(self.log_dir, since=self._started_wall)
         result = self._result(returncode, sent_kill, leftovers)
         self.on_event(RunFinished(result))
         return result
@@ -213,6 +231,7 @@ class Runner:
                     tokens_per_second=float(tps) if isinstance(tps, int | float) else None,
                     peak_memory_bytes=self._peak,
                     planned_peak_bytes=self.project.allocated_peak,
+                    peak_is_rss=self.spec.on_cpu,
                     elapsed_s=elapsed,
                     eta_s=eta,
                     cost_usd=elapsed / 3600 * gpus * self.project.usd_per_gpu_hour,
@@ -256,13 +275,18 @@ class Runner:
     def _peak_text(self) -> str:
         if not self._peak:
             return ""
-        text = f" Peak memory {self._peak / 2**30:.2f} GiB per process"
         planned = self.project.allocated_peak
-        if planned and not (self.spec.on_cpu and not self.project.is_cpu):
-            text += f" (plan: {planned / 2**30:.2f} GiB, {self._peak / planned:.0%} of it)"
+        if self.spec.on_cpu:
+            # On the CPU train.py reports the process's peak RSS, which includes Python and torch.
+            text = f" Peak memory {_size(self._peak)} per process (RSS, with the runtime; plan: {_size(planned)} of training state)"
+        else:
+            text = f" Peak memory {_size(self._peak)} per GPU (plan: {_size(planned)}"
+            text += f", {self._peak / planned:.0%} of it)" if planned else ")"
         return text + "."
 
     def _tail_text(self) -> str:
+        if self._scan.error_line:
+            return f"\nThe error: {self._scan.error_line}"
         lines = [x for x in self._tail if x.strip()][-8:]
         return ("\nLast lines of output:\n" + "\n".join(f"  | {x}" for x in lines)) if lines else ""
 

@@ -96,9 +96,10 @@ def build_launch_spec(project: ProjectInfo, options: LaunchOptions) -> LaunchSpe
 
     env: dict[str, str] = {"PYTHONUNBUFFERED": "1"}
     if cpu:
+        # Hiding the GPUs is enough: Trainer and accelerate fall back to the CPU. (Not
+        # ACCELERATE_USE_CPU: it takes DeepSpeed out of accelerate's hands and ZeRO-3 then breaks.)
         env.update(
             CUDA_VISIBLE_DEVICES="",
-            ACCELERATE_USE_CPU="true",
             DS_ACCELERATOR="cpu",
             FTPLAN_DIST_BACKEND="gloo",
             OMP_NUM_THREADS=str(max(1, options.cpus_here // nproc)),

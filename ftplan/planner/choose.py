@@ -132,15 +132,20 @@ def choose_settings(method: Method, answers: Answers, arch: ModelArch, device: D
             trial = _with(trial, offload=offload if trial.zero_stage else "none")
         sizes = [trial.micro_batch_size] if "micro_batch_size" in fixed else sorted(MICRO_BATCHES)
 
-        def batch(mb: int, trial=trial) -> Settings:
-            return _fit_batch(_with(trial, micro_batch_size=mb), fixed, device)
+        cache: dict[int, Settings] = {}
+
+        def batch(mb: int, trial=trial, cache=cache) -> Settings:
+            if mb not in cache:
+                cache[mb] = _with(trial, micro_batch_size=mb, **_accumulation(mb, fixed, device))
+            return cache[mb]
 
         frugal = batch(sizes[0])
         if best is not None and estimate_time(arch, batch(sizes[-1]), device, data).hours >= best[0]:
             continue  # even its largest micro-batch would not be faster than the best so far
-        # Memory grows with the micro-batch, and larger micro-batches are faster: the
-        # largest that fits is this rung's best (found by bisection).
-        mb = _largest(sizes, lambda mb: estimate_memory(arch, batch(mb), device).total <= limit)
+        # Larger micro-batches are faster: the largest that fits is this rung's best. Memory is
+        # not monotone in it (a smaller micro-batch means accumulation, which keeps gradients
+        # alive through the forward pass), so scan down rather than bisect.
+        mb = _largest_fitting(sizes, lambda mb: estimate_memory(arch, batch(mb), device).total <= limit, device, fixed)
         if mb is None:
             continue
         candidate = batch(mb)
@@ -158,6 +163,33 @@ def _cpu_settings(s: Settings, fixed: set[str]) -> Settings:
     return _with(s, **{k: v for k, v in changes.items() if k not in fixed})
 
 
+def _accumulation(mb: int, fixed: set[str], device: Device) -> dict:
+    """Gradient accumulation that brings the global batch to the target, unless the user set it."""
+    if "gradient_accumulation_steps" in fixed:
+        return {}
+    return {"gradient_accumulation_steps": max(1, math.ceil(TARGET_GLOBAL_SEQUENCES / (mb * device.world_size)))}
+
+
+def _largest_fitting(sizes: list[int], fits, device: Device, fixed: set[str]) -> int | None:
+    """The largest micro-batch that fits, by bisection within each accumulation regime.
+
+    Memory grows with the micro-batch as long as gradient accumulation stays on (or off);
+    where accumulation switches off, gradients no longer live through the forward pass and
+    memory drops. So the sizes split into two monotone runs, searched largest first.
+    """
+    if "gradient_accumulation_steps" in fixed:
+        runs = [sizes]
+    else:
+        no_accumulation = [mb for mb in sizes if mb * device.world_size >= TARGET_GLOBAL_SEQUENCES]
+        runs = [no_accumulation, [mb for mb in sizes if mb not in no_accumulation]]
+    for run in runs:
+        if run:
+            found = _largest(run, fits)
+            if found is not None:
+                return found
+    return None
+
+
 def _fit_batch(s: Settings, fixed: set[str], device: Device) -> Settings:
     if "gradient_accumulation_steps" in fixed:
         return s
@@ -166,61 +198,64 @@ def _fit_batch(s: Settings, fixed: set[str], device: Device) -> Settings:
 
 
 def longest_sequence_that_fits(arch: ModelArch, s: Settings, device: Device) -> int:
-    """The largest max_seq_len (multiple of 256) at micro-batch 1 that fits, or 0.
-
-    Memory is piecewise affine in the sequence length with SDPA (a maximum of affine
-    phases), so a secant from two short lengths lands close; a bisection then makes the
-    answer exact whatever the shape (eager attention is quadratic).
-    """
+    """The largest max_seq_len (multiple of 256) at micro-batch 1 that fits, or 0."""
     if device.is_cpu:
         return 0
-    limit = usable_memory(device)
     one = _with(s, micro_batch_size=1)
+    return _largest_by_secant(
+        lambda length: estimate_memory(arch, _with(one, max_seq_len=length), device).total,
+        usable_memory(device),
+        step=256,
+        cap=1 << 20,
+    )
 
-    def fits(length: int) -> bool:
-        return estimate_memory(arch, _with(one, max_seq_len=length), device).total <= limit
 
-    step = 256
-    cap = 1 << 20
+def largest_micro_batch_that_fits(arch: ModelArch, s: Settings, device: Device) -> int:
+    """The largest micro-batch (at the plan's sequence length) that fits, or 0."""
+    if device.is_cpu:
+        return 0
+    return _largest_by_secant(
+        lambda mb: estimate_memory(arch, _with(s, micro_batch_size=mb), device).total,
+        usable_memory(device),
+        step=1,
+        cap=4096,
+    )
 
-    def memory(length: int) -> int:
-        return estimate_memory(arch, _with(one, max_seq_len=length), device).total
 
+def _largest_by_secant(memory, limit: int, step: int, cap: int) -> int:
+    """The largest multiple of ``step`` up to ``cap`` whose ``memory`` is within ``limit``, or 0.
+
+    Memory is a maximum of affine (or, with eager attention, quadratic) phases of the
+    argument, so a secant through the last two points lands on or just past the answer; a
+    bisection between the proven bounds finishes it whatever the shape.
+    """
     xa, ma = step, memory(step)
     if ma > limit:
         return 0
     xb, mb = 2 * step, memory(2 * step)
-    lo, hi = (xb, cap) if mb <= limit else (xa, xb)
-    for _ in range(6):  # secant steps: exact in a few for piecewise-affine memory
+    lo, hi = (xb, cap + step) if mb <= limit else (xa, xb)
+    for _ in range(4):
         if hi - lo <= step:
-            break
+            return lo
         slope = max(mb - ma, 1) / (xb - xa)
         guess = int(xb + (limit - mb) / slope) // step * step
         guess = min(max(guess, lo + step), hi - step)
         mg = memory(guess)
         if mg <= limit:
             lo = guess
+            if guess + step >= hi or memory(guess + step) > limit:
+                return guess
+            lo = guess + step
         else:
             hi = guess
         xa, ma, xb, mb = xb, mb, guess, mg
-        if lo + step == hi or (mg <= limit and memory(guess + step) > limit):
-            return guess if mg <= limit else lo
     while hi - lo > step:
         mid = (lo + hi) // 2 // step * step
-        if fits(mid):
+        if memory(mid) <= limit:
             lo = mid
         else:
             hi = mid
-    return lo if lo < cap or fits(cap) else lo
-
-
-def largest_micro_batch_that_fits(arch: ModelArch, s: Settings, device: Device) -> int:
-    if device.is_cpu:
-        return 0
-    limit = usable_memory(device)
-    sizes = [1 << i for i in range(13)]
-    found = _largest(sizes, lambda mb: estimate_memory(arch, _with(s, micro_batch_size=mb), device).total <= limit)
-    return found or 0
+    return min(lo, cap)
 
 
 def _largest(values: list[int], fits) -> int | None:

@@ -5,10 +5,12 @@ bitsandbytes, DeepSpeed), not from a bytes-per-parameter rule of thumb:
 
 * model states: ZeRO paper (arXiv 1910.02054) for the DeepSpeed split; pure-bf16 training keeps
   bf16 optimizer states (torch AdamW's states take the parameter's dtype);
-* activations: Korthikanti et al. 2022 (arXiv 2205.05198) structure, with per-token constants
-  for Llama-style blocks measured on real CPU steps with ``MemTracker``
-  (``benchmarks/estimator_accuracy.py`` prints the comparison);
-* logits: b*s*V elements, upcast to fp32 for the loss (torchtune measured ~8.3 B/element).
+* activations: Korthikanti et al. 2022 (arXiv 2205.05198) structure, tensor by tensor for
+  Llama-style blocks (RMSNorm fp32 upcasts, SDPA's q/k/v/out/logsumexp, SwiGLU's gate/up/silu,
+  peft's fp32 adapter inputs), each count checked with ``MemTracker`` on real CPU steps of tiny
+  configs (``ftplan.probe.calibration.GRID``; ``benchmarks/estimator_accuracy.py`` prints it);
+* logits: b*s*V elements; HF's loss upcasts them to fp32: 4 B/logit kept for backward and
+  12 B/logit at the start of backward (torchtune's ~8.3 B/element is the forward side).
 
 The peak is the largest of the step's phases (end of forward, peak of backward, optimizer
 step), not the sum of each component's maximum; ``components`` report each part's value
@@ -40,11 +42,6 @@ NF4_BITS = 4 + 32 / 64
 def dtype_bytes(precision: str, *, cpu: bool = False) -> int:
     """Bytes per element of weights as loaded for the given precision."""
     return 2 if precision == "bf16" else 4
-
-
-def compute_bytes(precision: str) -> int:
-    """Bytes per activation element: 16-bit under bf16/fp16 autocast, else 4."""
-    return 4 if precision == "fp32" else 2
 
 
 @dataclass(frozen=True)
@@ -151,54 +148,233 @@ def _trainable_bytes(s: Settings) -> int:
 
 
 # ---- activations -----------------------------------------------------------------------
+#
+# What a Llama-style decoder layer keeps for backward, tensor by tensor. Every term below was
+# read off the modules (transformers 5 LlamaDecoderLayer, peft LoRA Linear, torch autograd's
+# saved tensors) and checked with MemTracker on CPU steps of tiny Llama configs: the per-layer
+# bytes per token solve exactly to these counts for four shapes that vary h, q, k and f
+# independently (full fp32: 24h+8q+8k+16f, full bf16: 16h+4q+4k+8f, LoRA fp32: 16h+8q+8k+16f,
+# LoRA bf16: 28h+8q+4k+10f, + 4 B logsumexp per head + 8 B rsqrt; benchmarks/estimator_accuracy.py
+# reruns the comparison). h = hidden, q = heads*head_dim, k = kv_heads*head_dim, f = ffn.
 
-# Bytes stored for backward per token per layer, in units of the activation element size,
-# for a Llama-style block (RMSNorm, GQA attention through SDPA, SwiGLU MLP). Measured with
-# MemTracker on CPU steps of tiny Llama configs (benchmarks/estimator_accuracy.py).
-ACT_HIDDEN_COEF = 10.0  # residual stream, norm inputs/outputs (norms keep fp32 copies)
-ACT_QKV_COEF = 4.0  # q, k, v after RoPE and the attention output
-ACT_FFN_COEF = 4.0  # gate, up, silu(gate), silu(gate)*up
+FP32 = 4
+ADAPTER_BYTES = 4
+"""peft keeps LoRA adapters in fp32 (autocast_adapter_dtype) and casts each adapter's input to it."""
+RMSNORM_INPUT_BYTES = FP32
+"""LlamaRMSNorm upcasts its input to fp32 and keeps that copy for pow/mul backward (4 B per
+element of h, twice per layer and once after the last layer), plus one fp32 rsqrt per token."""
+SDPA_LSE_BYTES = FP32
+"""SDPA (flash / memory-efficient / CPU flash) saves q, k, v, its output and a fp32 logsumexp per
+head and token; with GQA it runs on the kv heads directly (enable_gqa), so k, v are kv-sized."""
+SWIGLU_SAVED = 3
+"""gate, up and silu(gate) (act_fn saves its input, the product saves both factors)."""
+LOGITS_SAVED_BYTES = FP32
+"""HF's ForCausalLMLoss upcasts the logits to fp32; log_softmax keeps its fp32 output for backward."""
+LOGITS_BACKWARD_EXTRA_BYTES = 2 * FP32
+"""At the start of backward the fp32 nll_loss gradient and log_softmax's fp32 input gradient
+exist together with the saved log-softmax: 12 B per logit in all (measured on every CPU case)."""
+LAYER_BACKWARD_WORK = 3
+"""Transient while a layer's MLP runs backward: 3 ffn-sized gradients (down_proj's input, silu
+and up branches) plus the hidden-sized gradient flowing down, in the activation dtype
+(MemTracker's TEMP at the backward peak is exactly (3f + h) * e in every no-checkpointing case)."""
+DROPOUT_BYTES_CUDA = ADAPTER_BYTES + 1
+"""peft's nn.Dropout on each adapter's input, per input element: the fp32 output (lora_A's
+input) + native_dropout's bool mask (the fused kernel torch uses on CUDA)."""
+DROPOUT_BYTES_CPU = ADAPTER_BYTES + 4
+"""Off CUDA torch builds dropout as input * noise with a fp32 noise tensor kept for backward
+(measured: +4 B per down_proj input element over no dropout, 8 B in all)."""
+EAGER_SCORE_BYTES = FP32
+"""Eager attention keeps softmax(dtype=float32)'s output per head: s*s fp32, plus its cast back
+to the activation dtype when that is 16-bit."""
+CHECKPOINT_RECOMPUTE_ALIVE = 1.0
+CPU_ADAMW_TEMP_TENSORS = 2
+"""torch AdamW off CUDA runs the single-tensor path: two temporaries the size of the largest
+trainable tensor (sqrt(exp_avg_sq) and its quotient) plus one the size of the largest layer
+matrix (measured: optimizer-phase peak - end of backward = 3 x h*f without a big embedding
+trainable, 2 x V*h + h*f with one)."""
+FOREACH_ADAMW_TEMP = 1
+"""On CUDA torch AdamW defaults to foreach: _foreach_sqrt(exp_avg_sq) materialises one
+state-sized list for all trainable parameters; fused AdamW has none."""
 
 
-def layer_activation_bytes(arch: ModelArch, s: Settings, tokens: int) -> int:
-    """Activations one decoder layer keeps for backward, without checkpointing."""
-    e = compute_bytes(s.precision)
-    q_dim = arch.heads * arch.head_dim
-    kv_dim = arch.kv_heads * arch.head_dim
-    per_token = (
-        ACT_HIDDEN_COEF * arch.hidden_size
-        + ACT_QKV_COEF * (q_dim + kv_dim)
-        + ACT_FFN_COEF * arch.intermediate_size * (arch.experts_per_token or 1)
-    ) * e
-    if s.is_peft and s.lora_dropout > 0:
-        # peft applies dropout to each adapted Linear's input separately: a copy + mask.
-        per_token += sum(lin.d_in for lin in arch.lora_targets(s.lora_target_modules)) * (e + 1)
-    total = per_token * tokens
+def compute_bytes(precision: str) -> int:
+    """Bytes per activation element: 16-bit under bf16 / mixed precision, else 4."""
+    return 4 if precision == "fp32" else 2
+
+
+def act_bytes(s: Settings) -> int:
+    """Bytes per element of the hidden states the model really carries.
+
+    QLoRA: prepare_model_for_kbit_training casts the embeddings, norms and lm_head to fp32 and
+    bitsandbytes' Linear4bit returns its input's dtype, so the residual stream is fp32 whatever
+    the compute dtype (measured: QLoRA bf16 activations = LoRA fp32 activations).
+    """
+    if s.method == "qlora":
+        return FP32
+    return compute_bytes(s.precision)
+
+
+_ADAPTER_INPUT = {
+    "q_proj": "attn_in",
+    "k_proj": "attn_in",
+    "v_proj": "attn_in",
+    "qkv_proj": "attn_in",
+    "o_proj": "attn_out",
+    "gate_proj": "mlp_in",
+    "up_proj": "mlp_in",
+    "gate_up_proj": "mlp_in",
+    "down_proj": "mlp_act",
+}
+
+
+@dataclass(frozen=True)
+class Activations:
+    """Activation bytes of one micro-batch, by what holds them."""
+
+    layer_saved: int
+    """One decoder layer's saved tensors without checkpointing."""
+    layer_input: int
+    """One layer's input: all a checkpointed layer keeps until its recompute."""
+    layer_work: int
+    """Transient bytes while one layer runs backward (gradients in flight)."""
+    forward_work: int
+    """Transient bytes while one layer runs forward (with checkpointing nothing else is kept)."""
+    head_saved: int
+    """Final norm, rotary tables and the input batch."""
+    shared_saved: int
+    """Rotary tables and the input batch (alive until the end of backward)."""
+    final_norm_input: int
+    """The final norm's fp32 input copy, freed before the layers' backward starts."""
+    logits_saved: int
+    logits_forward_extra: int
+    """Logits in the model dtype and their fp32 copy, alive at the end of forward only."""
+    logits_backward_extra: int
+    checkpointing: bool
+    layers: int
+
+    @property
+    def stored(self) -> int:
+        """Everything kept for backward at the end of forward (what the plan shows)."""
+        per_layer = self.layer_input if self.checkpointing else self.layer_saved
+        return self.layers * per_layer + self.head_saved + self.logits_saved
+
+
+def _layer_saved_per_token(arch: ModelArch, s: Settings, cpu: bool = False) -> tuple[float, float, float]:
+    """Bytes one layer saves for backward per token: (attention half, MLP half, down_proj's input).
+
+    The attention half is the input norm, q/k/v/out and their adapters; the MLP half the
+    post-attention norm, SwiGLU and their adapters. Eager's s*s scores are counted separately.
+    """
+    e = act_bytes(s)
+    h, f = arch.hidden_size, arch.intermediate_size * (arch.experts_per_token or 1)
+    q, k = arch.heads * arch.head_dim, arch.kv_heads * arch.head_dim
+    full = s.method == "full"
+    norm = RMSNORM_INPUT_BYTES * h + FP32 + (2 * e * h if full else 0)  # + normalised x, output
+    attn, mlp = norm, norm
     if s.attention == "eager":
-        seqs = tokens // max(s.max_seq_len, 1)
-        # scores, softmax output (and its fp32 upcast) stored per head: s x s each.
-        total += seqs * arch.heads * s.max_seq_len**2 * (2 * e + 4)
-    return int(total)
+        kv = q if arch.kv_heads < arch.heads else k  # repeat_kv copies are what the matmuls save
+        attn += e * (q + 2 * kv)  # q, k, v; the softmax output is counted per sequence
+        out_saved = False
+    else:
+        attn += e * (2 * q + 2 * k) + SDPA_LSE_BYTES * arch.heads
+        out_saved = True
+    mlp += SWIGLU_SAVED * e * f
+    down_in = 0.0
+    if full:
+        mlp += e * f  # silu(gate) * up, down_proj's input
+        down_in = e * f
+        if not out_saved:
+            attn += e * q  # o_proj's input
+    if s.is_peft:
+        dims = {"attn_in": h, "attn_out": q, "mlp_in": h, "mlp_act": f}
+        counts = dict.fromkeys(dims, 0)
+        for lin in arch.lora_targets(s.lora_target_modules):
+            group = _ADAPTER_INPUT.get(lin.name.rsplit(".", 1)[-1], "attn_in")
+            counts[group] += 1
+            extra = ADAPTER_BYTES * s.lora_r  # lora_A's output, saved by lora_B
+            if group.startswith("attn"):
+                attn += extra
+            else:
+                mlp += extra
+        for group, n in counts.items():
+            if not n:
+                continue
+            d = dims[group]
+            if s.lora_dropout > 0:
+                extra = n * (DROPOUT_BYTES_CPU if cpu else DROPOUT_BYTES_CUDA) * d  # output + mask / noise
+            elif e == ADAPTER_BYTES:
+                extra = 0 if (group == "attn_out" and out_saved) else ADAPTER_BYTES * d  # shared input
+            else:
+                extra = n * ADAPTER_BYTES * d  # each adapter casts its input to fp32 and keeps it
+            if group.startswith("attn"):
+                attn += extra
+            else:
+                mlp += extra
+            if group == "mlp_act":
+                down_in = extra / n
+    return attn, mlp, down_in
 
 
-def logits_bytes(arch: ModelArch, s: Settings, tokens: int) -> int:
-    """Logits (compute dtype), their fp32 upcast for the loss and its saved log-softmax."""
-    e = compute_bytes(s.precision)
+def activations(arch: ModelArch, s: Settings, cpu: bool = False) -> Activations:
+    """The activation model of one micro-batch (see the constants above); ``cpu``: torch's CPU kernels."""
+    e = act_bytes(s)
+    b, seq = s.micro_batch_size, s.max_seq_len
+    tokens = b * seq
+    h, f = arch.hidden_size, arch.intermediate_size * (arch.experts_per_token or 1)
+    q, k = arch.heads * arch.head_dim, arch.kv_heads * arch.head_dim
+    attn, mlp, down_in = _layer_saved_per_token(arch, s, cpu)
+    layer_saved = (attn + mlp) * tokens
+    mlp_work = (LAYER_BACKWARD_WORK * f + h) * e * tokens
+    if e == FP32:
+        # Measured: with fp32 activations the peak comes after down_proj's backward has freed
+        # its saved input; with 16-bit activations it comes before (MemTracker, every case).
+        mlp_work -= down_in * tokens
+    attn_work = (2 * q + 2 * k) * e * tokens
+    forward_work = mlp_work
+    if s.attention == "eager":
+        scores = b * arch.heads * seq * seq
+        layer_saved += scores * (EAGER_SCORE_BYTES + (e if e < FP32 else 0))
+        attn_work += scores * (e + FP32)  # softmax backward: the probabilities' gradient + fp32 input grad
+        forward_work = max(forward_work, scores * (3 * e + FP32))  # q@k^T, scaled, masked, fp32 softmax
+    if s.method == "qlora":
+        # bitsandbytes dequantizes one weight at a time to the compute dtype (and its transpose in backward)
+        mlp_work += 2 * 2 * max((lin.d_in * lin.d_out for lin in arch.layer_linears), default=0)
+    # The layer's backward peaks either in the MLP (everything saved + MLP gradients) or in the
+    # attention (the MLP half already freed + attention gradients / eager's s*s gradients).
+    work = max(mlp_work, attn_work - mlp * tokens)
+    full = s.method == "full"
+    head = (RMSNORM_INPUT_BYTES * h + FP32 + (2 * e * h if full else 0)) * tokens  # final norm
+    shared = 2 * arch.head_dim * e * tokens  # rotary cos and sin, shared by all layers
+    shared += 2 * 8 * tokens  # input_ids and labels (int64)
+    head += shared
     vocab = arch.vocab_size + s.new_tokens
-    return int(tokens * vocab * (e + 4 + 4 if e == 2 else 4 + 4))
+    logit_bytes = FP32 if s.method == "qlora" else compute_bytes(s.precision)  # lm_head's dtype
+    logits = tokens * vocab
+    return Activations(
+        layer_saved=int(layer_saved),
+        layer_input=int(e * h * tokens),
+        layer_work=int(work),
+        forward_work=int(forward_work),
+        head_saved=int(head),
+        shared_saved=int(shared),
+        final_norm_input=int((RMSNORM_INPUT_BYTES * h + FP32) * tokens),
+        logits_saved=int(LOGITS_SAVED_BYTES * logits),
+        logits_forward_extra=int(logits * (logit_bytes + (FP32 if logit_bytes < FP32 else 0))),
+        logits_backward_extra=int(LOGITS_BACKWARD_EXTRA_BYTES * logits),
+        checkpointing=s.gradient_checkpointing,
+        layers=arch.layers,
+    )
 
 
 def activation_bytes(arch: ModelArch, s: Settings) -> int:
-    """Peak activation memory of one micro-batch, logits included."""
-    tokens = s.micro_batch_size * s.max_seq_len
-    e = compute_bytes(s.precision)
-    per_layer = layer_activation_bytes(arch, s, tokens)
-    if s.gradient_checkpointing:
-        # Each layer keeps its input; one layer is recomputed at a time during backward.
-        stored = arch.layers * tokens * arch.hidden_size * e + per_layer
-    else:
-        stored = arch.layers * per_layer
-    return stored + logits_bytes(arch, s, tokens)
+    """Activations kept for backward at the end of forward (logits included)."""
+    return activations(arch, s).stored
+
+
+def logits_bytes(arch: ModelArch, s: Settings, tokens: int | None = None) -> int:
+    """Peak bytes of the logits and the loss (12 B per logit at the start of backward)."""
+    t = s.micro_batch_size * s.max_seq_len if tokens is None else tokens
+    return int(t * (arch.vocab_size + s.new_tokens) * (LOGITS_SAVED_BYTES + LOGITS_BACKWARD_EXTRA_BYTES))
 
 
 # ---- the estimate ----------------------------------------------------------------------
@@ -216,8 +392,42 @@ def _zero_shards(s: Settings, world: int) -> tuple[int, int, int]:
     return n, n, n
 
 
+def _largest_trainable_tensors(arch: ModelArch, s: Settings) -> tuple[int, int]:
+    """(largest trainable tensor, largest trainable decoder-layer matrix), in elements."""
+    if s.method == "full":
+        layer = max((lin.d_in * lin.d_out for lin in arch.layer_linears), default=0)
+        if arch.experts:
+            layer = max(layer, arch.expert_params_per_layer // arch.experts)
+        embedding = arch.embedding_params + s.new_tokens * arch.hidden_size
+        return max(embedding, layer), layer
+    targets = arch.lora_targets(s.lora_target_modules)
+    largest = max((s.lora_r * max(lin.d_in, lin.d_out) for lin in targets), default=0)
+    return largest, largest
+
+
+def _step_temp(arch: ModelArch, s: Settings, device: Device, trainable_bytes: int, value_bytes: int) -> int:
+    """Temporaries of optimizer.step() beyond the states themselves."""
+    if s.zero_stage > 0:
+        # DeepSpeed's fused Adam on fp32 partitions, plus the fp32 -> 16-bit copy-back buffer.
+        return 0
+    if s.optimizer == "adamw_torch_fused" or s.optimizer not in ("adamw_torch",):
+        return 0
+    if device.is_cpu:
+        largest, layer = _largest_trainable_tensors(arch, s)
+        return (CPU_ADAMW_TEMP_TENSORS * largest + layer) * value_bytes
+    return FOREACH_ADAMW_TEMP * trainable_bytes
+
+
 def estimate_memory(arch: ModelArch, s: Settings, device: Device) -> MemoryEstimate:
-    """Memory per GPU (host memory when the device is the CPU) at the step's peak."""
+    """Memory per GPU (host memory when the device is the CPU) at the step's peak.
+
+    Phases (what is alive at each, with set_to_none zero_grad as the Trainer does):
+    forward end: weights + optimizer states + saved activations + logits (+ accumulated grads);
+    backward: the largest of its start (all activations + 12 B per logit), the top layer
+    (activations + first gradients + that layer's recompute and working set), the bottom layer
+    (all gradients but the embedding's + one layer's activations) and its end (all gradients);
+    optimizer step: gradients + states + the step's temporaries.
+    """
     world = device.world_size
     trainable = trainable_params(arch, s)
     weights = _weight_bytes(arch, s)
@@ -235,13 +445,11 @@ def estimate_memory(arch: ModelArch, s: Settings, device: Device) -> MemoryEstim
         grad_bytes_pp = value_bytes
         opt_pp = optimizer_bytes_per_param(s.optimizer, value_bytes)
     w_div, g_div, o_div = _zero_shards(s, world)
-    frozen_bytes = weights - (trainable * value_bytes if s.method == "full" else 0)
     if s.method == "full":
         weights_gpu = weights // w_div
     else:
         # Adapters are added on top of the (frozen) base weights.
         weights_gpu = (weights + trainable * value_bytes) // w_div
-    del frozen_bytes
     if s.zero_stage == 3:
         # The largest module is gathered whole (in 16 bits) while it runs; prefetch keeps ~2.
         weights_gpu += 2 * arch.largest_layer_params * 2
@@ -256,28 +464,72 @@ def estimate_memory(arch: ModelArch, s: Settings, device: Device) -> MemoryEstim
         cpu_memory += weights_gpu * device.gpus_per_node
         weights_gpu = 4 * arch.largest_layer_params * 2
 
-    activations = activation_bytes(arch, s)
-    # Phases: forward end holds all activations; the optimizer step holds full gradients and
-    # the optimizer's temporaries (foreach AdamW materialises one state-sized buffer).
-    step_temp = 0 if s.optimizer == "adamw_torch_fused" else int(trainable * value_bytes) // o_div
-    base = weights_gpu + optimizer
-    phases = {
-        "forward": base + activations + (gradients if s.gradient_accumulation_steps > 1 else 0),
-        "optimizer_step": base + gradients + step_temp,
-    }
-    peak_phase = max(phases, key=phases.get)
-    overhead = 0 if device.is_cpu else CUDA_OVERHEAD + (NCCL_OVERHEAD if world > 1 else 0)
-    if peak_phase == "forward":
-        comp_grads = gradients if s.gradient_accumulation_steps > 1 else 0
-        comp_act = activations
+    # Gradients present at each point of backward (sharded like the full set). Backward runs
+    # lm_head first, then the layers top-down, each MLP before its attention.
+    if s.method == "full":
+        head_params = arch.lm_head_params + arch.final_norm_params
+        if arch.tied_embeddings:
+            head_params += arch.embedding_params  # lm_head's gradient is the embedding's
+        layer_params = arch.layer_params
+        first_matrix = max((lin.d_in * lin.d_out for lin in arch.layer_linears), default=0)
     else:
-        comp_grads = gradients + step_temp
-        comp_act = 0
+        head_params = 0
+        layer_params = trainable // max(arch.layers, 1)
+        first_matrix = layer_params // 2
+    frac = gradients / max(trainable, 1)
+    g_top = int((head_params + first_matrix) * frac)
+    g_bottom = int((head_params + (arch.layers - 1) * layer_params + first_matrix) * frac)
+    accumulating = s.gradient_accumulation_steps > 1
+    held = gradients if accumulating else 0  # grads kept across micro-batches
+
+    act = activations(arch, s, cpu=device.is_cpu)
+    stored = act.stored
+    ckpt = s.gradient_checkpointing
+    recompute = int(CHECKPOINT_RECOMPUTE_ALIVE * act.layer_saved) if ckpt else 0
+    grad_hidden = act.layer_input  # the gradient flowing down the residual stream
+    # Forward: the end (logits, their fp32 copy, log-softmax) or, with checkpointing, one
+    # layer's transient forward on top of the stored layer inputs.
+    candidates_fwd = {
+        "forward_end": (held, stored + act.logits_forward_extra),
+        "forward_layer": (held, stored - act.logits_saved + act.forward_work if ckpt else 0),
+    }
+    if ckpt:
+        top_acts = stored - act.logits_saved - act.final_norm_input + recompute + act.layer_work
+        bottom_acts = act.layer_input + recompute + act.layer_work + act.shared_saved
+    else:
+        top_acts = stored - act.logits_saved - act.final_norm_input + act.layer_work
+        bottom_acts = act.layer_saved + act.layer_work + act.shared_saved
+    candidates_bwd = {
+        "backward_start": (held, stored + act.logits_backward_extra),
+        "backward_top_layer": (max(held, g_top), top_acts),
+        "backward_bottom_layer": (max(held, g_bottom), bottom_acts),
+        "backward_end": (gradients, grad_hidden),
+    }
+    step_temp = _step_temp(arch, s, device, gradients, value_bytes)
+    base = weights_gpu + optimizer
+    phases_detail = {}
+    for name, (g, a) in {**candidates_fwd, **candidates_bwd}.items():
+        phases_detail[name] = (g, a, 0)
+    phases_detail["optimizer_step"] = (gradients, 0, step_temp)
+    totals = {k: base + g + a + t for k, (g, a, t) in phases_detail.items()}
+    phases = {
+        "forward": max(totals["forward_end"], totals["forward_layer"]),
+        "backward": max(totals[k] for k in candidates_bwd),
+        "optimizer_step": totals["optimizer_step"],
+    }
+    peak_key = max(totals, key=totals.get)
+    peak_phase = (
+        "forward"
+        if peak_key.startswith("forward")
+        else ("backward" if peak_key.startswith("backward") else "optimizer_step")
+    )
+    g, a, t = phases_detail[peak_key]
+    overhead = 0 if device.is_cpu else CUDA_OVERHEAD + (NCCL_OVERHEAD if world > 1 else 0)
     return MemoryEstimate(
         weights=int(weights_gpu),
-        gradients=int(comp_grads),
-        optimizer=int(optimizer),
-        activations=int(comp_act),
+        gradients=int(g),
+        optimizer=int(optimizer + t),
+        activations=int(a),
         overhead=overhead,
         cpu_memory=int(cpu_memory),
         phases={k: int(v) for k, v in phases.items()},

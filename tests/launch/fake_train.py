@@ -1,7 +1,8 @@
 """A stand-in for the exported train.py: same flags, same metrics file, same checkpoint folders.
 
 Behaviour switches (environment): FAKE_STEP_SECONDS, FAKE_TOTAL_STEPS, FAKE_OOM_AT_STEP,
-FAKE_DIE_RANK + FAKE_DIE_AT_STEP (that rank SIGKILLs itself), FAKE_IGNORE_SIGTERM.
+FAKE_DIE_RANK + FAKE_DIE_AT_STEP (that rank SIGKILLs itself), FAKE_IGNORE_SIGTERM (1: every
+rank, rankN: rank N only).
 """
 
 import argparse
@@ -32,7 +33,8 @@ def main(argv=None):
     step_s = float(os.environ.get("FAKE_STEP_SECONDS", "0.05"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    if os.environ.get("FAKE_IGNORE_SIGTERM"):
+    ignore = os.environ.get("FAKE_IGNORE_SIGTERM", "")
+    if ignore == "1" or ignore == f"rank{rank}":
         signal.signal(signal.SIGTERM, lambda *a: print(f"rank {rank}: ignoring SIGTERM", flush=True))
     dist = None
     if world > 1:
@@ -40,7 +42,7 @@ def main(argv=None):
         import torch.distributed as dist
 
         dist.init_process_group(backend=os.environ.get("FTPLAN_DIST_BACKEND", "gloo"))
-        print(f"rank {rank}/{world}: process group up ({dist.get_backend()})", flush=True)
+        print(f"rank {rank}/{world}: process group up ({dist.get_backend()}) pid {os.getpid()}", flush=True)
     start = 0
     if args.resume:
         ckpts = sorted((int(c.name.split("-")[1]), c) for c in out.glob("checkpoint-*"))

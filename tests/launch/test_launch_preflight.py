@@ -154,3 +154,22 @@ def test_run_checks_and_render(project):
     console = Console(record=True, width=200)
     console.print(render_checklist(checks))
     assert "✓  GPUs" in console.export_text()
+
+
+def test_rendezvous_only_for_multi_node(project):
+    p = load_project(project)
+    assert "Rendezvous" not in [c.name for c in run_checks(p, LaunchOptions(), HostFacts())]
+    opts = LaunchOptions(nnodes=2, master_addr="10.0.0.1", master_port=29500)
+    (first, *_) = run_checks(p, opts, HostFacts(port_free=False))
+    assert first.name == "Rendezvous" and first.status == FAIL and "--master-port" in first.detail
+    assert run_checks(p, opts, HostFacts(port_free=True))[0].status == OK
+    other = run_checks(p, LaunchOptions(nnodes=2, node_rank=1, master_addr="10.0.0.1"), HostFacts(port_free=False))[0]
+    assert other.status == OK and "joins node 0 at 10.0.0.1:29500" in other.detail
+
+
+def test_oom_patterns():
+    from ftplan.launch.oom import is_oom
+
+    assert is_oom("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert is_oom("RuntimeError: CUDA error: out of memory")
+    assert not is_oom("loss 0.5 memory fine")

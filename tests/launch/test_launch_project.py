@@ -82,3 +82,13 @@ def test_latest_checkpoint_by_step_number(project):
         (project / "output" / f"checkpoint-{n}").mkdir(parents=True)
     (project / "output" / "checkpoint-final").mkdir()
     assert latest_checkpoint(load_project(project)).name == "checkpoint-10"
+
+
+def test_importing_launch_is_light():
+    """The TUI and the CLI import ftplan.launch at start-up: no torch, transformers or textual."""
+    import subprocess
+    import sys
+
+    code = "import sys, ftplan.launch; print(sorted(m for m in ('torch', 'transformers', 'peft', 'textual') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import signal
 import threading
 
@@ -55,6 +56,9 @@ class FakeProcess:
 
     def group_alive(self):
         return [] if self._done.is_set() else [self.pid]
+
+    def refresh(self):
+        pass
 
 
 def setup(tmp_path, gpus=1):
@@ -132,9 +136,35 @@ def test_oom_in_output_gives_ladder_advice(tmp_path):
 def test_oom_in_torchrun_error_file(tmp_path):
     err = tmp_path / "logs" / "run_x" / "attempt_0" / "1" / "error.json"
     err.parent.mkdir(parents=True)
-    err.write_text('{"message": {"message": "OutOfMemoryError: CUDA out of memory. Tried to allocate 1 GiB"}}')
+    text = '{"message": {"message": "OutOfMemoryError: CUDA out of memory. Tried to allocate 1 GiB"}}'
+
+    def crash():
+        err.write_text(text)
+
+    proc = FakeProcess(["ChildFailedError"], code=1, on_start=crash)
+    runner, _ = run_with(tmp_path, proc, log_dir=tmp_path / "logs")
+    result = runner.run()
+    assert result.status == "oom" and "Tried to allocate 1 GiB" in result.message
+    os.utime(err, (1, 1))  # an earlier run's error file does not count
     runner, _ = run_with(tmp_path, FakeProcess(["ChildFailedError"], code=1), log_dir=tmp_path / "logs")
-    assert runner.run().status == "oom"
+    assert runner.run().status == "failed"
+
+
+def test_keyboard_interrupt_inside_run_takes_the_stop_path(tmp_path):
+    proc = FakeProcess([], run_until_signal=True)
+    calls = {"n": 0}
+    real_poll = proc.poll
+
+    def poll():
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_poll()
+
+    proc.poll = poll
+    runner, _ = run_with(tmp_path, proc, grace_s=5)
+    result = runner.run()
+    assert result.status == "interrupted" and proc.signals == [signal.SIGTERM]
 
 
 TORCHRUN_SUMMARY = """torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
@@ -205,3 +235,22 @@ def test_start_failure_is_reported(tmp_path):
 
     result = Runner(spec, p, tmp_path / "run", process_factory=boom, base_env={}).run()
     assert result.exit_code == 1 and "could not start py" in result.message
+
+
+def test_worker_exception_is_quoted(tmp_path):
+    lines = [
+        "[rank0]: Traceback (most recent call last):",
+        "[rank0]: AssertionError: Check batch related parameters.",
+        *TORCHRUN_SUMMARY[:-9],
+        "[0]:",
+        "  rank      : 0 (local_rank: 0)",
+        "  exitcode  : 1 (pid: 1)",
+        "[1]:",
+        "  rank      : 1 (local_rank: 1)",
+        "  exitcode  : 1 (pid: 2)",
+    ]
+    runner, _ = run_with(tmp_path, FakeProcess(lines, code=1), gpus=2)
+    result = runner.run()
+    assert result.status == "worker_died"
+    assert result.message.startswith("Worker rank 0 exited with code 1; rank 1 exited with code 1 too.")
+    assert "The error: AssertionError: Check batch related parameters." in result.message

@@ -17,7 +17,6 @@ GPU_ENV = {
 CPU_ENV = {
     "PYTHONUNBUFFERED": "1",
     "CUDA_VISIBLE_DEVICES": "",
-    "ACCELERATE_USE_CPU": "true",
     "DS_ACCELERATOR": "cpu",
     "FTPLAN_DIST_BACKEND": "gloo",
 }
@@ -108,7 +107,7 @@ def test_shell_line_quotes_the_environment(tmp_path):
     p = project(tmp_path, gpu="cpu")
     spec = build_launch_spec(p, LaunchOptions(python="py", cpus_here=1))
     assert spec.shell() == (
-        f"cd {p.directory} && ACCELERATE_USE_CPU=true CUDA_VISIBLE_DEVICES='' DS_ACCELERATOR=cpu "
+        f"cd {p.directory} && CUDA_VISIBLE_DEVICES='' DS_ACCELERATOR=cpu "
         "FTPLAN_DIST_BACKEND=gloo OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1 py train.py --config train_config.toml"
     )
 
@@ -117,3 +116,9 @@ def test_deepspeed_single_process_still_uses_torchrun(tmp_path):
     p = load_project(make_project(tmp_path / "p", answers_text(gpu="A100-80GB"), deepspeed=True))
     spec = build_launch_spec(p, LaunchOptions(python="py", torchrun=("torchrun",), gpus_here=1))
     assert spec.argv == ["torchrun", "--standalone", "--nproc_per_node", "1", *TRAIN]
+
+
+def test_cpu_runs_do_not_force_accelerate_to_cpu(tmp_path):
+    """ACCELERATE_USE_CPU takes DeepSpeed out of accelerate's hands: ZeRO-3 on CPU processes breaks."""
+    p = project(tmp_path, gpu="cpu", gpus=2)
+    assert "ACCELERATE_USE_CPU" not in build_launch_spec(p, LaunchOptions()).env

@@ -25,7 +25,7 @@ def exhaustive(method, answers, arch, device, data):
     return fitting
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     model=st.sampled_from(sorted(MODEL_CONFIGS)),
     gpu=st.sampled_from(sorted(GPUS)),
@@ -47,3 +47,34 @@ def test_chosen_settings_fit_when_any_would_and_are_fastest(model, gpu, gpus, se
     if fitting:
         fastest = min(hours for hours, _ in fitting)
         assert estimate_time(arch, chosen, device, data).hours <= fastest * (1 + 1e-9)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    model=st.sampled_from(sorted(MODEL_CONFIGS)),
+    gpu=st.sampled_from(sorted(GPUS)),
+    method=st.sampled_from(["full", "lora", "qlora"]),
+    attention=st.sampled_from(["sdpa", "eager"]),
+)
+def test_longest_sequence_and_largest_batch_are_exact(model, gpu, method, attention):
+    from ftplan.planner.choose import largest_micro_batch_that_fits, longest_sequence_that_fits
+
+    arch = resolve_model(model).arch
+    device = Device(GPUS[gpu], 1, 1)
+    s = base_settings(method, read_answers_text(f'[model]\nname = "{model}"\n'), device, DataShape(1000, 500))[0]
+    s = _with(s, attention=attention, micro_batch_size=1)
+    limit = usable_memory(device)
+
+    def fits(**changes):
+        return estimate_memory(arch, _with(s, **changes), device).total <= limit
+
+    longest = longest_sequence_that_fits(arch, s, device)
+    if longest:
+        assert fits(max_seq_len=longest) and (longest >= 1 << 20 or not fits(max_seq_len=longest + 256))
+    else:
+        assert not fits(max_seq_len=256)
+    largest = largest_micro_batch_that_fits(arch, s, device)
+    if largest:
+        assert fits(micro_batch_size=largest) and (largest >= 4096 or not fits(micro_batch_size=largest + 1))
+    else:
+        assert not fits(micro_batch_size=1)

@@ -1,0 +1,385 @@
+"""The exported project's configuration files, built from one method's plan. Pure: text in, text out.
+
+Each builder takes the plan (and the method) and returns a file's text or a dict; nothing here
+imports torch, transformers or DeepSpeed, so rendering a project for the TUI preview is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ftplan.planner import MethodPlan, Plan
+from ftplan.planner.settings import Settings
+
+OUTPUT_DIR = "output"
+METRICS_FILE = "metrics.jsonl"
+DEFAULT_SEED = 42
+MASTER_PORT = 29500
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the files are written for: one method of one plan."""
+
+    plan: Plan
+    method: str
+    out_dir: Path | None = None
+
+    @property
+    def mp(self) -> MethodPlan:
+        return self.plan.methods[self.method]
+
+    @property
+    def s(self) -> Settings:
+        return self.mp.settings
+
+    @property
+    def cpu(self) -> bool:
+        return self.plan.hardware.gpu == "cpu"
+
+    @property
+    def world_size(self) -> int:
+        return self.plan.hardware.world_size
+
+    @property
+    def uses_deepspeed(self) -> bool:
+        return self.s.zero_stage > 0
+
+
+# ---------------------------------------------------------------------------- paths
+
+
+def portable_path(value: str, out_dir: Path | None) -> str:
+    """A local file or folder as the project should name it: relative to the project folder when
+    one is known (so the project can be committed), else absolute; hub ids stay as they are."""
+    if not value:
+        return value
+    p = Path(value).expanduser()
+    if not p.exists():
+        return value
+    p = p.resolve()
+    if out_dir is None:
+        return str(p)
+    return os.path.relpath(p, Path(out_dir).expanduser().resolve())
+
+
+# ---------------------------------------------------------------------------- train_config.toml
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else "nan"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} to TOML")
+
+
+def _section(name: str, comment: str, rows: list[tuple[str, object, str]]) -> list[str]:
+    lines = [f"# {comment}", f"[{name}]"]
+    width = max(len(f"{k} = {_toml_value(v)}") for k, v, _ in rows)
+    for key, value, note in rows:
+        line = f"{key} = {_toml_value(value)}"
+        lines.append(f"{line:<{width}}  # {note}" if note else line)
+    return lines + [""]
+
+
+def schedule(t: Target) -> dict:
+    """Checkpoint, evaluation and logging cadence from the planned number of optimizer steps."""
+    steps = max(1, t.mp.time.steps)
+    save_steps = max(1, min(500, math.ceil(steps / 10)))
+    examples = max(1, int(t.plan.data.get("examples") or 1))
+    return {
+        "steps": steps,
+        "save_steps": save_steps,
+        "logging_steps": max(1, min(10, steps // 100)),
+        "eval_fraction": round(min(0.05, max(0.001, 500 / examples)), 4),
+        "keep_best": max(0, t.mp.cost.checkpoints_kept - 1),
+        "keep_last": 1,
+        "lora_spectrum_steps": save_steps if t.s.is_peft else 0,
+    }
+
+
+def train_config_toml(t: Target) -> str:
+    s, plan, mp = t.s, t.plan, t.mp
+    a = plan.answers
+    sch = schedule(t)
+    seconds_per_token = 1 / mp.time.tokens_per_second if mp.time.tokens_per_second else 0.0
+    head = [
+        "# train_config.toml: every hyperparameter train.py uses. Written by ftplan",
+        f"# {plan.ftplan_version} for the {t.method} plan of {plan.model.name}; edit freely (a re-export keeps",
+        "# your edits unless you pass --force). Relative paths are relative to this file's folder.",
+        "",
+    ]
+    body = []
+    body += _section(
+        "model",
+        "The base model.",
+        [
+            ("name_or_path", portable_path(plan.model.name, t.out_dir), "hub id or local folder"),
+            ("trust_remote_code", bool(a["model"]["trust_remote_code"]), "run the model repo's own code"),
+            ("attention", s.attention, "sdpa | flash_attention_2 | eager"),
+            ("new_tokens", s.new_tokens, "tokens added to the vocabulary as <extra_0>, <extra_1>, ..."),
+        ],
+    )
+    body += _section("method", "What trains.", [("kind", t.method, "full | lora | qlora")])
+    targets = s.lora_target_modules if isinstance(s.lora_target_modules, str) else list(s.lora_target_modules)
+    body += _section(
+        "lora",
+        "Adapters (used by lora and qlora; ignored by full).",
+        [
+            ("r", s.lora_r, "rank of each adapter"),
+            ("alpha", s.lora_alpha, "the update is scaled by alpha / r"),
+            ("dropout", s.lora_dropout, "dropout on the adapter input"),
+            ("target_modules", targets, '"all-linear" or module names such as ["q_proj", "v_proj"]'),
+            (
+                "train_new_token_rows",
+                s.train_new_token_rows,
+                "new tokens: train only their embedding rows (else the whole embedding matrices)",
+            ),
+        ],
+    )
+    body += _section(
+        "data",
+        "The training data.",
+        [
+            ("path", portable_path(a["data"]["path"], t.out_dir), ".jsonl/.json/.parquet/.csv file or hub dataset id"),
+            ("format", a["data"]["format"], "auto | messages | alpaca | text"),
+            ("max_seq_len", s.max_seq_len, "longer examples are truncated"),
+            ("packing", s.packing, "pack several examples into each sequence"),
+            ("eval_fraction", sch["eval_fraction"], "share of the data held out for evaluation (0 = none)"),
+            ("general_path", "", "general text to mix in against forgetting (file or hub id)"),
+            ("general_ratio", s.general_data_ratio, "share of the training mix taken from general_path"),
+        ],
+    )
+    body += _section(
+        "training",
+        "The optimisation (names follow transformers TrainingArguments).",
+        [
+            ("precision", s.precision, "bf16 (pure bf16) | bf16-mixed | fp16-mixed | fp32"),
+            ("optimizer", s.optimizer, "TrainingArguments optim name"),
+            ("micro_batch_size", s.micro_batch_size, "sequences per device per forward pass"),
+            ("gradient_accumulation_steps", s.gradient_accumulation_steps, "micro-batches per optimizer step"),
+            ("gradient_checkpointing", s.gradient_checkpointing, "recompute activations in the backward pass"),
+            ("epochs", s.epochs, "passes over the data"),
+            ("learning_rate", s.learning_rate, "peak learning rate"),
+            ("lr_scheduler", s.lr_scheduler, "TrainingArguments lr_scheduler_type"),
+            ("warmup_ratio", s.warmup_ratio, "share of the steps spent warming up"),
+            ("weight_decay", s.weight_decay, "AdamW weight decay"),
+            ("max_grad_norm", s.max_grad_norm, "gradient clipping"),
+            ("seed", DEFAULT_SEED, "data order and initialisation"),
+            ("deepspeed", "ds_config.json" if t.uses_deepspeed else "", 'DeepSpeed config file, "" for none'),
+            ("zero_stage", s.zero_stage, "for reference: the stage ds_config.json sets"),
+            ("offload", s.offload, "for reference: the offload ds_config.json sets"),
+            ("use_cpu", t.cpu, "train on CPU processes (gloo backend), no GPU"),
+        ],
+    )
+    body += _section(
+        "checkpoints",
+        "Saving: the best keep_best by eval loss plus the last keep_last are kept, others deleted.",
+        [
+            ("output_dir", OUTPUT_DIR, "checkpoints, the final model or adapter, metrics"),
+            ("save_steps", sch["save_steps"], "save (and evaluate) every N optimizer steps"),
+            ("keep_best", sch["keep_best"], "checkpoints kept for the lowest eval loss"),
+            ("keep_last", sch["keep_last"], "most recent checkpoints kept (for --resume)"),
+        ],
+    )
+    body += _section(
+        "logging",
+        "Progress.",
+        [
+            ("logging_steps", sch["logging_steps"], "log every N optimizer steps"),
+            ("metrics_file", METRICS_FILE, "JSON lines, in output_dir unless absolute"),
+            ("report_to", "tensorboard", "none | tensorboard | wandb (reads WANDB_* from the environment)"),
+            ("lora_spectrum_steps", sch["lora_spectrum_steps"], "log adapters' effective rank every N steps (0 = off)"),
+        ],
+    )
+    m = mp.memory
+    body += _section(
+        "plan",
+        "What ftplan predicted (read by `ftplan probe`; train.py ignores it). Bytes per device.",
+        [
+            ("device", plan.hardware.gpu, '"cpu" or the GPU the plan is for'),
+            ("world_size", t.world_size, "processes in the run"),
+            ("weights", m.weights, ""),
+            ("gradients", m.gradients, ""),
+            ("optimizer", m.optimizer, ""),
+            ("activations", m.activations, ""),
+            ("overhead", m.overhead, "CUDA context and workspaces, outside the allocator"),
+            ("total", m.total, ""),
+            ("tokens_per_second", float(mp.time.tokens_per_second), "whole run"),
+            ("seconds_per_token", seconds_per_token, ""),
+            ("steps", sch["steps"], "optimizer steps for the whole run"),
+            ("hours", float(mp.time.hours), "wall clock"),
+            ("usd", float(mp.cost.usd), "one run"),
+        ],
+    )
+    return "\n".join(head + body).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------------------- DeepSpeed
+
+
+def ds_optimizer(s: Settings) -> dict | None:
+    """DeepSpeed's own optimizer for the AdamW family (it is what ZeRO-Offload runs on the CPU);
+    other optimizers are left to the Trainer."""
+    if s.optimizer in ("adamw_torch", "adamw_torch_fused"):
+        return {"type": "AdamW", "params": {"lr": "auto", "betas": "auto", "eps": "auto", "weight_decay": "auto"}}
+    return None
+
+
+def ds_scheduler(s: Settings) -> dict | None:
+    if s.lr_scheduler == "cosine":
+        return {
+            "type": "WarmupCosineLR",
+            "params": {"total_num_steps": "auto", "warmup_num_steps": "auto", "warmup_type": "linear"},
+        }
+    if s.lr_scheduler == "linear":
+        return {
+            "type": "WarmupDecayLR",
+            "params": {
+                "warmup_min_lr": "auto",
+                "warmup_max_lr": "auto",
+                "warmup_num_steps": "auto",
+                "total_num_steps": "auto",
+                "warmup_type": "linear",
+            },
+        }
+    return None  # the Trainer builds its own scheduler
+
+
+def ds_config(t: Target) -> dict | None:
+    """The DeepSpeed config of a ZeRO plan (None without ZeRO). Keys the Trainer syncs are "auto"."""
+    s = t.s
+    if not t.uses_deepspeed:
+        return None
+    zero: dict = {"stage": s.zero_stage}
+    if s.offload in ("optimizer", "optimizer+params"):
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": not t.cpu}
+    if s.offload == "optimizer+params":
+        zero["offload_param"] = {"device": "cpu", "pin_memory": not t.cpu}
+    zero.update(overlap_comm=not t.cpu, contiguous_gradients=True, reduce_bucket_size="auto")
+    if s.zero_stage == 3:
+        zero.update(
+            stage3_prefetch_bucket_size="auto",
+            stage3_param_persistence_threshold="auto",
+            stage3_gather_16bit_weights_on_model_save=True,
+        )
+    bf16: dict = {"enabled": s.precision in ("bf16", "bf16-mixed")}
+    if s.precision == "bf16":
+        # Pure bf16 as planned: DeepSpeed would otherwise keep fp32 master weights, grads and moments.
+        bf16.update(bf16_master_weights_and_grads=True, bf16_optimizer_states=True)
+    config: dict = {
+        "bf16": bf16,
+        "fp16": {
+            "enabled": s.precision == "fp16-mixed",
+            "loss_scale": 0,
+            "loss_scale_window": 1000,
+            "initial_scale_power": 16,
+            "hysteresis": 2,
+            "min_loss_scale": 1,
+        },
+        "zero_optimization": zero,
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "train_batch_size": "auto",
+        "gradient_clipping": "auto",
+        "steps_per_print": 100,
+        "wall_clock_breakdown": False,
+    }
+    if (opt := ds_optimizer(s)) is not None:
+        config["optimizer"] = opt
+    elif s.offload != "none":
+        config["zero_force_ds_cpu_optimizer"] = False  # let the chosen optimizer run with offload
+    if (sched := ds_scheduler(s)) is not None:
+        config["scheduler"] = sched
+    return config
+
+
+# ---------------------------------------------------------------------------- bitsandbytes
+
+
+def bnb_config(t: Target) -> dict | None:
+    """QLoRA's quantization: NF4 with double quantization, 16-bit compute (fp32 on the CPU)."""
+    if t.method != "qlora":
+        return None
+    compute = "float32" if t.cpu else ("float16" if t.s.precision == "fp16-mixed" else "bfloat16")
+    config = {
+        "load_in_4bit": True,
+        "load_in_8bit": False,
+        "bnb_4bit_quant_type": "nf4",
+        "bnb_4bit_use_double_quant": True,
+        "bnb_4bit_compute_dtype": compute,
+        "llm_int8_skip_modules": None,
+    }
+    if t.s.zero_stage == 3:
+        config["bnb_4bit_quant_storage"] = "bfloat16"  # ZeRO-3 shards only floating-point storage
+    return config
+
+
+# ---------------------------------------------------------------------------- accelerate
+
+
+def _yaml_scalar(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return json.dumps(str(value))
+
+
+def accelerate_config_yaml(t: Target) -> str:
+    """For `accelerate launch --config_file accelerate_config.yaml train.py` (launch.sh uses torchrun)."""
+    s = t.s
+    if t.uses_deepspeed:
+        distributed = "DEEPSPEED"
+    elif t.world_size > 1:
+        distributed = "MULTI_CPU" if t.cpu else "MULTI_GPU"
+    else:
+        distributed = "NO"
+    mixed = {"bf16-mixed": "bf16", "bf16": "bf16" if t.uses_deepspeed else "no", "fp16-mixed": "fp16"}.get(
+        s.precision, "no"
+    )
+    rows = {
+        "compute_environment": "LOCAL_MACHINE",
+        "debug": False,
+        "distributed_type": distributed,
+        "downcast_bf16": "no",
+        "machine_rank": 0,
+        "main_training_function": "main",
+        # With DeepSpeed the precision lives in ds_config.json (accelerate refuses it in both places).
+        "mixed_precision": None if t.uses_deepspeed else mixed,
+        "num_machines": t.plan.hardware.nodes,
+        "num_processes": t.world_size,
+        "rdzv_backend": "static",
+        "same_network": True,
+        "use_cpu": t.cpu,
+    }
+    if t.plan.hardware.nodes > 1:
+        rows["main_process_ip"] = "127.0.0.1"
+        rows["main_process_port"] = MASTER_PORT
+    if not t.cpu and distributed != "NO":
+        rows["gpu_ids"] = "all"
+    lines = [
+        "# accelerate launch --config_file accelerate_config.yaml train.py",
+        "# Multi-node: set machine_rank and main_process_ip (the first node's address) on each node.",
+    ]
+    lines += [f"{k}: {_yaml_scalar(v)}" for k, v in rows.items() if v is not None]
+    if t.uses_deepspeed:
+        lines += [
+            "deepspeed_config:",
+            "  deepspeed_config_file: ds_config.json",
+            f"  zero3_init_flag: {_yaml_scalar(s.zero_stage == 3)}",
+        ]
+        if t.plan.hardware.nodes > 1:
+            lines.append("  deepspeed_multinode_launcher: standard")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,579 @@
+"""Fine-tune a causal language model: full fine-tuning, LoRA or QLoRA, as ftplan planned it.
+
+One readable recipe, configured entirely by ``train_config.toml`` (every key is commented there).
+Change hyperparameters in the config; change the recipe here. The stages, in order:
+
+    load_config -> build_tokenizer -> build_model -> build_datasets -> build_trainer -> train
+
+Run it with ``bash launch.sh`` (one process, torchrun or multi-node), or directly:
+
+    python train.py [--config train_config.toml] [--max-steps N] [--resume]
+
+Importing this file does no work: ``ftplan probe`` imports the stages and runs a few steps.
+Stack: transformers + TRL ``SFTTrainer``, peft for LoRA/QLoRA, bitsandbytes for 4-bit weights,
+DeepSpeed ZeRO when ``training.deepspeed`` names a config. The Hugging Face token, when a gated
+model or dataset needs one, comes from the ``HF_TOKEN`` environment variable only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+import torch
+from datasets import concatenate_datasets, load_dataset
+from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    TrainerCallback,
+    set_seed,
+)
+from transformers.trainer_utils import get_last_checkpoint
+from trl import SFTConfig, SFTTrainer
+
+# Used when the tokenizer has no chat template of its own (base models).
+SIMPLE_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>\n' + message['content'] + eos_token + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+)
+DATA_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+ROLES = {"human": "user", "gpt": "assistant", "system": "system", "user": "user", "assistant": "assistant"}
+
+# Keeps the DeepSpeed config object alive between build_model and build_trainer: with ZeRO-3,
+# from_pretrained partitions the weights while loading only while such an object exists.
+_DEEPSPEED_KEEPALIVE: list = []
+
+
+# ---------------------------------------------------------------------------- config
+
+
+def load_config(path: str | os.PathLike = "train_config.toml") -> dict:
+    """Read train_config.toml; relative paths in it are relative to the file's folder."""
+    path = Path(path)
+    with path.open("rb") as fh:
+        cfg = tomllib.load(fh)
+    cfg["config_dir"] = str(path.resolve().parent)
+    return cfg
+
+
+def resolve(cfg: dict, value: str) -> str:
+    """A path from the config made absolute when it names a file next to the config; else unchanged
+    (a hub id, or an absolute path)."""
+    if not value or os.path.isabs(value):
+        return value
+    candidate = Path(cfg["config_dir"]) / value
+    return str(candidate) if candidate.exists() else value
+
+
+def on_cpu(cfg: dict) -> bool:
+    return bool(cfg["training"].get("use_cpu", False))
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def hf_token() -> str | None:
+    return os.environ.get("HF_TOKEN") or None
+
+
+def setup_distributed(cfg: dict) -> None:
+    """Before anything DeepSpeed: a single process without a launcher gets the rendezvous a launcher
+    would set; CPU plans run DeepSpeed on its CPU accelerator with gloo collectives (the Trainer's
+    CPU setup would not start DeepSpeed's own)."""
+    if not cfg["training"].get("deepspeed"):
+        return
+    if "RANK" not in os.environ:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        defaults = dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        for key, value in defaults.items():
+            os.environ.setdefault(key, value)
+    if on_cpu(cfg):
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        import deepspeed
+
+        if not deepspeed.comm.is_initialized():
+            deepspeed.init_distributed(dist_backend="gloo")
+
+
+def deepspeed_config(cfg: dict) -> dict | None:
+    name = cfg["training"].get("deepspeed", "")
+    if not name:
+        return None
+    with open(resolve(cfg, name), encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+# ---------------------------------------------------------------------------- tokenizer
+
+
+def new_token_names(cfg: dict) -> list[str]:
+    return [f"<extra_{i}>" for i in range(int(cfg["model"].get("new_tokens", 0)))]
+
+
+def build_tokenizer(cfg: dict):
+    """The base model's tokenizer, with a pad token, a chat template and the new tokens added."""
+    m = cfg["model"]
+    tokenizer = AutoTokenizer.from_pretrained(
+        resolve(cfg, m["name_or_path"]), trust_remote_code=m["trust_remote_code"], token=hf_token()
+    )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = SIMPLE_CHAT_TEMPLATE
+    names = new_token_names(cfg)
+    if names:
+        added = tokenizer.add_tokens(names)
+        print(f"[train] added {added} new tokens ({names[0]} .. {names[-1]})")
+    return tokenizer
+
+
+# ---------------------------------------------------------------------------- model
+
+
+def load_dtype(cfg: dict) -> torch.dtype:
+    """bf16 = weights in bf16 (pure bf16 training); the *-mixed precisions keep fp32 weights and
+    compute in 16 bits under autocast; fp32 is fp32 throughout."""
+    return torch.bfloat16 if cfg["training"]["precision"] == "bf16" else torch.float32
+
+
+def build_model(cfg: dict, tokenizer):
+    """Load the base model for the method; for LoRA/QLoRA return it wrapped with the adapters."""
+    kind = cfg["method"]["kind"]
+    m, t = cfg["model"], cfg["training"]
+    kwargs = dict(
+        dtype=load_dtype(cfg),
+        attn_implementation=m["attention"],
+        trust_remote_code=m["trust_remote_code"],
+        token=hf_token(),
+    )
+    if kind == "qlora":
+        with open(resolve(cfg, "bnb_config.json"), encoding="utf-8") as fh:
+            bnb = BitsAndBytesConfig.from_dict(json.load(fh))
+        kwargs["quantization_config"] = bnb
+        kwargs["dtype"] = bnb.bnb_4bit_compute_dtype
+        if not on_cpu(cfg) and deepspeed_config(cfg) is None:
+            kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    ds = deepspeed_config(cfg)
+    if ds and ds.get("zero_optimization", {}).get("stage") == 3:
+        # Creating the training arguments first makes from_pretrained load straight into shards
+        # (and, for QLoRA, lets the 4-bit weights stored as bfloat16 be sharded).
+        _DEEPSPEED_KEEPALIVE.append(training_arguments(cfg, has_eval=False))
+    model = AutoModelForCausalLM.from_pretrained(resolve(cfg, m["name_or_path"]), **kwargs)
+
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    if t["gradient_checkpointing"]:
+        model.config.use_cache = False
+
+    if kind == "full":
+        return model
+    if kind == "qlora":
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=t["gradient_checkpointing"],
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+        quantized = sum(type(module).__name__ == "Linear4bit" for module in model.modules())
+        print(f"[train] {quantized} linear layers in 4-bit {kwargs['quantization_config'].bnb_4bit_quant_type}")
+    elif t["gradient_checkpointing"]:
+        model.enable_input_require_grads()
+    model = get_peft_model(model, lora_config(cfg, model, tokenizer))
+    head = model.get_output_embeddings()
+    if type(head).__name__ == "TrainableTokensWrapper" and "bias" not in dir(head):
+        # TRL computes the loss from lm_head.weight and lm_head.bias directly (a fused LM head); peft's
+        # trainable-token wrapper provides the merged weight but no bias attribute.
+        head.register_parameter("bias", None)
+    model.print_trainable_parameters()
+    return model
+
+
+def module_name(model, module) -> str:
+    return next(name for name, mod in model.named_modules() if mod is module).rsplit(".", 1)[-1]
+
+
+def lora_config(cfg: dict, model, tokenizer) -> LoraConfig:
+    """The adapters: rank, alpha, dropout, targets; new tokens train their own rows, or the whole
+    embedding matrices when lora.train_new_token_rows is false."""
+    lora = cfg["lora"]
+    extra: dict = {}
+    names = new_token_names(cfg)
+    if names:
+        ids = tokenizer.convert_tokens_to_ids(names)
+        embed = module_name(model, model.get_input_embeddings())
+        head = model.get_output_embeddings()
+        if lora["train_new_token_rows"]:
+            extra["trainable_token_indices"] = {embed: ids}
+            if head is not None and not model.config.get_text_config().tie_word_embeddings:
+                extra["trainable_token_indices"][module_name(model, head)] = ids
+        else:
+            extra["modules_to_save"] = [embed] + ([module_name(model, head)] if head is not None else [])
+    return LoraConfig(
+        r=lora["r"],
+        lora_alpha=lora["alpha"],
+        lora_dropout=lora["dropout"],
+        target_modules=lora["target_modules"],
+        bias="none",
+        task_type="CAUSAL_LM",
+        **extra,
+    )
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def load_any(cfg: dict, path_or_id: str):
+    """A local .jsonl/.json/.parquet/.csv file, or a dataset id on the Hugging Face hub."""
+    local = resolve(cfg, path_or_id)
+    suffix = Path(local).suffix.lower()
+    if os.path.isfile(local):
+        if suffix not in DATA_BUILDERS:
+            raise ValueError(f"{local}: expected one of {', '.join(DATA_BUILDERS)}")
+        return load_dataset(DATA_BUILDERS[suffix], data_files=local, split="train")
+    return load_dataset(path_or_id, split="train", token=hf_token())
+
+
+def detect_format(columns: list[str]) -> str:
+    cols = set(columns)
+    if "messages" in cols or "conversations" in cols:
+        return "messages"
+    if {"instruction", "output"} <= cols:
+        return "alpaca"
+    if {"prompt", "completion"} <= cols:
+        return "prompt_completion"
+    if "text" in cols:
+        return "text"
+    raise ValueError(
+        f"cannot tell the data format from the columns {sorted(cols)}: expected messages, "
+        "instruction/output (alpaca), prompt/completion or text; set data.format"
+    )
+
+
+def as_messages(example: dict, fmt: str) -> list[dict]:
+    if fmt == "messages":
+        turns = example.get("messages") or example.get("conversations")
+        return [
+            {
+                "role": ROLES.get(t.get("role", t.get("from")), t.get("role", t.get("from"))),
+                "content": t.get("content", t.get("value")),
+            }
+            for t in turns
+        ]
+    if fmt == "alpaca":
+        prompt = example["instruction"] + (f"\n\n{example['input']}" if example.get("input") else "")
+        return [{"role": "user", "content": prompt}, {"role": "assistant", "content": example["output"]}]
+    return [{"role": "user", "content": example["prompt"]}, {"role": "assistant", "content": example["completion"]}]
+
+
+def to_text(dataset, fmt: str, tokenizer):
+    """Every format becomes one "text" column: chats through the tokenizer's chat template."""
+    if fmt == "auto":
+        fmt = detect_format(dataset.column_names)
+    if fmt == "text":
+        return dataset.select_columns(["text"])
+
+    def render(example):
+        return {"text": tokenizer.apply_chat_template(as_messages(example, fmt), tokenize=False)}
+
+    return dataset.map(render, remove_columns=dataset.column_names)
+
+
+def build_datasets(cfg: dict, tokenizer):
+    """(train, eval): the data as text, an eval split of data.eval_fraction, general text mixed in
+    at data.general_ratio when data.general_path is set. eval is None without an eval split."""
+    d, seed = cfg["data"], cfg["training"]["seed"]
+    if not d["path"]:
+        raise SystemExit("data.path is empty in train_config.toml: set a .jsonl/.json/.parquet/.csv file or hub id")
+    data = to_text(load_any(cfg, d["path"]), d["format"], tokenizer)
+    train, evaluation = data, None
+    n_eval = math.ceil(len(data) * d["eval_fraction"]) if d["eval_fraction"] > 0 else 0
+    if n_eval and len(data) > n_eval:
+        split = data.train_test_split(test_size=n_eval, seed=seed)
+        train, evaluation = split["train"], split["test"]
+    ratio = d.get("general_ratio", 0.0)
+    if ratio > 0 and d.get("general_path"):
+        general = to_text(load_any(cfg, d["general_path"]), "auto", tokenizer)
+        wanted = min(len(general), round(len(train) * ratio / (1 - ratio)))
+        general = general.shuffle(seed=seed).select(range(wanted))
+        train = concatenate_datasets([train, general]).shuffle(seed=seed)
+        print(f"[train] mixed {wanted} general examples into {len(train) - wanted} task examples")
+    elif ratio > 0:
+        print(f"[train] data.general_ratio = {ratio} but data.general_path is empty: no general data mixed")
+    return train, evaluation
+
+
+# ---------------------------------------------------------------------------- trainer
+
+
+def training_arguments(cfg: dict, max_steps: int | None = None, has_eval: bool = True) -> SFTConfig:
+    t, c, log, d = cfg["training"], cfg["checkpoints"], cfg["logging"], cfg["data"]
+    setup_distributed(cfg)
+    precision = t["precision"]
+    deepspeed = resolve(cfg, t["deepspeed"]) if t.get("deepspeed") else None
+    short = max_steps is not None
+    return SFTConfig(
+        output_dir=resolve_output(cfg),
+        per_device_train_batch_size=t["micro_batch_size"],
+        per_device_eval_batch_size=t["micro_batch_size"],
+        gradient_accumulation_steps=t["gradient_accumulation_steps"],
+        num_train_epochs=t["epochs"],
+        max_steps=max_steps if short else -1,
+        learning_rate=t["learning_rate"],
+        lr_scheduler_type=t["lr_scheduler"],
+        warmup_steps=t["warmup_ratio"],  # a float below 1 is a ratio of the total steps
+        weight_decay=t["weight_decay"],
+        max_grad_norm=t["max_grad_norm"],
+        optim=t["optimizer"],
+        # Pure bf16 loads bf16 weights and needs no autocast; DeepSpeed wants its bf16 flag to match.
+        bf16=precision == "bf16-mixed" or (precision == "bf16" and deepspeed is not None),
+        fp16=precision == "fp16-mixed",
+        gradient_checkpointing=t["gradient_checkpointing"],
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        seed=t["seed"],
+        deepspeed=deepspeed,
+        use_cpu=on_cpu(cfg),
+        ddp_backend="gloo" if on_cpu(cfg) and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        max_length=d["max_seq_len"],
+        packing=d["packing"],
+        dataset_text_field="text",
+        save_strategy="steps",
+        save_steps=c["save_steps"],
+        save_total_limit=None,  # KeepBestAndLast does the pruning
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=c["save_steps"],
+        logging_steps=1 if short else log["logging_steps"],
+        logging_first_step=True,
+        report_to=log["report_to"],
+        include_num_input_tokens_seen="non_padding",
+        disable_tqdm=not sys.stderr.isatty(),
+    )
+
+
+def resolve_output(cfg: dict) -> str:
+    out = cfg["checkpoints"]["output_dir"]
+    return out if os.path.isabs(out) else str(Path(cfg["config_dir"]) / out)
+
+
+def build_trainer(cfg: dict, model, tokenizer, train, evaluation, max_steps: int | None = None) -> SFTTrainer:
+    args = training_arguments(cfg, max_steps, has_eval=evaluation is not None)
+    callbacks = [MetricsFile(metrics_path(cfg)), KeepBestAndLast(cfg["checkpoints"])]
+    every = cfg["logging"].get("lora_spectrum_steps", 0)
+    if cfg["method"]["kind"] != "full" and every:
+        callbacks.append(LoraSpectrum(every, metrics_path(cfg)))
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+
+
+# ---------------------------------------------------------------------------- callbacks
+
+
+def metrics_path(cfg: dict) -> Path:
+    path = Path(cfg["logging"]["metrics_file"])
+    return path if path.is_absolute() else Path(resolve_output(cfg)) / path
+
+
+def peak_memory_bytes() -> int:
+    """The step's peak: CUDA's allocator peak on a GPU, the process's peak RSS on the CPU."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return int(torch.cuda.max_memory_allocated())
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def append_json(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+class MetricsFile(TrainerCallback):
+    """One JSON line per logging step (and per evaluation) in the metrics file, on the main process."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.start = time.time()
+        self.last_time, self.last_tokens = self.start, 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.last_time, self.last_tokens = time.time(), state.num_input_tokens_seen
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        now = time.time()
+        if "loss" in logs:
+            tokens = state.num_input_tokens_seen
+            rate = (tokens - self.last_tokens) / max(now - self.last_time, 1e-9)
+            self.last_time, self.last_tokens = now, tokens
+            append_json(
+                self.path,
+                {
+                    "step": state.global_step,
+                    "loss": logs["loss"],
+                    "lr": logs.get("learning_rate"),
+                    "tokens_per_second": rate,
+                    "peak_memory_bytes": peak_memory_bytes(),
+                    "epoch": state.epoch,
+                    "max_steps": state.max_steps,
+                    "time": now - self.start,
+                },
+            )
+        elif "eval_loss" in logs:
+            append_json(
+                self.path,
+                {"event": "eval", "step": state.global_step, "eval_loss": logs["eval_loss"], "time": now - self.start},
+            )
+
+    def end(self, status: str, **extra) -> None:
+        if is_main_process():
+            append_json(self.path, {"event": "end", "status": status, "time": time.time() - self.start, **extra})
+
+
+class KeepBestAndLast(TrainerCallback):
+    """After each save, delete every checkpoint that is neither among the best `keep_best` by eval
+    loss nor among the last `keep_last` (the last one is always kept, for --resume)."""
+
+    def __init__(self, checkpoints: dict):
+        self.keep_best = int(checkpoints.get("keep_best", 1))
+        self.keep_last = max(1, int(checkpoints.get("keep_last", 1)))
+
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        found = {}
+        for path in Path(args.output_dir).glob("checkpoint-*"):
+            step = path.name.rpartition("-")[2]
+            if path.is_dir() and step.isdigit():
+                found[int(step)] = path
+        keep = set(sorted(found)[-self.keep_last :])
+        losses = {e["step"]: e["eval_loss"] for e in state.log_history if "eval_loss" in e}
+        ranked = sorted((losses[step], step) for step in found if step in losses)
+        keep |= {step for _, step in ranked[: self.keep_best]}
+        for step, path in sorted(found.items()):
+            if step not in keep:
+                shutil.rmtree(path, ignore_errors=True)
+                print(f"[train] removed {path.name} (not among the best {self.keep_best} or last {self.keep_last})")
+
+
+def lora_singular_values(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Singular values of the update B @ A without forming it: with B = Qb Rb and A^T = Qa Ra,
+    B A = Qb (Rb Ra^T) Qa^T, so they are those of the small r x r matrix Rb Ra^T."""
+    _, rb = torch.linalg.qr(b.detach().float().cpu())
+    _, ra = torch.linalg.qr(a.detach().float().cpu().T)
+    return torch.linalg.svdvals(rb @ ra.T)
+
+
+def effective_rank(s: torch.Tensor) -> float:
+    """exp(entropy) of the normalised singular values (Roy and Vetterli, 2007); 0 for a zero update."""
+    total = s.sum()
+    if total <= 0:
+        return 0.0
+    p = s / total
+    p = p[p > 0]
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+class LoraSpectrum(TrainerCallback):
+    """Every `every` steps, each adapter's singular values and effective rank: an adapter whose
+    effective rank stays far below lora.r could use a smaller rank."""
+
+    def __init__(self, every: int, path: Path):
+        self.every, self.path = int(every), Path(path)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if model is None or state.global_step % self.every or not state.is_world_process_zero:
+            return
+        modules = {}
+        for name, module in model.named_modules():
+            a, b = getattr(module, "lora_A", None), getattr(module, "lora_B", None)
+            if a is None or "default" not in a:
+                continue
+            wa, wb = a["default"].weight, b["default"].weight
+            if wa.numel() == 0:  # sharded by ZeRO-3: not on this rank
+                continue
+            s = lora_singular_values(wa, wb) * module.scaling["default"]
+            top = [round(x, 6) for x in s[:4].tolist()]
+            modules[name] = {"effective_rank": round(effective_rank(s), 3), "top": top}
+        if not modules:
+            return
+        ranks = [m["effective_rank"] for m in modules.values()]
+        print(
+            f"[train] step {state.global_step}: LoRA effective rank mean {sum(ranks) / len(ranks):.2f}, "
+            f"min {min(ranks):.2f}, max {max(ranks):.2f} over {len(ranks)} adapters"
+        )
+        append_json(self.path, {"event": "lora_spectrum", "step": state.global_step, "modules": modules})
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Fine-tune as train_config.toml says.")
+    p.add_argument("--config", default=str(Path(__file__).resolve().parent / "train_config.toml"))
+    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (smoke tests)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
+    return p.parse_args(argv)
+
+
+def latest_checkpoint(cfg: dict) -> str | None:
+    out = resolve_output(cfg)
+    return get_last_checkpoint(out) if os.path.isdir(out) else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = load_config(args.config)
+    setup_distributed(cfg)
+    set_seed(cfg["training"]["seed"])
+    metrics = MetricsFile(metrics_path(cfg))
+    try:
+        tokenizer = build_tokenizer(cfg)
+        model = build_model(cfg, tokenizer)
+        train, evaluation = build_datasets(cfg, tokenizer)
+        trainer = build_trainer(cfg, model, tokenizer, train, evaluation, max_steps=args.max_steps)
+        checkpoint = latest_checkpoint(cfg) if args.resume else None
+        if args.resume and is_main_process():
+            print(f"[train] resuming from {checkpoint}" if checkpoint else "[train] no checkpoint; starting fresh")
+        trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.save_model(resolve_output(cfg))  # adapter only for LoRA/QLoRA; 16-bit weights gathered under ZeRO-3
+        if is_main_process():
+            tokenizer.save_pretrained(resolve_output(cfg))
+            print(f"[train] saved to {resolve_output(cfg)}")
+    except BaseException as exc:
+        metrics.end("error", error=f"{type(exc).__name__}: {exc}")
+        raise
+    metrics.end("ok", step=trainer.state.global_step, output_dir=resolve_output(cfg))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

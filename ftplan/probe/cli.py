@@ -1,0 +1,267 @@
+"""`ftplan probe DIR [--steps N] [--json]`: check the plan's memory on real training steps.
+
+Imports the exported project's ``train.py`` (``load_config``, ``build_tokenizer``,
+``build_model``, ``build_datasets``, ``build_trainer``), takes the trainer's model, optimizer and
+a real batch from its dataloader, and runs ``N`` steps the way the Trainer does (forward with
+labels, backward, clipping, step, ``zero_grad(set_to_none=True)``): the first warms up (Adam
+states are created lazily), the middle ones are timed, the last is measured per phase
+(MemTracker on the CPU, the CUDA allocator's peak counters on a GPU). Prints predicted
+(``DIR/plan.json``) against measured by component, a verdict, and saves ``DIR/probe.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+TOLERANCE = 0.10
+COMPONENTS = ("weights", "gradients", "optimizer", "activations")
+
+
+class ProbeError(Exception):
+    """Bad project folder: one message, exit 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ftplan probe",
+        description="Run a few real training steps of an exported project and compare memory with the plan.",
+    )
+    p.add_argument("dir", metavar="DIR", help="the exported project folder (train.py, train_config.toml, plan.json)")
+    p.add_argument("--steps", type=int, default=3, help="steps to run (>= 1; the last one is measured)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout, nothing else")
+    return p
+
+
+def _check_dir(path: str) -> Path:
+    d = Path(path)
+    if not d.is_dir():
+        raise ProbeError(f"ftplan probe: {path} is not a folder (give the folder `ftplan --out` exported)")
+    missing = [n for n in ("train.py", "train_config.toml") if not (d / n).is_file()]
+    if missing:
+        raise ProbeError(f"ftplan probe: {path} is not an exported project: {', '.join(missing)} missing")
+    return d
+
+
+def _import_train(d: Path):
+    spec = importlib.util.spec_from_file_location("ftplan_probe_train", d / "train.py")
+    if spec is None or spec.loader is None:
+        raise ProbeError(f"ftplan probe: cannot import {d / 'train.py'}")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(d))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        if sys.path and sys.path[0] == str(d):
+            sys.path.pop(0)
+    needed = ("load_config", "build_tokenizer", "build_model", "build_datasets", "build_trainer")
+    lacking = [n for n in needed if not hasattr(module, n)]
+    if lacking:
+        raise ProbeError(f"ftplan probe: {d / 'train.py'} lacks {', '.join(lacking)} (re-export the project)")
+    return module
+
+
+def _method_of(cfg: dict) -> str:
+    return str(cfg.get("method", {}).get("kind", "lora"))
+
+
+def predicted_memory(d: Path, cfg: dict, on_cpu: bool) -> dict:
+    """Predicted bytes by component for the project's method.
+
+    From ``plan.json`` (the exported plan); when the probe runs on the CPU while the plan was
+    made for a GPU, the estimate is recomputed for ``Device(CPU)`` with the plan's settings so
+    that the comparison is like for like (and the GPU plan is kept alongside).
+    """
+    method = _method_of(cfg)
+    plan_path = d / "plan.json"
+    out: dict = {"method": method, "source": ""}
+    if plan_path.is_file():
+        try:
+            plan = json.loads(plan_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ProbeError(f"ftplan probe: {plan_path} is not valid JSON ({exc})") from exc
+        mp = plan.get("methods", {}).get(method)
+        if mp is None:
+            raise ProbeError(f"ftplan probe: {plan_path} has no plan for method {method!r}")
+        mem = dict(mp["memory"])
+        out.update(memory=mem, phases=mp.get("memory_phases", {}), source="plan.json")
+        out["tokens_per_second"] = mp.get("time", {}).get("tokens_per_second", 0.0)
+        gpu = plan.get("hardware", {}).get("gpu", "")
+        out["device"] = gpu
+        if on_cpu and gpu != "cpu":
+            cpu_mem = _recompute_for_cpu(plan, mp)
+            if cpu_mem is not None:
+                out["plan_memory"] = mem
+                out["memory"] = cpu_mem
+                out["source"] = f"plan.json settings, re-estimated for the CPU (plan made for {gpu})"
+    else:
+        section = cfg.get("plan", {})
+        mem = {k: int(section.get(k, 0)) for k in (*COMPONENTS, "overhead", "total")}
+        out.update(memory=mem, source="train_config.toml [plan]", device=section.get("device", ""))
+        out["tokens_per_second"] = float(section.get("tokens_per_second", 0.0))
+    return out
+
+
+def _recompute_for_cpu(plan: dict, mp: dict) -> dict | None:
+    try:
+        from ftplan.planner.catalog.gpus import CPU
+        from ftplan.planner.memory import Device, estimate_memory
+        from ftplan.planner.models import resolve_model
+        from ftplan.planner.settings import Settings
+
+        arch = resolve_model(plan["model"]["name"]).arch
+        settings = Settings(**{k: v for k, v in mp["settings"].items() if k in Settings.model_fields})
+        return estimate_memory(arch, settings, Device(CPU)).as_dict()
+    except Exception:  # the plan's own numbers are still shown
+        return None
+
+
+def _to_device(batch: dict, device) -> dict:
+    return {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
+
+
+def run_probe(d: Path, steps: int) -> dict:
+    """Build the project's trainer and measure; returns the result dictionary."""
+    from ftplan.probe.measure import _step, measure_cpu_step, measure_cuda_step
+
+    train = _import_train(d)
+    cfg = train.load_config(str(d / "train_config.toml"))
+    tok = train.build_tokenizer(cfg)
+    model = train.build_model(cfg, tok)
+    train_ds, eval_ds = train.build_datasets(cfg, tok)
+    trainer = train.build_trainer(cfg, model, tok, train_ds, eval_ds, max_steps=steps)
+    model = trainer.model
+    model.train()
+    optimizer = trainer.create_optimizer()
+    max_grad_norm = float(getattr(trainer.args, "max_grad_norm", 1.0) or 0.0)
+    device = next(model.parameters()).device
+    batches = iter(trainer.get_train_dataloader())
+    batch = _to_device(next(batches), device)
+    count = lambda b: int(b["attention_mask"].sum()) if "attention_mask" in b else int(b["input_ids"].numel())  # noqa: E731
+    warm = 1 if steps >= 2 else 0
+    timed = max(steps - 1 - warm, 0)
+    for _ in range(warm):
+        _step(model, optimizer, batch, max_grad_norm)
+    tokens, seconds = 0, 0.0
+    if timed:
+        if device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(timed):
+            try:
+                b = _to_device(next(batches), device)
+            except StopIteration:
+                b = batch
+            _step(model, optimizer, b, max_grad_norm)
+            tokens += count(b)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+    measure = measure_cuda_step if device.type == "cuda" else measure_cpu_step
+    m = measure(model, optimizer, batch, warmup_steps=0, max_grad_norm=max_grad_norm)
+    if not timed:
+        tokens, seconds = count(batch), m.seconds
+    pred = predicted_memory(d, cfg, on_cpu=device.type != "cuda")
+    pmem = pred.get("memory", {})
+    predicted_peak = int(pmem.get("total", 0)) - (int(pmem.get("overhead", 0)) if device.type != "cuda" else 0)
+    measured_total = m.peak
+    if device.type == "cuda":
+        measured_total += int(pmem.get("overhead", 0))  # CUDA context etc. outside the allocator
+    error = (predicted_peak - measured_total) / measured_total if measured_total else 0.0
+    return {
+        "project": str(d),
+        "method": pred.get("method"),
+        "device": "cuda" if device.type == "cuda" else "cpu",
+        "steps": steps,
+        "predicted": {
+            **{k: int(pmem.get(k, 0)) for k in (*COMPONENTS, "overhead")},
+            "total": predicted_peak,
+            "source": pred.get("source", ""),
+            "plan_device": pred.get("device", ""),
+        },
+        "measured": {**m.components, "total": measured_total, "peak_phase": m.peak_phase, "phases": m.phases},
+        "error": error,
+        "tokens_per_s": {
+            "predicted": float(pred.get("tokens_per_second", 0.0) or 0.0),
+            "measured": tokens / seconds if seconds else 0.0,
+        },
+    }
+
+
+def verdict(result: dict) -> str:
+    err = result["error"]
+    if abs(err) <= TOLERANCE:
+        return f"OK: the plan's memory holds on real steps (error {100 * err:+.1f}%, within {100 * TOLERANCE:.0f}%)."
+    if err < 0:
+        return (
+            f"WARNING: the run needs {100 * -err:.0f}% more memory than planned; leave headroom or lower "
+            "micro_batch_size / max_seq_len."
+        )
+    return f"NOTE: the run needs {100 * err:.0f}% less memory than planned (the plan is conservative here)."
+
+
+def _render(result: dict) -> str:
+    from ftplan.probe.measure import fmt_bytes
+
+    p, m = result["predicted"], result["measured"]
+    lines = [
+        f"ftplan probe {result['project']}: {result['method']} on {result['device']}, {result['steps']} steps",
+        f"predicted from {p['source']}",
+        "",
+    ]
+    lines.append(f"{'component':12s} {'predicted':>12s} {'measured':>12s} {'error':>8s}")
+    for k in (*COMPONENTS, "total"):
+        pv, mv = p.get(k, 0), m.get(k, 0)
+        e = f"{100 * (pv - mv) / mv:+.1f}%" if mv else "-"
+        lines.append(f"{k:12s} {fmt_bytes(pv):>12s} {fmt_bytes(mv):>12s} {e:>8s}")
+    lines.append(
+        f"measured peak phase: {m['peak_phase']}  ({', '.join(f'{k} {fmt_bytes(v)}' for k, v in m['phases'].items())})"
+    )
+    t = result["tokens_per_s"]
+    where = (
+        f" (the plan's figure is for {p['plan_device']})" if p.get("plan_device") not in ("", result["device"]) else ""
+    )
+    lines.append(f"tokens/s: predicted {t['predicted']:,.0f}, measured {t['measured']:,.0f}{where}")
+    lines.append(verdict(result))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        d = _check_dir(args.dir)
+        if args.steps < 1:
+            raise ProbeError("ftplan probe: --steps must be at least 1")
+        _import_train(d)  # fail early, with one message, on a broken project
+        try:
+            import torch  # noqa: F401
+        except ImportError as exc:
+            raise ProbeError("ftplan probe: torch is not installed (pip install 'ftplan[train]')") from exc
+        import contextlib
+
+        # Libraries print progress and notices; keep stdout for the result alone.
+        with contextlib.redirect_stdout(sys.stderr):
+            result = run_probe(d, args.steps)
+    except ProbeError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # the project's own code failed: say so in one line
+        print(f"ftplan probe: the project failed while probing: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    (d / "probe.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if args.json:
+        sys.stdout.write(json.dumps(result) + "\n")
+    else:
+        print(_render(result))
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,476 @@
+"""Measure the memory of real training steps, by component and by phase.
+
+One training step here is what the Hugging Face Trainer does for one micro-batch with
+``gradient_accumulation_steps = 1``: forward with labels (the model computes the loss) ->
+``loss.backward()`` -> gradient clipping -> ``optimizer.step()`` -> ``zero_grad(set_to_none=True)``.
+The first steps run untracked (optimizer states are created lazily at the first ``step()``;
+a long run's peak has them), then one steady-state step is measured:
+
+* on the CPU with PyTorch's ``MemTracker`` (``torch.distributed._tools.mem_tracker``), which
+  follows every tensor storage made by an aten op and labels it PARAM, BUFFER, GRAD, ACT,
+  TEMP (made during backward), OPT or OTH (the input batch);
+* on a GPU with ``torch.cuda.max_memory_allocated`` / ``reset_peak_memory_stats`` per phase.
+
+Phases: ``forward`` (to the loss), ``backward``, ``optimizer_step`` (clipping, step and
+zero_grad). ``StepMemory.phases[p]`` is the peak allocated bytes within phase ``p``;
+``StepMemory.peak`` the largest of them. torch is imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+PHASES = ("forward", "backward", "optimizer_step")
+
+# How MemTracker's categories map onto the planner's components.
+COMPONENT_OF = {
+    "Parameter": "weights",
+    "Buffer": "weights",
+    "Gradient": "gradients",
+    "Optstate": "optimizer",
+    "Activation": "activations",
+    "Temp": "activations",
+    "Other": "activations",  # the input batch (input_ids, labels)
+}
+COMPONENTS = ("weights", "gradients", "optimizer", "activations")
+
+
+@dataclass
+class StepMemory:
+    """Peak memory of one steady-state training step."""
+
+    device: str
+    peak: int
+    phases: dict[str, int]
+    """Peak allocated bytes within each phase."""
+    peak_phase: str
+    by_category: dict[str, int]
+    """Bytes by MemTracker category at the step's peak (on a GPU: derived, see ``components``)."""
+    phase_categories: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Bytes by category at each phase's own peak."""
+    after: dict[str, int] = field(default_factory=dict)
+    """Allocated bytes at the end of each phase."""
+    seconds: float = 0.0
+    tokens: int = 0
+
+    @property
+    def components(self) -> dict[str, int]:
+        """The peak split into the planner's components (weights, gradients, optimizer, activations)."""
+        out = dict.fromkeys(COMPONENTS, 0)
+        for cat, value in self.by_category.items():
+            out[COMPONENT_OF.get(cat, "activations")] += value
+        return out
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["components"] = self.components
+        d["tokens_per_second"] = self.tokens_per_second
+        return d
+
+
+# ---- building models -------------------------------------------------------------------
+
+
+def tiny_llama_config(
+    hidden: int = 128,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    intermediate: int | None = None,
+    vocab: int = 512,
+    tied: bool = False,
+    model_type: str = "llama",
+    max_positions: int = 4096,
+) -> dict:
+    """A config.json-style dict for a small Llama-style decoder (random weights)."""
+    return {
+        "model_type": model_type,
+        "hidden_size": hidden,
+        "intermediate_size": intermediate or (8 * hidden // 3 + 63) // 64 * 64,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "head_dim": hidden // heads,
+        "vocab_size": vocab,
+        "tie_word_embeddings": tied,
+        "max_position_embeddings": max_positions,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "hidden_act": "silu",
+        "attention_dropout": 0.0,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "pad_token_id": 0,
+    }
+
+
+def build_model(
+    config: dict,
+    *,
+    method: str = "full",
+    precision: str = "fp32",
+    attention: str = "sdpa",
+    gradient_checkpointing: bool = False,
+    lora_r: int = 8,
+    lora_alpha: float = 16.0,
+    lora_dropout: float = 0.0,
+    target_modules: str | list[str] = "all-linear",
+    seed: int = 0,
+    device: str = "cpu",
+):
+    """A randomly initialised causal LM set up for training the way the exported train.py does.
+
+    ``precision="bf16"`` loads the model in bf16 (pure bf16 training); LoRA adapters stay fp32
+    (peft's ``autocast_adapter_dtype``); QLoRA quantizes every decoder Linear to NF4 with double
+    quantization and runs ``prepare_model_for_kbit_training`` (non-4-bit parameters to fp32).
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    cfg = dict(config)
+    model_type = cfg.pop("model_type")
+    hf_config = AutoConfig.for_model(model_type, **cfg)
+    hf_config._attn_implementation = attention
+    if method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype)
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save_pretrained(tmp)
+            del model
+            quant = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=dtype,
+                bnb_4bit_quant_storage=torch.uint8,
+            )
+            model = AutoModelForCausalLM.from_pretrained(
+                tmp, quantization_config=quant, dtype=dtype, attn_implementation=attention, device_map=device
+            )
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    else:
+        model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation=attention).to(device)
+    model.config.use_cache = False
+    if gradient_checkpointing:
+        # transformers' default: non-reentrant torch.utils.checkpoint around each decoder layer.
+        model.gradient_checkpointing_enable()
+    if method in ("lora", "qlora"):
+        from peft import LoraConfig, get_peft_model
+
+        lcfg = LoraConfig(
+            r=lora_r,
+            lora_alpha=lora_alpha,
+            lora_dropout=lora_dropout,
+            target_modules=target_modules,
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lcfg)
+        if gradient_checkpointing:
+            model.enable_input_require_grads()
+    model.train()
+    return model
+
+
+def make_optimizer(model, optimizer: str = "adamw_torch", lr: float = 1e-4, weight_decay: float = 0.0):
+    """The optimizer the HF Trainer makes for ``optim=optimizer`` (trainable parameters only)."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optimizer == "adamw_torch":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if optimizer == "adamw_torch_fused":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+    if optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    if optimizer in ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"):
+        import bitsandbytes as bnb
+
+        cls = {
+            "adamw_8bit": bnb.optim.AdamW8bit,
+            "paged_adamw_8bit": bnb.optim.PagedAdamW8bit,
+            "paged_adamw_32bit": bnb.optim.PagedAdamW32bit,
+        }[optimizer]
+        return cls(params, lr=lr, weight_decay=weight_decay)
+    if optimizer == "adafactor":
+        from transformers.optimization import Adafactor
+
+        return Adafactor(params, lr=lr, scale_parameter=False, relative_step=False)
+    raise ValueError(f"unknown optimizer {optimizer!r}")
+
+
+def make_batch(vocab_size: int, micro_batch_size: int, seq_len: int, device: str = "cpu", seed: int = 0) -> dict:
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, vocab_size, (micro_batch_size, seq_len), generator=g).to(device)
+    return {"input_ids": ids, "labels": ids.clone()}
+
+
+# ---- the step --------------------------------------------------------------------------
+
+
+def _clip(model, max_grad_norm: float) -> None:
+    import torch
+
+    if max_grad_norm and max_grad_norm > 0:
+        params = [p for p in model.parameters() if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+
+
+def _forward(model, batch):
+    return model(**batch).loss
+
+
+def _make_tracker():
+    """MemTracker that installs gradient hooks only on trainable parameters.
+
+    The stock tracker registers a gradient hook on every parameter of every module it sees,
+    which raises for frozen (``requires_grad=False``) LoRA/QLoRA base weights.
+    """
+    from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType
+
+    class _Tracker(MemTracker):
+        def _track_module_params_and_buffers(self, module, install_grad_hooks=True):
+            out = super()._track_module_params_and_buffers(module, install_grad_hooks=False)
+            if install_grad_hooks:
+                for p in module.parameters():
+                    if not p.requires_grad or self._param_to_grad_hook_handles.get(p, None) is not None:
+                        continue
+
+                    def hook(grad, _self=self):
+                        _self._update_and_maybe_create_winfos(grad, _MemRefType.GRAD)
+
+                    self._param_to_grad_hook_handles[p] = (
+                        p.register_hook(hook),
+                        p.register_post_accumulate_grad_hook(lambda q, _h=hook: _h(q.grad)),
+                    )
+            return out
+
+        def _update_peak_stats(self, peak_state) -> None:
+            # Only the global peak is needed; the stock method also walks every tracked
+            # module's statistics on every op, which dominates the run time.
+            for dev, dev_snap in self._curr_mem_snap.items():
+                if self._peak_mem.get(dev, 0) < dev_snap["Total"]:
+                    self._peak_mem[dev] = dev_snap["Total"]
+                    self._peak_mem_snap[dev] = dict(dev_snap)
+
+        # -- per-phase peaks: restart the running peak at the current total --
+        def begin_phase(self) -> None:
+            from copy import deepcopy
+
+            self._peak_mem_snap = deepcopy(self._curr_mem_snap)
+            self._peak_mem = {dev: snap.get("Total", 0) for dev, snap in self._curr_mem_snap.items()}
+
+        def total_now(self) -> int:
+            return sum(snap.get("Total", 0) for snap in self._curr_mem_snap.values())
+
+        def phase_peak(self) -> tuple[int, dict[str, int]]:
+            snap = self.get_tracker_snapshot("peak")
+            cats: dict[str, int] = {}
+            total = 0
+            for dev_snap in snap.values():
+                for key, value in dev_snap.items():
+                    name = getattr(key, "value", str(key))
+                    if name == "Total":
+                        total += value
+                    else:
+                        cats[name] = cats.get(name, 0) + value
+            return total, cats
+
+    return _Tracker()
+
+
+def _step(model, optimizer, batch, max_grad_norm: float) -> None:
+    loss = _forward(model, batch)
+    loss.backward()
+    del loss
+    _clip(model, max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def measure_cpu_step(model, optimizer, batch: dict, *, warmup_steps: int = 1, max_grad_norm: float = 1.0) -> StepMemory:
+    """One steady-state step under MemTracker on the CPU."""
+    import gc
+    import time
+
+    for _ in range(warmup_steps):
+        _step(model, optimizer, batch, max_grad_norm)
+    gc.collect()
+    tracker = _make_tracker()
+    tracker.track_external(model, optimizer, *batch.values())
+    phases: dict[str, int] = {}
+    cats: dict[str, dict[str, int]] = {}
+    after: dict[str, int] = {}
+    t0 = time.perf_counter()
+    with tracker:
+        tracker.begin_phase()
+        loss = _forward(model, batch)
+        phases["forward"], cats["forward"] = tracker.phase_peak()
+        after["forward"] = tracker.total_now()
+        tracker.begin_phase()
+        loss.backward()
+        del loss
+        phases["backward"], cats["backward"] = tracker.phase_peak()
+        after["backward"] = tracker.total_now()
+        tracker.begin_phase()
+        _clip(model, max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        phases["optimizer_step"], cats["optimizer_step"] = tracker.phase_peak()
+        after["optimizer_step"] = tracker.total_now()
+    seconds = time.perf_counter() - t0
+    peak_phase = max(phases, key=phases.get)
+    tokens = int(batch["input_ids"].numel())
+    return StepMemory("cpu", phases[peak_phase], phases, peak_phase, cats[peak_phase], cats, after, seconds, tokens)
+
+
+def _bytes_of(tensors) -> int:
+    seen, total = set(), 0
+    for t in tensors:
+        if t is None:
+            continue
+        st = t.untyped_storage()
+        key = st.data_ptr()
+        if key in seen:
+            continue
+        seen.add(key)
+        total += st.nbytes()
+    return total
+
+
+def measure_cuda_step(
+    model, optimizer, batch: dict, *, warmup_steps: int = 1, max_grad_norm: float = 1.0
+) -> StepMemory:
+    """One steady-state step on a CUDA device with the caching allocator's counters."""
+    import time
+
+    import torch
+
+    for _ in range(warmup_steps):
+        _step(model, optimizer, batch, max_grad_norm)
+    torch.cuda.synchronize()
+    weights = _bytes_of(list(model.parameters()) + list(model.buffers()))
+    opt = _bytes_of(v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v))
+    phases: dict[str, int] = {}
+    after: dict[str, int] = {}
+    cats: dict[str, dict[str, int]] = {}
+    t0 = time.perf_counter()
+    torch.cuda.reset_peak_memory_stats()
+    loss = _forward(model, batch)
+    torch.cuda.synchronize()
+    phases["forward"] = torch.cuda.max_memory_allocated()
+    after["forward"] = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    loss.backward()
+    del loss
+    torch.cuda.synchronize()
+    phases["backward"] = torch.cuda.max_memory_allocated()
+    after["backward"] = torch.cuda.memory_allocated()
+    grads = _bytes_of(p.grad for p in model.parameters())
+    torch.cuda.reset_peak_memory_stats()
+    _clip(model, max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    torch.cuda.synchronize()
+    phases["optimizer_step"] = torch.cuda.max_memory_allocated()
+    after["optimizer_step"] = torch.cuda.memory_allocated()
+    seconds = time.perf_counter() - t0
+    base = weights + opt
+    cats["forward"] = {"Parameter": weights, "Optstate": opt, "Activation": phases["forward"] - base}
+    cats["backward"] = {
+        "Parameter": weights,
+        "Optstate": opt,
+        "Gradient": grads,
+        "Activation": max(phases["backward"] - base - grads, 0),
+    }
+    cats["optimizer_step"] = {
+        "Parameter": weights,
+        "Optstate": opt,
+        "Gradient": grads,
+        "Temp": max(phases["optimizer_step"] - base - grads, 0),
+    }
+    peak_phase = max(phases, key=phases.get)
+    tokens = int(batch["input_ids"].numel())
+    return StepMemory("cuda", phases[peak_phase], phases, peak_phase, cats[peak_phase], cats, after, seconds, tokens)
+
+
+def measure_step(
+    model,
+    *,
+    micro_batch_size: int,
+    seq_len: int,
+    optimizer: str = "adamw_torch",
+    warmup_steps: int = 1,
+    max_grad_norm: float = 1.0,
+    lr: float = 1e-4,
+    batch: dict | None = None,
+) -> StepMemory:
+    """Run ``warmup_steps`` untracked steps, then measure one step of ``model``.
+
+    ``model`` is a built, trainable HF causal LM (peft-wrapped for LoRA/QLoRA, checkpointing
+    already enabled if wanted). Runs where the model's parameters live (CPU or CUDA).
+    """
+    device = next(model.parameters()).device
+    if batch is None:
+        vocab = model.get_input_embeddings().num_embeddings
+        batch = make_batch(vocab, micro_batch_size, seq_len, device=str(device))
+    opt = make_optimizer(model, optimizer, lr=lr)
+    if device.type == "cuda":
+        return measure_cuda_step(model, opt, batch, warmup_steps=warmup_steps, max_grad_norm=max_grad_norm)
+    return measure_cpu_step(model, opt, batch, warmup_steps=warmup_steps, max_grad_norm=max_grad_norm)
+
+
+def measure_config(
+    config: dict,
+    *,
+    method: str = "full",
+    precision: str = "fp32",
+    attention: str = "sdpa",
+    gradient_checkpointing: bool = False,
+    micro_batch_size: int = 1,
+    seq_len: int = 128,
+    optimizer: str = "adamw_torch",
+    lora_r: int = 8,
+    lora_dropout: float = 0.0,
+    target_modules: str | list[str] = "all-linear",
+    device: str = "cpu",
+    warmup_steps: int = 1,
+) -> StepMemory:
+    """Build a random model from ``config`` and measure one steady-state step."""
+    model = build_model(
+        config,
+        method=method,
+        precision=precision,
+        attention=attention,
+        gradient_checkpointing=gradient_checkpointing,
+        lora_r=lora_r,
+        lora_alpha=2.0 * lora_r,
+        lora_dropout=lora_dropout,
+        target_modules=target_modules,
+        device=device,
+    )
+    return measure_step(
+        model, micro_batch_size=micro_batch_size, seq_len=seq_len, optimizer=optimizer, warmup_steps=warmup_steps
+    )
+
+
+def fmt_bytes(n: float) -> str:
+    if n == 0:
+        return "0"
+    units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    i = min(int(math.log(abs(n), 1024)), len(units) - 1)
+    return f"{n / 1024**i:.2f} {units[i]}"

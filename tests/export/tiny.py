@@ -1,0 +1,106 @@
+"""Tiny local artefacts for export tests: a random Llama, a byte-level BPE tokenizer, a dataset.
+
+Nothing here touches the network: the tokenizer is trained on a few sentences with the
+`tokenizers` library and the model is built from a config.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Fine-tuning adapts a pretrained language model to a new task.",
+    "LoRA trains two small matrices beside each frozen weight.",
+    "QLoRA keeps the base model in four bits and trains adapters in sixteen.",
+    "DeepSpeed ZeRO shards optimizer states, gradients and parameters.",
+    "What is the capital of France? The capital of France is Paris.",
+    "Please summarise the following paragraph in one sentence.",
+]
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+SPECIALS = ["<|pad|>", "<|eos|>", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>"]
+
+
+def build_tokenizer(folder: Path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(SENTENCES * 4, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|eos|>", pad_token="<|pad|>")
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(folder)
+    return fast
+
+
+def build_model(folder: Path) -> Path:
+    """Save a random-init LlamaForCausalLM (hidden 64, 2 layers) and its tokenizer in `folder`."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer(folder)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.eos_token_id,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(folder)
+    return folder
+
+
+def write_dataset(path: Path, n: int = 48) -> Path:
+    rows = []
+    for i in range(n):
+        s = SENTENCES[i % len(SENTENCES)]
+        rows.append(
+            {"messages": [{"role": "user", "content": f"Repeat {i}: {s[:20]}"}, {"role": "assistant", "content": s}]}
+        )
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def answers_text(model_dir: Path, data_path: Path, **training) -> str:
+    """An answers TOML for the tiny model on the CPU; `training` adds [training] keys,
+    `gpus_per_node`/`nodes` go to [hardware]."""
+    hardware = {"gpu": "cpu", "gpus_per_node": training.pop("gpus_per_node", 1), "nodes": training.pop("nodes", 1)}
+    objective = {"new_tokens": training.pop("new_tokens")} if "new_tokens" in training else {}
+    lines = []
+    if objective:
+        lines += ["[objective]", *(f"{k} = {json.dumps(v)}" for k, v in objective.items()), ""]
+    lines += [
+        "[model]",
+        f"name = {json.dumps(str(model_dir))}",
+        "",
+        "[data]",
+        f"path = {json.dumps(str(data_path))}",
+        'format = "messages"',
+        "max_seq_len = 64",
+        "epochs = 1",
+        "",
+        "[hardware]",
+        *(f"{k} = {json.dumps(v)}" for k, v in hardware.items()),
+    ]
+    if training:
+        lines += ["", "[training]", *(f"{k} = {json.dumps(v)}" for k, v in training.items())]
+    return "\n".join(lines) + "\n"
