@@ -15,7 +15,7 @@ STATUS_TEXT = {
     "new": "new",
     "same": "unchanged",
     "update": "will be overwritten",
-    "edited": "edited by hand: kept unless forced",
+    "edited": "edited by hand: kept",
 }
 
 
@@ -31,44 +31,36 @@ def exporter_available() -> bool:
     return importlib.util.find_spec("ftplan.export") is not None
 
 
-def _edited_by_hand(out_dir: Path) -> set[str] | None:
-    """Files changed since the last export, when the exporter can say; None when it cannot."""
-    try:
-        from ftplan import export
-    except ImportError:
-        return None
-    finder = getattr(export, "edited_files", None)
-    if finder is None:
-        return None
-    try:
-        return set(finder(out_dir))
-    except Exception:
-        return None
-
-
 def preview_files(plan: Plan, answers_text: str, out_dir: Path, method: str | None) -> list[FilePreview]:
-    from ftplan.export import render_project
+    """Every file the export would write, with what writing would do to the folder's copy.
 
-    files = render_project(plan, answers_text, method=method)
-    out_dir = Path(out_dir).expanduser()
-    edited = _edited_by_hand(out_dir) if out_dir.is_dir() else set()
+    Uses the exporter's manifest (the sha256 of each file as last exported) the way
+    `export_project` does: a file that differs from both the new text and its last export was
+    edited by hand (or was never ftplan's) and is kept unless forced.
+    """
+    from ftplan.export import render_project
+    from ftplan.export.write import read_manifest, sha256
+
+    out = Path(out_dir).expanduser().absolute()
+    files = render_project(plan, answers_text, method, out_dir=out)
+    recorded = read_manifest(out) if out.is_dir() else {}
     previews = []
     for name in sorted(files, key=lambda n: (n != "train.py", n)):
         text = files[name]
-        target = out_dir / name
+        target = out / name
         if not target.is_file():
             status = "new"
         else:
             try:
-                current = target.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError):
-                current = None
-            if current == text:
+                current = sha256(target.read_bytes())
+            except OSError:
+                current = ""
+            if current == sha256(text):
                 status = "same"
-            elif edited is not None and name in edited:
-                status = "edited"
-            else:
+            elif current == recorded.get(name):
                 status = "update"
+            else:
+                status = "edited"
         previews.append(FilePreview(name, text, status))
     return previews
 

@@ -68,7 +68,29 @@ def test_launch_screen_running(snap_compare, example_answers):
         source.post(Started(["torchrun", "--standalone", "train.py"], 4242))
         source.post(Output([f"step {i}: loss {2.0 - i / 20:.3f}" for i in range(1, 8)]))
         source.post(Progress(7, 20, 1.65, 3946.0, 60 * 2**30))
-        await pilot.pause(0.3)
+        for _ in range(300):  # until the App has delivered every event and the log is flushed
+            await pilot.pause(0.01)
+            if pilot.app.run_progress is not None:
+                break
+        pilot.app.screen.flush()
+        await pilot.pause()
 
     app = make_app(example_answers, run_source_factory=lambda *a, **k: source)
     assert snap_compare(app, terminal_size=WIDE, run_before=run_before)
+
+
+def test_export_screen(snap_compare, example_answers, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default folder (./ft-llama-3.1-8b-lora) is new and relative
+
+    async def run_before(pilot):
+        await settle(pilot)
+        await pilot.press("ctrl+e")
+        for _ in range(300):
+            screen = pilot.app.screen
+            if getattr(screen, "files", None):
+                break
+            await pilot.pause(0.01)
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+    assert snap_compare(make_app(example_answers), terminal_size=WIDE, run_before=run_before)

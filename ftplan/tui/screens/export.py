@@ -10,7 +10,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, ScrollableContainer, Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, OptionList, Select, Static, Switch
@@ -45,7 +45,7 @@ class ExportDone(Message):
 class ExportScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "close", "Close", id="export.close"),
-        Binding("ctrl+w", "write", "Write files", id="export.write"),
+        Binding("ctrl+s", "write", "Write files", id="export.write"),  # ctrl+w deletes a word in Inputs
     ]
 
     def __init__(self, plan: Plan, answers_text: str, folder: Path | None = None) -> None:
@@ -72,7 +72,7 @@ class ExportScreen(Screen[None]):
                 yield Switch(False, id="export-force")
         with Horizontal(id="export-body"):
             yield OptionList(id="export-files")
-            with VerticalScroll(id="export-preview-scroll"):
+            with ScrollableContainer(id="export-preview-scroll"):
                 yield Static("", id="export-preview")
         yield Static("", id="export-result", markup=False)
         with Horizontal(id="export-buttons"):
@@ -96,6 +96,11 @@ class ExportScreen(Screen[None]):
 
     @on(Input.Changed, "#export-dir")
     @on(Select.Changed, "#export-method")
+    def _options_changed(self) -> None:
+        self.last_result = ""
+        self.query_one("#export-result", Static).set_class(False, "-error")
+        self.refresh_preview()
+
     def refresh_preview(self) -> None:
         if exporter_available():
             self._preview_worker(self._key())
@@ -119,24 +124,35 @@ class ExportScreen(Screen[None]):
             result.update(message.error)
             return
         self.files = message.files
+        self._fill_list()
+
+    @on(Switch.Changed, "#export-force")
+    def _fill_list(self) -> None:
+        force = self.query_one("#export-force", Switch).value
         option_list = self.query_one("#export-files", OptionList)
         highlighted = option_list.highlighted or 0
         option_list.clear_options()
         for f in self.files:
             prompt = Text(f.name.ljust(24))
-            prompt.append(STATUS_TEXT[f.status], style=STATUS_STYLE[f.status])
+            forced = force and f.status == "edited"
+            prompt.append(
+                "edited by hand: OVERWRITTEN (force)" if forced else STATUS_TEXT[f.status], style=STATUS_STYLE[f.status]
+            )
             option_list.add_option(Option(prompt, id=f.name))
         if self.files:
             option_list.highlighted = min(highlighted, len(self.files) - 1)
             self._show(self.files[option_list.highlighted])
         edited = [f.name for f in self.files if f.status == "edited"]
         update = [f.name for f in self.files if f.status == "update"]
-        parts = [f"{len(self.files)} files for {NAMES[message.key[1]]} in {message.key[0]}"]
+        folder, method = self._key()
+        parts = [f"{len(self.files)} files for {NAMES[method]} in {folder}"]
         if update:
             parts.append(f"overwrites {', '.join(update)}")
         if edited:
-            parts.append(f"edited by hand (kept unless 'Overwrite edited'): {', '.join(edited)}")
+            verb = "OVERWRITES your edits to" if force else "keeps your edits to (switch on 'Overwrite edited' to replace)"
+            parts.append(f"{verb} {', '.join(edited)}")
         if not self.last_result:
+            result = self.query_one("#export-result", Static)
             result.update("; ".join(parts) + ".")
 
     @on(OptionList.OptionHighlighted, "#export-files")
@@ -148,8 +164,18 @@ class ExportScreen(Screen[None]):
     def _show(self, f: FilePreview) -> None:
         lexer = LEXERS.get(Path(f.name).suffix, "text")
         theme = "monokai" if self.app.current_theme.dark else "default"
-        self.query_one("#export-preview", Static).update(
-            Syntax(f.text, lexer, theme=theme, line_numbers=True, word_wrap=False)
+        longest = max((len(line) for line in f.text.splitlines()), default=1)
+        preview = self.query_one("#export-preview", Static)
+        preview.styles.width = longest + len(str(f.text.count("\n") + 1)) + 4  # wide lines scroll, not crop
+        preview.update(
+            Syntax(
+                f.text,
+                lexer,
+                theme=theme,
+                line_numbers=True,
+                word_wrap=False,
+                code_width=longest,
+            )
         )
 
     # Write ------------------------------------------------------------------------------------
