@@ -135,6 +135,8 @@ class FtplanApp(App[int]):
             self._detect_worker()
         self._measure_if_needed(self.initial_state.values.get("data.path", ""))
         self.schedule_plan(delay=0)
+        if not str(self.initial_state.values.get("model.name", "")).strip():
+            self.screen_stack[0].query_one("#model-name").focus()  # the one question that has no default
 
     @property
     def form(self) -> QuestionsForm:
