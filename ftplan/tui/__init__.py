@@ -15,8 +15,9 @@ def run_app(answers_path: str | None) -> int:
     """
     raw = None
     if answers_path:
-        import tomllib
         from pathlib import Path
+
+        import tomllib
 
         from ftplan.planner import AnswersError, Problem
 

@@ -75,6 +75,8 @@ class FtplanApp(App[int]):
     ) -> None:
         super().__init__()
         self.initial_state = FormState.from_raw(raw) if raw is not None else FormState.from_answers(answers)
+        self.read_problems = self._unknown_keys(raw) if raw is not None else []
+        """Keys of the file that no question holds: reported at the top, dropped on save."""
         self.answers_path = Path(answers_path) if answers_path else None
         self.detect = detect
         self.measure = measure
@@ -85,7 +87,8 @@ class FtplanApp(App[int]):
         self.answers: Answers | None = None
         self.plan: Plan | None = None
         self.problems: list[Problem] = []
-        self.saved_text: str | None = None
+        self.saved_answers: Answers | None = None
+        """The answers as last read from or saved to `answers_path` (the title shows * when they differ)."""
         # Planning pipeline state.
         self.generation = 0
         self.plans_started = 0
@@ -115,6 +118,20 @@ class FtplanApp(App[int]):
         self.run_finished: Finished | None = None
         self.export_dir: Path | None = None
         self._quit_after_run = False
+
+    @staticmethod
+    def _unknown_keys(raw: dict[str, Any]) -> list[Problem]:
+        from ftplan.tui.fields import BY_KEY
+
+        try:
+            parse_answers(raw)
+        except AnswersError as exc:
+            return [
+                Problem(p.field, p.message + " — dropped when the answers are saved", p.line)
+                for p in exc.problems
+                if p.field not in BY_KEY
+            ]
+        return []
 
     # Layout -----------------------------------------------------------------------------------
 
@@ -217,9 +234,7 @@ class FtplanApp(App[int]):
         group = plan_group(plan)
         lines, complete = self.plan_renderer.lines(plan, width, FIRST_PASS) if width > 0 else (None, True)
         self.post_message(
-            PlanReady(
-                generation, answers, plan, seconds, group, lines, width, (started, time.perf_counter()), complete
-            )
+            PlanReady(generation, answers, plan, seconds, group, lines, width, (started, time.perf_counter()), complete)
         )
         if not complete and not get_current_worker().is_cancelled:
             lines, _ = self.plan_renderer.lines(plan, width)
@@ -229,7 +244,9 @@ class FtplanApp(App[int]):
     def plan_settled(self) -> bool:
         """True when the shown plan (or problems) belong to the latest edit, every table drawn."""
         return (
-            self._timer is None and self.shown_generation == self.generation and self.complete_generation == self.generation
+            self._timer is None
+            and self.shown_generation == self.generation
+            and self.complete_generation == self.generation
         )
 
     def _stale(self, generation: int) -> bool:
@@ -242,7 +259,7 @@ class FtplanApp(App[int]):
             return
         handled = time.perf_counter()
         self.answers, self.plan, self.problems = message.answers, message.plan, []
-        self.form.show_problems([])
+        self.form.show_problems(self.read_problems)
         self.results.show_plan(message.plan, message.group, message.lines, message.width)
         if message.complete:
             self.complete_generation = message.generation
@@ -264,7 +281,7 @@ class FtplanApp(App[int]):
             return
         self.complete_generation = message.generation
         self.problems = message.problems
-        self.form.show_problems(message.problems)
+        self.form.show_problems([*message.problems, *self.read_problems])
         self.results.show_problems(message.problems, have_plan=self.plan is not None)
         self._shown(message.generation, None)
 
@@ -284,14 +301,20 @@ class FtplanApp(App[int]):
                 if span:
                     w0, w1, handled = span
                     self.latency_phases.append(
-                        {"wait for worker": w0 - started, "worker (plan+render)": w1 - w0,
-                         "message delivery": handled - w1, "swap+paint": now - handled}
+                        {
+                            "wait for worker": w0 - started,
+                            "worker (plan+render)": w1 - w0,
+                            "message delivery": handled - w1,
+                            "swap+paint": now - handled,
+                        }
                     )
 
         self.call_after_refresh(record)
 
     def _update_title(self) -> None:
-        dirty = self.answers is not None and self.saved_text is not None and answers_toml(self.answers) != self.saved_text
+        if self.saved_answers is None and self.answers_path is not None and self.answers is not None:
+            self.saved_answers = self.answers  # the first valid plan is of the answers as read
+        dirty = self.answers_path is not None and self.answers is not None and self.answers != self.saved_answers
         name = str(self.answers_path) if self.answers_path else "unsaved answers"
         self.sub_title = name + (" *" if dirty else "")
 
@@ -386,7 +409,10 @@ class FtplanApp(App[int]):
             self.notify(f"Cannot save {target}: {exc.strerror or exc}", severity="error")
             return
         self.answers_path = target
-        self.saved_text = text
+        self.saved_answers = self.answers
+        if self.read_problems:  # the unknown keys are gone from the file now
+            self.read_problems = []
+            self.form.show_problems(self.problems)
         self._update_title()
         self.notify(f"Saved the answers to {target}.")
 
@@ -468,7 +494,9 @@ class FtplanApp(App[int]):
         from ftplan.tui.screens.confirm import ConfirmScreen
 
         self.push_screen(
-            ConfirmScreen("Stop the training run? (SIGTERM, then SIGKILL after the grace period)", "Stop", "Keep running"),
+            ConfirmScreen(
+                "Stop the training run? (SIGTERM, then SIGKILL after the grace period)", "Stop", "Keep running"
+            ),
             lambda yes: self.stop_run() if yes else None,
         )
 
@@ -489,10 +517,14 @@ class FtplanApp(App[int]):
     # Command palette ----------------------------------------------------------------------------
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield SystemCommand("answers: save", "Save the answers (TOML, only what differs from the defaults)", self.action_save)
+        yield SystemCommand(
+            "answers: save", "Save the answers (TOML, only what differs from the defaults)", self.action_save
+        )
         yield SystemCommand("answers: save as…", "Save the answers to another file", self.action_save_as)
         yield SystemCommand("plan: export", "Preview and write the training project", self.action_export)
         yield SystemCommand("plan: launch", "Preflight checks, then run the exported project here", self.action_launch)
-        yield SystemCommand("view: questions / plan", "Switch panes when the terminal is narrow", self.action_toggle_view)
+        yield SystemCommand(
+            "view: questions / plan", "Switch panes when the terminal is narrow", self.action_toggle_view
+        )
         yield SystemCommand("theme: dark / light", "Toggle between the dark and light themes", self.action_toggle_dark)
         yield from super().get_system_commands(screen)

@@ -42,7 +42,7 @@ class Finished:
     advice: str = ""
 
 
-RunEvent = Union[Started, Output, Progress, Finished]
+RunEvent = Union[Started, Output, Progress, Finished]  # noqa: UP007 (a runtime alias on Python 3.10)
 Post = Callable[[RunEvent], None]
 
 

@@ -33,8 +33,14 @@ def example_answers() -> dict:
     return {
         "objective": {"kind": "instruction", "variants": 1},
         "model": {"name": "meta-llama/Llama-3.1-8B"},
-        "data": {"path": "data/train.jsonl", "format": "messages", "examples": 50000, "avg_tokens": 400,
-                 "max_seq_len": 2048, "epochs": 2},
+        "data": {
+            "path": "data/train.jsonl",
+            "format": "messages",
+            "examples": 50000,
+            "avg_tokens": 400,
+            "max_seq_len": 2048,
+            "epochs": 2,
+        },
         "hardware": {"gpu": "A100-80GB", "gpus_per_node": 1},
         "budget": {"usd": 500, "hours": 24},
     }

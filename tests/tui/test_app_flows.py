@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tomllib
-
 from textual.widgets import Input, Select, Static
 
 from ftplan.cli import plan_from_file
@@ -61,8 +60,11 @@ async def test_invalid_value_is_marked_on_its_field(example_answers):
 
 
 async def test_recommendation_follows_gpu_and_objective():
-    answers = {"model": {"name": "meta-llama/Llama-3.1-70B"}, "hardware": {"gpu": "RTX-4090"},
-               "data": {"examples": 20000, "avg_tokens": 500}}
+    answers = {
+        "model": {"name": "meta-llama/Llama-3.1-70B"},
+        "hardware": {"gpu": "RTX-4090"},
+        "data": {"examples": 20000, "avg_tokens": 500},
+    }
     app = make_app(answers)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -149,7 +151,7 @@ async def test_detected_gpus_are_prefilled():
 async def test_data_file_is_measured(tmp_path):
     data = tmp_path / "train.jsonl"
     data.write_text('{"text": "' + "x" * 400 + '"}\n' * 1, encoding="utf-8")
-    data.write_text(("{\"text\": \"" + "x" * 400 + "\"}\n") * 30, encoding="utf-8")
+    data.write_text(('{"text": "' + "x" * 400 + '"}\n') * 30, encoding="utf-8")
     app = make_app({"model": {"name": "Qwen/Qwen2.5-0.5B"}, "hardware": {"gpu": "L4"}, "data": {"path": str(data)}})
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -180,14 +182,24 @@ async def test_theme_toggles(example_answers):
         assert app.current_theme.dark is not dark
 
 
-async def test_command_palette_has_area_action_entries(example_answers):
+async def test_command_palette_runs_area_action_entries(example_answers):
+    from ftplan.tui.screens import ConfirmScreen, ExportScreen, LaunchScreen, SavePathScreen
+
     app = make_app(example_answers)
     async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
         titles = [c.title for c in app.get_system_commands(app.screen)]
         for wanted in ("answers: save", "plan: export", "plan: launch"):
             assert wanted in titles
-        ids = {b.id for _, b in app._bindings} if hasattr(app, "_bindings") else set()
-        assert all(b.id for b in app.BINDINGS)
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"plan: export")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, ExportScreen)
+    for owner in (type(app), ExportScreen, LaunchScreen, ConfirmScreen, SavePathScreen):
+        assert all(b.id for b in owner.BINDINGS), owner  # remappable: every binding has an id
 
 
 async def test_quit_without_a_run_exits_at_once(example_answers):

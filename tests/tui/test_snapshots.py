@@ -48,8 +48,11 @@ def test_main_wide_with_problems(snap_compare, example_answers):
 
 
 def test_main_70b_on_one_4090(snap_compare):
-    answers = {"model": {"name": "meta-llama/Llama-3.1-70B"}, "hardware": {"gpu": "RTX-4090"},
-               "data": {"examples": 20000, "avg_tokens": 500}}
+    answers = {
+        "model": {"name": "meta-llama/Llama-3.1-70B"},
+        "hardware": {"gpu": "RTX-4090"},
+        "data": {"examples": 20000, "avg_tokens": 500},
+    }
     assert snap_compare(make_app(answers), terminal_size=WIDE, run_before=settle)
 
 

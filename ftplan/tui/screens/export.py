@@ -149,7 +149,9 @@ class ExportScreen(Screen[None]):
         if update:
             parts.append(f"overwrites {', '.join(update)}")
         if edited:
-            verb = "OVERWRITES your edits to" if force else "keeps your edits to (switch on 'Overwrite edited' to replace)"
+            verb = (
+                "OVERWRITES your edits to" if force else "keeps your edits to (switch on 'Overwrite edited' to replace)"
+            )
             parts.append(f"{verb} {', '.join(edited)}")
         if not self.last_result:
             result = self.query_one("#export-result", Static)

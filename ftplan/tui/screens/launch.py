@@ -13,10 +13,10 @@ from pathlib import Path
 from rich.table import Table
 from rich.text import Text
 from textual import on, work
-from textual.message import Message
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Log, ProgressBar, Static, Switch
 

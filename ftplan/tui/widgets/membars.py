@@ -48,9 +48,7 @@ class MemoryBars:
         capacity = plan.hardware.gpu_memory
         totals = [plan.methods[m].memory.total for m in METHODS]
         scale = max([capacity, *totals]) * 1.02 or 1
-        yield Text(
-            f"Memory per GPU against {plan.hardware.gpu}" if capacity else "Host memory (CPU run)", style="bold"
-        )
+        yield Text(f"Memory per GPU against {plan.hardware.gpu}" if capacity else "Host memory (CPU run)", style="bold")
         for m in METHODS:
             mp = plan.methods[m]
             star = m == plan.recommendation.method

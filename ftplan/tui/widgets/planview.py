@@ -19,8 +19,14 @@ from textual.widget import Widget
 
 def render_to_lines(renderable: RenderableType, width: int) -> list[list[Segment]]:
     """Render to lines of segments with a private console: safe to call from a worker thread."""
-    console = Console(file=io.StringIO(), width=width, force_terminal=True, color_system="truecolor",
-                      legacy_windows=False, emoji=False)
+    console = Console(
+        file=io.StringIO(),
+        width=width,
+        force_terminal=True,
+        color_system="truecolor",
+        legacy_windows=False,
+        emoji=False,
+    )
     return console.render_lines(renderable, console.options.update_width(width), pad=True)
 
 
@@ -37,9 +43,7 @@ class PlanView(Widget):
     def renderable(self) -> RenderableType | None:
         return self._renderable
 
-    def show(
-        self, renderable: RenderableType | None, lines: list[list[Segment]] | None = None, width: int = 0
-    ) -> None:
+    def show(self, renderable: RenderableType | None, lines: list[list[Segment]] | None = None, width: int = 0) -> None:
         """Show `renderable`; `lines` rendered at `width` elsewhere (a worker) are used as they are."""
         self._renderable = renderable
         before = len(self._strips)

@@ -46,8 +46,19 @@ def chosen_table(plan: Plan) -> Table:
     t = Table(title=f"Settings for {NAMES[method]} (* = chosen by ftplan)", title_justify="left", show_header=False)
     t.add_column(style="bold")
     t.add_column()
-    keys = ["precision", "optimizer", "micro_batch_size", "gradient_accumulation_steps", "gradient_checkpointing",
-            "zero_stage", "offload", "attention", "learning_rate", "epochs", "max_seq_len"]
+    keys = [
+        "precision",
+        "optimizer",
+        "micro_batch_size",
+        "gradient_accumulation_steps",
+        "gradient_checkpointing",
+        "zero_stage",
+        "offload",
+        "attention",
+        "learning_rate",
+        "epochs",
+        "max_seq_len",
+    ]
     if s.is_peft:
         keys += ["lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"]
     for key in keys:
@@ -67,8 +78,23 @@ def _methods(plan: Plan, *attrs: str) -> str:
 SECTIONS: tuple[tuple[str, Callable[[Plan], str], Callable[[Plan], Any]], ...] = (
     ("summary", lambda p: repr((p.model.name, p.model.params, p.hardware, p.data)), summary_line),
     ("recommendation", lambda p: repr((p.recommendation, p.chosen.warnings, p.notes)), recommendation_panel),
-    ("bars", lambda p: repr((p.hardware.gpu, p.hardware.gpu_memory, p.recommendation.method)) + _methods(p, "memory", "fits"), MemoryBars),
-    ("memory", lambda p: repr((p.hardware.gpu, p.recommendation.method)) + _methods(p, "memory", "fits", "trainable_params", "cpu_memory", "max_seq_len_that_fits", "hardware_needed"), memory_table),
+    (
+        "bars",
+        lambda p: (
+            repr((p.hardware.gpu, p.hardware.gpu_memory, p.recommendation.method)) + _methods(p, "memory", "fits")
+        ),
+        MemoryBars,
+    ),
+    (
+        "memory",
+        lambda p: (
+            repr((p.hardware.gpu, p.recommendation.method))
+            + _methods(
+                p, "memory", "fits", "trainable_params", "cpu_memory", "max_seq_len_that_fits", "hardware_needed"
+            )
+        ),
+        memory_table,
+    ),
     ("cost", lambda p: _methods(p, "time", "cost"), cost_table),
     ("hidden", lambda p: _methods(p, "cost"), hidden_cost_table),
     ("chosen", lambda p: repr((p.recommendation.method, p.chosen.settings)), chosen_table),
