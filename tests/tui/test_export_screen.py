@@ -90,6 +90,16 @@ async def test_export_preview_write_and_protect_edits(tmp_path, example_answers)
         assert isinstance(app.screen, LaunchScreen)
         assert app.screen.query_one("#launch-dir", Input).value == str(folder)
 
+        # A dry run through the real launcher (the default): its checklist and command, nothing started.
+        await pilot.click("#launch-start")
+        await wait_until(pilot, lambda: app.run_finished is not None, tries=2000)
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.2)
+        assert app.run_finished.exit_code == 0
+        assert "dry run" in text_of(app.screen.query_one("#launch-status", Static))
+        log = "\n".join(app.screen.query_one("#launch-log").lines)
+        assert "train.py" in log and "cd " in log
+
 
 async def test_export_other_method(tmp_path, example_answers):
     app = make_app(example_answers)
