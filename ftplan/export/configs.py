@@ -274,10 +274,9 @@ def ds_config(t: Target) -> dict | None:
             stage3_param_persistence_threshold="auto",
             stage3_gather_16bit_weights_on_model_save=True,
         )
+    # DeepSpeed's bf16 keeps 16-bit weights and gradients with fp32 master weights and Adam
+    # moments (2 + 2 + 12 bytes per parameter, the ZeRO paper's split): what the planner counts.
     bf16: dict = {"enabled": s.precision in ("bf16", "bf16-mixed")}
-    if s.precision == "bf16":
-        # Pure bf16 as planned: DeepSpeed would otherwise keep fp32 master weights, grads and moments.
-        bf16.update(bf16_master_weights_and_grads=True, bf16_optimizer_states=True)
     config: dict = {
         "bf16": bf16,
         "fp16": {
@@ -296,7 +295,11 @@ def ds_config(t: Target) -> dict | None:
         "steps_per_print": 100,
         "wall_clock_breakdown": False,
     }
-    if (opt := ds_optimizer(s)) is not None:
+    # On CPU plans without offload the Trainer's torch AdamW runs under ZeRO: DeepSpeed's own
+    # AdamW would JIT-compile its fused_adam op first (minutes on a small machine).
+    if t.cpu and s.offload == "none":
+        pass
+    elif (opt := ds_optimizer(s)) is not None:
         config["optimizer"] = opt
     elif s.offload != "none":
         config["zero_force_ds_cpu_optimizer"] = False  # let the chosen optimizer run with offload

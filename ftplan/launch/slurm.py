@@ -72,7 +72,7 @@ def render_sbatch(
         "set -euo pipefail",
         'cd "${SLURM_SUBMIT_DIR:-.}"',
         "mkdir -p runs",
-        'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+        'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)',
         f"MASTER_PORT={port}",
         "export MASTER_ADDR MASTER_PORT",
         *env,

@@ -95,7 +95,8 @@ def test_ds_config_is_accepted_by_deepspeed(case, monkeypatch):
         assert set(ds["optimizer"]["params"].values()) == {"auto"}
     assert ds["bf16"]["enabled"] == (case[3] in ("bf16", "bf16-mixed"))
     assert ds["fp16"]["enabled"] == (case[3] == "fp16-mixed")
-    assert ds["bf16"].get("bf16_optimizer_states", False) == (case[3] == "bf16")
+    # standard DeepSpeed mixed precision (fp32 master + moments), as the planner counts it
+    assert "bf16_optimizer_states" not in ds["bf16"]
     if stage == 3:
         assert zero["stage3_gather_16bit_weights_on_model_save"] is True
 

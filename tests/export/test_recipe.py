@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run, set_config
+from export_support import run, set_config
 
 from ftplan.export import export_project
 

@@ -10,7 +10,7 @@ import json
 import re
 
 import pytest
-from conftest import metrics, run, set_config
+from export_support import metrics, run, set_config
 
 from ftplan.export import export_project
 

@@ -126,7 +126,7 @@ def test_exported_python_passes_ruff(tiny_plan, tmp_path):
 
 
 def test_cli_out_and_force(tiny_model, tiny_data, tmp_path):
-    import tiny
+    import export_support as tiny
 
     answers = tmp_path / "answers.toml"
     answers.write_text(tiny.answers_text(tiny_model, tiny_data, method="lora"))

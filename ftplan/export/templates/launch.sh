@@ -16,7 +16,7 @@ NNODES="${NNODES:-${SLURM_NNODES:-{{nodes}}}}"
 NODE_RANK="${NODE_RANK:-${SLURM_NODEID:-0}}"
 MASTER_PORT="${MASTER_PORT:-{{master_port}}}"
 if [[ -z "${MASTER_ADDR:-}" && -n "${SLURM_JOB_NODELIST:-}" ]] && command -v scontrol >/dev/null 2>&1; then
-  MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
+  MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)"  # sed reads all: no SIGPIPE under pipefail
 fi
 USES_DEEPSPEED={{uses_deepspeed}}
 export PYTHONUNBUFFERED=1

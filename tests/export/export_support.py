@@ -1,4 +1,5 @@
-"""Tiny local artefacts for export tests: a random Llama, a byte-level BPE tokenizer, a dataset.
+"""Export test support: a tiny random Llama, a byte-level BPE tokenizer, a dataset, and helpers
+to run an exported project and read what it wrote.
 
 Nothing here touches the network: the tokenizer is trained on a few sentences with the
 `tokenizers` library and the model is built from a config.
@@ -7,7 +8,11 @@ Nothing here touches the network: the tokenizer is trained on a few sentences wi
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
+
+import pytest
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -104,3 +109,42 @@ def answers_text(model_dir: Path, data_path: Path, **training) -> str:
     if training:
         lines += ["", "[training]", *(f"{k} = {json.dumps(v)}" for k, v in training.items())]
     return "\n".join(lines) + "\n"
+
+
+def train_env() -> dict:
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)  # the exported project runs without ftplan
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env.update(DISABLE_TQDM="1", PYTHONWARNINGS="ignore")
+    return env
+
+
+def run(cmd: list[str], cwd: Path, timeout: int = 600, **env) -> subprocess.CompletedProcess:
+    """Run a command of the exported project; on failure show its output's tail."""
+    proc = subprocess.run(
+        cmd, cwd=cwd, env={**train_env(), **env}, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr)[-6000:]
+        pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}:\n{tail}")
+    return proc
+
+
+def set_config(project: Path, section: str, **values) -> None:
+    """Edit train_config.toml as a user would (one `key = value` line each)."""
+    path = project / "train_config.toml"
+    lines = path.read_text().splitlines()
+    current = ""
+    for i, line in enumerate(lines):
+        if line.startswith("["):
+            current = line.strip("[]")
+            continue
+        key = line.split("=", 1)[0].strip()
+        if current == section and key in values:
+            lines[i] = f"{key} = {json.dumps(values[key])}"
+    path.write_text("\n".join(lines) + "\n")
+
+
+def metrics(project: Path) -> list[dict]:
+    path = project / "output" / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
