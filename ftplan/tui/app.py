@@ -1,0 +1,530 @@
+"""The ftplan app: questions on the left, the live plan on the right; save, export, launch.
+
+Planning runs in a thread worker (exclusive, one at a time) that posts `PlanReady` /
+`PlanInvalid`; edits are debounced so a burst of keystrokes plans once. Nothing here
+imports torch, transformers or peft.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import Footer, Header, Tab, Tabs
+
+from ftplan.planner import Answers, AnswersError, Context, Plan, Problem, make_plan, parse_answers
+from ftplan.tui.fields import FormState, answers_toml
+from ftplan.tui.messages import DataMeasured, GPUsDetected, PlanInvalid, PlanLines, PlanReady
+from ftplan.tui.runs import Finished, Output, Progress, RunEvent, RunMessage, RunSource, Started
+from ftplan.tui.widgets.questions import QuestionsForm
+from ftplan.tui.widgets.results import ResultsPanel
+
+DetectFn = Callable[[], list[str]]
+MeasureFn = Callable[[str], "tuple[int, int] | None"]
+SourceFactory = Callable[..., RunSource]
+
+
+def _detect_default() -> list[str]:
+    from ftplan.context import detect_gpus
+
+    return [g.name for g in detect_gpus()]
+
+
+def _measure_default(path: str) -> tuple[int, int] | None:
+    from ftplan.context import measure_data
+
+    return measure_data(path)
+
+
+class FtplanApp(App[int]):
+    """`FtplanApp(answers, answers_path)` is the factory the CLI, the tests and the snapshots use."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "ftplan"
+    SUB_TITLE = "plan a fine-tune: full, LoRA or QLoRA"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+
+    BINDINGS = [
+        Binding("ctrl+s", "save", "Save", id="answers.save"),
+        Binding("ctrl+e", "export", "Export", id="plan.export"),
+        Binding("ctrl+l", "launch", "Launch", id="plan.launch"),
+        Binding("f2", "toggle_view", "Questions/Plan", id="view.toggle"),
+        Binding("ctrl+t", "toggle_dark", "Dark/Light", id="app.theme", show=False),
+        Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
+    ]
+
+    def __init__(
+        self,
+        answers: Answers | None = None,
+        answers_path: str | Path | None = None,
+        *,
+        raw: dict[str, Any] | None = None,
+        detect: DetectFn | None = _detect_default,
+        measure: MeasureFn | None = _measure_default,
+        run_source_factory: SourceFactory | None = None,
+        debounce: float = 0.1,
+        cursor_blink: bool = True,
+    ) -> None:
+        super().__init__()
+        self.initial_state = FormState.from_raw(raw) if raw is not None else FormState.from_answers(answers)
+        self.read_problems = self._unknown_keys(raw) if raw is not None else []
+        """Keys of the file that no question holds: reported at the top, dropped on save."""
+        self.answers_path = Path(answers_path) if answers_path else None
+        self.detect = detect
+        self.measure = measure
+        self.run_source_factory = run_source_factory
+        self.debounce = debounce
+        self.cursor_blink = cursor_blink
+        # What the app shows: the latest valid answers and their plan.
+        self.answers: Answers | None = None
+        self.plan: Plan | None = None
+        self.problems: list[Problem] = []
+        self.saved_answers: Answers | None = None
+        """The answers as last read from or saved to `answers_path` (the title shows * when they differ)."""
+        # Planning pipeline state.
+        self.generation = 0
+        self.plans_started = 0
+        self.shown_generation = -1
+        self.complete_generation = -1
+        self._timer: Timer | None = None
+        self._edit_started: float | None = None
+        self._plan_started: float | None = None
+        from ftplan.tui.widgets.results import PlanRenderer
+
+        self.plan_renderer = PlanRenderer()
+        self.full_latencies: list[float] = []
+        """Last keystroke → every table redrawn (the second rendering pass), seconds."""
+        self._shown_edit: tuple[int, float | None] = (-1, None)
+        self.latency_phases: list[dict[str, float]] = []
+        self.latencies: list[tuple[float, float, float]] = []
+        """(last keystroke→tables shown, debounce end→tables shown, planning alone), seconds."""
+        self.detected: list[str] = []
+        self.measured: dict[str, tuple[int, int] | None] = {}
+        self.user_edited: set[str] = set()
+        # The training run belongs to the App, not to the launch screen.
+        self.run_source: RunSource | None = None
+        self.run_active = False
+        self.run_lines: list[str] = []
+        self.run_progress: Progress | None = None
+        self.run_started: Started | None = None
+        self.run_finished: Finished | None = None
+        self.export_dir: Path | None = None
+        self._quit_after_run = False
+
+    @staticmethod
+    def _unknown_keys(raw: dict[str, Any]) -> list[Problem]:
+        from ftplan.tui.fields import BY_KEY
+
+        try:
+            parse_answers(raw)
+        except AnswersError as exc:
+            return [
+                Problem(p.field, p.message + " — dropped when the answers are saved", p.line)
+                for p in exc.problems
+                if p.field not in BY_KEY
+            ]
+        return []
+
+    # Layout -----------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Tabs(Tab("Questions", id="tab-questions"), Tab("Plan", id="tab-plan"), id="view-tabs")
+        with Horizontal(id="main", classes="show-questions"):
+            yield QuestionsForm(self.initial_state, id="questions")
+            yield ResultsPanel(id="results")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        if self.answers_path:
+            self.sub_title = str(self.answers_path)
+        for widget in self.query("Input"):
+            widget.cursor_blink = self.cursor_blink
+        if self.detect is not None:
+            self._detect_worker()
+        self._measure_if_needed(self.initial_state.values.get("data.path", ""))
+        self.schedule_plan(delay=0)
+        if not str(self.initial_state.values.get("model.name", "")).strip():
+            self.screen_stack[0].query_one("#model-name").focus()  # the one question that has no default
+
+    @property
+    def form(self) -> QuestionsForm:
+        """The questions (on the main screen, whichever screen is on top)."""
+        return self.screen_stack[0].query_one(QuestionsForm)
+
+    @property
+    def results(self) -> ResultsPanel:
+        return self.screen_stack[0].query_one(ResultsPanel)
+
+    @on(Tabs.TabActivated, "#view-tabs")
+    def _tab(self, event: Tabs.TabActivated) -> None:
+        plan = event.tab.id == "tab-plan"
+        main = self.query_one("#main")
+        main.set_class(plan, "show-plan")
+        main.set_class(not plan, "show-questions")
+
+    def action_toggle_view(self) -> None:
+        tabs = self.query_one("#view-tabs", Tabs)
+        tabs.active = "tab-questions" if tabs.active == "tab-plan" else "tab-plan"
+
+    def action_toggle_dark(self) -> None:
+        self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
+
+    # Planning ---------------------------------------------------------------------------------
+
+    @on(QuestionsForm.Edited)
+    def _edited(self, event: QuestionsForm.Edited) -> None:
+        self.user_edited.add(event.key)
+        self._edit_started = time.perf_counter()  # latency counts from the last keystroke
+        if event.key == "data.path":
+            self._measure_if_needed(self.form.value("data.path"))
+        self.schedule_plan()
+
+    def schedule_plan(self, delay: float | None = None) -> None:
+        """Plan again after `delay` seconds of quiet (the debounce), dropping older requests."""
+        self.generation += 1
+        if self._timer is not None:
+            self._timer.stop()
+        delay = self.debounce if delay is None else delay
+        self._timer = self.set_timer(max(delay, 0.001), self._plan_now, name="plan-debounce")
+
+    def _plan_now(self) -> None:
+        self._timer = None
+        self.plans_started += 1
+        self._plan_started = time.perf_counter()
+        raw = self.form.state().to_raw()
+        self._plan_worker(raw, self.context_for(raw), self.generation, self.results.plan_width)
+
+    def context_for(self, raw: dict) -> Context:
+        path = str(raw.get("data", {}).get("path", ""))
+        measured = self.measured.get(path) if path else None
+        return Context(
+            detected_gpu=self.detected[0] if self.detected else None,
+            detected_gpus=len(self.detected),
+            examples=measured[0] if measured else None,
+            avg_tokens=measured[1] if measured else None,
+        )
+
+    @work(thread=True, exclusive=True, group="plan", exit_on_error=False)
+    def _plan_worker(self, raw: dict, context: Context, generation: int, width: int) -> None:
+        """Validate, plan and render the tables to lines; the UI thread only swaps them in."""
+        from textual.worker import get_current_worker
+
+        from ftplan.tui.widgets.results import FIRST_PASS, plan_group
+
+        started = time.perf_counter()
+        try:
+            answers = parse_answers(raw)
+            plan = make_plan(answers, context)
+        except AnswersError as exc:
+            self.post_message(PlanInvalid(generation, exc.problems))
+            return
+        except Exception as exc:  # a planner bug must not kill the app; show it as a problem
+            self.post_message(PlanInvalid(generation, [Problem("", f"planner error: {exc!r}")]))
+            return
+        seconds = time.perf_counter() - started
+        group = plan_group(plan)
+        lines, complete = self.plan_renderer.lines(plan, width, FIRST_PASS) if width > 0 else (None, True)
+        self.post_message(
+            PlanReady(generation, answers, plan, seconds, group, lines, width, (started, time.perf_counter()), complete)
+        )
+        if not complete and not get_current_worker().is_cancelled:
+            lines, _ = self.plan_renderer.lines(plan, width)
+            self.post_message(PlanLines(generation, lines, width))
+
+    @property
+    def plan_settled(self) -> bool:
+        """True when the shown plan (or problems) belong to the latest edit, every table drawn."""
+        return (
+            self._timer is None
+            and self.shown_generation == self.generation
+            and self.complete_generation == self.generation
+        )
+
+    def _stale(self, generation: int) -> bool:
+        """A result for an older edit, or one arriving while the app shuts down."""
+        return generation != self.generation or not self.screen_stack or self._closing or not self.is_running
+
+    @on(PlanReady)
+    def _plan_ready(self, message: PlanReady) -> None:
+        if self._stale(message.generation):
+            return
+        handled = time.perf_counter()
+        self.answers, self.plan, self.problems = message.answers, message.plan, []
+        self.form.show_problems(self.read_problems)
+        self.results.show_plan(message.plan, message.group, message.lines, message.width)
+        if message.complete:
+            self.complete_generation = message.generation
+        self._shown(message.generation, message.plan_seconds, (*message.worker_span, handled))
+
+    @on(PlanLines)
+    def _plan_lines(self, message: PlanLines) -> None:
+        if self._stale(message.generation) or self.plan is None:
+            return
+        self.results.show_plan(self.plan, None, message.lines, message.width)
+        self.complete_generation = message.generation
+        edit_generation, edit = self._shown_edit
+        if edit is not None and edit_generation == message.generation:
+            self.call_after_refresh(lambda: self.full_latencies.append(time.perf_counter() - edit))
+
+    @on(PlanInvalid)
+    def _plan_invalid(self, message: PlanInvalid) -> None:
+        if self._stale(message.generation):
+            return
+        self.complete_generation = message.generation
+        self.problems = message.problems
+        self.form.show_problems([*message.problems, *self.read_problems])
+        self.results.show_problems(message.problems, have_plan=self.plan is not None)
+        self._shown(message.generation, None)
+
+    def _shown(self, generation: int, plan_seconds: float | None, span: tuple = ()) -> None:
+        edit, started = self._edit_started, self._plan_started
+        self._edit_started = None
+        self._shown_edit = (generation, edit)
+        self.shown_generation = generation
+        self._update_title()
+
+        def record() -> None:
+            now = time.perf_counter()
+            if edit is not None and started is not None:
+                self.latencies.append((now - edit, now - started, plan_seconds or 0.0))
+                if self.complete_generation == generation:
+                    self.full_latencies.append(now - edit)
+                if span:
+                    w0, w1, handled = span
+                    self.latency_phases.append(
+                        {
+                            "wait for worker": w0 - started,
+                            "worker (plan+render)": w1 - w0,
+                            "message delivery": handled - w1,
+                            "swap+paint": now - handled,
+                        }
+                    )
+
+        self.call_after_refresh(record)
+
+    def _update_title(self) -> None:
+        if self.saved_answers is None and self.answers_path is not None and self.answers is not None:
+            self.saved_answers = self.answers  # the first valid plan is of the answers as read
+        dirty = self.answers_path is not None and self.answers is not None and self.answers != self.saved_answers
+        name = str(self.answers_path) if self.answers_path else "unsaved answers"
+        self.sub_title = name + (" *" if dirty else "")
+
+    # Context: detected GPUs and measured data -------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="detect", exit_on_error=False)
+    def _detect_worker(self) -> None:
+        assert self.detect is not None
+        try:
+            names = list(self.detect())
+        except Exception:
+            names = []
+        self.post_message(GPUsDetected(names))
+
+    @on(GPUsDetected)
+    def _gpus_detected(self, message: GPUsDetected) -> None:
+        from ftplan.planner.catalog.gpus import gpu_by_name
+
+        self.detected = message.names
+        if not message.names:
+            self.form.set_note("hardware.gpu", "No GPU detected here (no nvidia-smi): pick the GPU you will train on.")
+            return
+        gpu = gpu_by_name(message.names[0], detected=True)
+        note = f"Detected {len(message.names)}× {message.names[0]}"
+        if gpu is not None and not self.user_edited & {"hardware.gpu", "hardware.gpus_per_node"}:
+            if self.form.value("hardware.gpu") == "auto":
+                self.form.set_value("hardware.gpu", gpu.name)
+                self.form.set_value("hardware.gpus_per_node", str(len(message.names)))
+                note += f" — pre-filled {gpu.name} × {len(message.names)}."
+        self.form.set_note("hardware.gpu", note)
+        self.schedule_plan(delay=0)
+
+    def _measure_if_needed(self, path: str) -> None:
+        path = (path or "").strip()
+        if path and path not in self.measured and self.measure is not None:
+            self._measure_worker(path)
+
+    @work(thread=True, exclusive=True, group="measure", exit_on_error=False)
+    def _measure_worker(self, path: str) -> None:
+        assert self.measure is not None
+        try:
+            measured = self.measure(path)
+        except Exception:
+            measured = None
+        self.post_message(DataMeasured(path, measured))
+
+    @on(DataMeasured)
+    def _data_measured(self, message: DataMeasured) -> None:
+        self.measured[message.path] = message.measured
+        if message.path != self.form.value("data.path").strip():
+            return
+        given = self.form.value("data.examples").strip() and self.form.value("data.avg_tokens").strip()
+        if message.measured:
+            note = f"Measured: {message.measured[0]:,} examples × ~{message.measured[1]:,} tokens (4 chars/token)"
+            note += "; the values below win." if given else "."
+        elif given:
+            note = "Not a local file here: planning with the examples and avg tokens below."
+        else:
+            note = "Not a local file ftplan can measure: give examples and avg tokens."
+        self.form.set_note("data.path", note)
+        if message.measured:
+            self.schedule_plan(delay=0)
+
+    # Save -------------------------------------------------------------------------------------
+
+    def action_save(self) -> None:
+        if self.answers is None or self.problems:
+            self.notify("Fix the answers first: the fields marked in red.", severity="error")
+            return
+        if self.answers_path is None:
+            from ftplan.tui.screens.save import SavePathScreen
+
+            self.push_screen(SavePathScreen("answers.toml"), self._save_to)
+        else:
+            self._save_to(str(self.answers_path))
+
+    def action_save_as(self) -> None:
+        from ftplan.tui.screens.save import SavePathScreen
+
+        self.push_screen(SavePathScreen(str(self.answers_path or "answers.toml")), self._save_to)
+
+    def _save_to(self, path: str | None) -> None:
+        if not path or self.answers is None:
+            return
+        text = answers_toml(self.answers)
+        target = Path(path).expanduser()
+        try:
+            tmp = target.with_name(target.name + ".tmp")
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(target)
+        except OSError as exc:
+            self.notify(f"Cannot save {target}: {exc.strerror or exc}", severity="error")
+            return
+        self.answers_path = target
+        self.saved_answers = self.answers
+        if self.read_problems:  # the unknown keys are gone from the file now
+            self.read_problems = []
+            self.form.show_problems(self.problems)
+        self._update_title()
+        self.notify(f"Saved the answers to {target}.")
+
+    # Export and launch ------------------------------------------------------------------------
+
+    def _need_plan(self) -> bool:
+        if self.plan is None or self.problems:
+            self.notify("There is no valid plan yet: fix the answers first.", severity="error")
+            return False
+        return True
+
+    def action_export(self) -> None:
+        if not self._need_plan():
+            return
+        from ftplan.tui.screens.export import ExportScreen
+
+        self.push_screen(ExportScreen(self.plan, answers_toml(self.answers), self.export_dir))
+
+    def action_launch(self) -> None:
+        from ftplan.tui.screens.launch import LaunchScreen
+
+        if not self.run_active and not self._need_plan():
+            return
+        self.push_screen(LaunchScreen())
+
+    def start_run(self, source: RunSource) -> None:
+        """Start a training run owned by the App (it outlives the launch screen)."""
+        if self.run_active:
+            self.notify("A run is already active.", severity="warning")
+            return
+        self.run_source = source
+        self.run_active = True
+        self.run_lines, self.run_progress, self.run_started, self.run_finished = [], None, None, None
+        self._run_worker(source)
+
+    @work(thread=True, exclusive=True, group="run", exit_on_error=False)
+    def _run_worker(self, source: RunSource) -> None:
+        def post(event: RunEvent) -> None:
+            self.post_message(RunMessage(event))
+
+        try:
+            source.run(post)
+        except Exception as exc:
+            post(Output([f"launcher error: {exc!r}"]))
+            post(Finished(1, str(exc)))
+
+    @on(RunMessage)
+    def _run_event(self, message: RunMessage) -> None:
+        event = message.event
+        if isinstance(event, Started):
+            self.run_started = event
+        elif isinstance(event, Output):
+            self.run_lines.extend(event.lines)
+        elif isinstance(event, Progress):
+            self.run_progress = event
+        elif isinstance(event, Finished):
+            self.run_finished = event
+            self.run_active = False
+        from ftplan.tui.screens.launch import LaunchScreen
+
+        for screen in self.screen_stack:
+            if isinstance(screen, LaunchScreen):
+                screen.run_event(event)
+        if isinstance(event, Finished) and self._quit_after_run:
+            self.exit(0)
+
+    def stop_run(self) -> None:
+        """Stop the active run without asking (callers ask first)."""
+        if self.run_active and self.run_source is not None:
+            self._stop_worker(self.run_source)
+
+    @work(thread=True, group="stop", exit_on_error=False)
+    def _stop_worker(self, source: RunSource) -> None:
+        source.stop()
+
+    def action_stop_run(self) -> None:
+        if not self.run_active:
+            return
+        from ftplan.tui.screens.confirm import ConfirmScreen
+
+        self.push_screen(
+            ConfirmScreen(
+                "Stop the training run? (SIGTERM, then SIGKILL after the grace period)", "Stop", "Keep running"
+            ),
+            lambda yes: self.stop_run() if yes else None,
+        )
+
+    async def action_quit(self) -> None:
+        if not self.run_active:
+            self.exit(0)
+            return
+        from ftplan.tui.screens.confirm import ConfirmScreen
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self._quit_after_run = True
+                self.stop_run()
+                self.set_timer(30, lambda: self.exit(1))
+
+        self.push_screen(ConfirmScreen("A training run is active. Stop it and quit?", "Stop and quit", "Stay"), answer)
+
+    # Command palette ----------------------------------------------------------------------------
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield SystemCommand(
+            "answers: save", "Save the answers (TOML, only what differs from the defaults)", self.action_save
+        )
+        yield SystemCommand("answers: save as…", "Save the answers to another file", self.action_save_as)
+        yield SystemCommand("plan: export", "Preview and write the training project", self.action_export)
+        yield SystemCommand("plan: launch", "Preflight checks, then run the exported project here", self.action_launch)
+        yield SystemCommand(
+            "view: questions / plan", "Switch panes when the terminal is narrow", self.action_toggle_view
+        )
+        yield SystemCommand("theme: dark / light", "Toggle between the dark and light themes", self.action_toggle_dark)
+        yield from super().get_system_commands(screen)

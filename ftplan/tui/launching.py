@@ -1,0 +1,106 @@
+"""The adapter between the launch screen and `ftplan.launch`.
+
+`make_source(project_dir, dry_run=..., smoke=...)` returns a `RunSource` (ftplan.tui.runs)
+that prepares the launch exactly as `ftplan launch DIR` does (`session.prepare`), runs the
+shared `Runner` and translates its events to the screen's four: Started, Output, Progress,
+Finished. `project_checks` gives the launcher's own preflight checklist for the screen.
+"""
+
+from __future__ import annotations
+
+import shlex
+import threading
+from pathlib import Path
+
+from ftplan.tui.runs import Finished, Output, Post, Progress, RunSource, Started
+
+MARK = {"ok": "✓", "warn": "!", "fail": "✗"}
+
+
+def _options(dry_run: bool, smoke: bool):
+    from ftplan.launch.session import host_options
+    from ftplan.launch.spec import LaunchOptions
+
+    return host_options(LaunchOptions(dry_run=dry_run, smoke=smoke))
+
+
+def project_checks(project_dir: Path, smoke: bool = False) -> tuple[list[tuple[str, str, str]], str]:
+    """The launcher's checklist for a project folder: ([(status, name, detail)], error message).
+
+    Does I/O (nvidia-smi, disk, packages): call it from a worker.
+    """
+    from ftplan.launch.session import LaunchInputError, prepare
+
+    try:
+        prepared = prepare(project_dir, _options(True, smoke))
+    except LaunchInputError as exc:
+        return [], str(exc)
+    return [(c.status, c.name, c.detail) for c in prepared.checks], ""
+
+
+class LaunchSource:
+    """Runs an exported project through `ftplan.launch` (process group, SIGTERM → SIGKILL)."""
+
+    def __init__(self, project_dir: Path, *, dry_run: bool = False, smoke: bool = False, process_factory=None) -> None:
+        self.project_dir = Path(project_dir)
+        self.dry_run, self.smoke = dry_run, smoke
+        self.process_factory = process_factory
+        self._runner = None
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    def run(self, post: Post) -> None:
+        from ftplan.launch.session import LaunchInputError, make_runner, prepare
+
+        try:
+            prepared = prepare(self.project_dir, _options(self.dry_run, self.smoke))
+        except LaunchInputError as exc:
+            post(Output([str(exc)]))
+            post(Finished(2, str(exc).splitlines()[0] if str(exc) else "bad project folder"))
+            return
+        spec = prepared.spec
+        post(Output([f"{MARK.get(c.status, '?')} {c.name}: {c.detail}" for c in prepared.checks]))
+        post(Output([f"cd {shlex.quote(spec.cwd)}", shlex.join(spec.argv)]))
+        if self.dry_run:
+            post(Finished(0, "dry run: the command above was not started"))
+            return
+        if prepared.failed:
+            names = ", ".join(c.name for c in prepared.failed)
+            post(Finished(1, f"preflight failed ({names}); fix the ✗ items"))
+            return
+        kwargs = {"process_factory": self.process_factory} if self.process_factory else {}
+        with self._lock:
+            if self._stopped:
+                post(Finished(130, "stopped before it started"))
+                return
+            self._runner = make_runner(prepared, lambda event: self._translate(event, post), **kwargs)
+        self._runner.run()
+
+    @staticmethod
+    def _translate(event: object, post: Post) -> None:
+        from ftplan.launch import events as ev
+
+        if isinstance(event, ev.RunStarted):
+            post(Started(list(event.argv), event.pid))
+            post(Output([f"run folder: {event.run_dir} (log: {event.log_path})"]))
+        elif isinstance(event, ev.OutputLines):
+            post(Output(list(event.lines)))
+        elif isinstance(event, ev.ProgressUpdate):
+            post(Progress(event.step, event.max_steps, event.loss, event.tokens_per_second, event.peak_memory_bytes))
+        elif isinstance(event, ev.Stopping):
+            post(Output([f"stopping ({event.reason}): {event.signal}, grace {event.grace_s:g} s"]))
+        elif isinstance(event, ev.RunFinished):
+            r = event.result
+            advice = r.message + ("\n" + "\n".join(r.advice) if r.advice else "")
+            post(Finished(r.exit_code, advice))
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            runner = self._runner
+        if runner is not None:
+            runner.stop("stopped from the app")
+
+
+def make_source(project_dir: Path, *, dry_run: bool = False, smoke: bool = False) -> RunSource:
+    return LaunchSource(project_dir, dry_run=dry_run, smoke=smoke)

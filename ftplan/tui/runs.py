@@ -1,0 +1,103 @@
+"""The protocol between the launch screen and whatever runs the training.
+
+A `RunSource` runs in a thread worker the App starts, and reports through `post(event)`
+with the four event dataclasses below. The real source adapts `ftplan.launch`'s Runner
+(see `ftplan.tui.launching`); tests use `FakeSource` and post the events themselves
+("fake the source, not the app").
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol, Union
+
+from textual.message import Message
+
+
+@dataclass(frozen=True)
+class Started:
+    argv: list[str] = field(default_factory=list)
+    pid: int | None = None
+
+
+@dataclass(frozen=True)
+class Output:
+    lines: list[str]
+
+
+@dataclass(frozen=True)
+class Progress:
+    step: int
+    max_steps: int
+    loss: float | None = None
+    tokens_per_s: float | None = None
+    peak_mem: int | None = None
+
+
+@dataclass(frozen=True)
+class Finished:
+    exit_code: int
+    advice: str = ""
+
+
+RunEvent = Union[Started, Output, Progress, Finished]  # noqa: UP007 (a runtime alias on Python 3.10)
+Post = Callable[[RunEvent], None]
+
+
+class RunSource(Protocol):
+    """Something that runs a training and reports events; `stop()` may be called from any thread."""
+
+    def run(self, post: Post) -> None:
+        """Block until the run ends, calling `post` for every event (the last one `Finished`)."""
+
+    def stop(self) -> None:
+        """Ask the run to end (SIGTERM to the group, then SIGKILL after a grace period)."""
+
+
+@dataclass
+class RunMessage(Message):
+    """A RunEvent, delivered to the App's message queue."""
+
+    event: RunEvent
+
+
+class FakeSource:
+    """A source whose events the caller posts: `source.post(Progress(...))`.
+
+    `run()` blocks until `finish()` or `stop()` (or returns at once with `block=False`, for
+    snapshots that must exit with the run still showing as active); `stop()` ends with exit
+    code -15 like SIGTERM.
+    """
+
+    def __init__(self, block: bool = True) -> None:
+        self.block = block
+        self._post: Post | None = None
+        self._done = threading.Event()
+        self._ready = threading.Event()
+        self.stopped = False
+
+    def run(self, post: Post) -> None:
+        self._post = post
+        self._ready.set()
+        if self.block:
+            self._done.wait()
+
+    def wait_started(self, timeout: float = 5.0) -> bool:
+        return self._ready.wait(timeout)
+
+    def post(self, event: RunEvent) -> None:
+        assert self._post is not None, "run() has not started"
+        self._post(event)
+        if isinstance(event, Finished):
+            self._done.set()
+
+    def finish(self, exit_code: int = 0, advice: str = "") -> None:
+        self.post(Finished(exit_code, advice))
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self._post is not None and not self._done.is_set():
+            self.post(Finished(-15, "stopped by the user"))
+        self._done.set()

@@ -1,0 +1,216 @@
+"""Launch: a preflight checklist, then the run's live log and progress.
+
+The run belongs to the App (`app.start_run`), so closing this screen does not stop it;
+the App forwards each event here through `run_event`. Output is batched and written to
+the Log on a timer (flood control); `\\r` redraws keep only what a terminal would show.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Header, Input, Label, Log, ProgressBar, Static, Switch
+
+from ftplan.tui.preflight import Check, plan_checks
+from ftplan.tui.runs import Finished, Output, Progress, RunEvent, Started
+
+FLUSH_SECONDS = 0.1
+
+
+def terminal_line(line: str) -> str:
+    """What a terminal shows for a line with carriage-return redraws: the last segment."""
+    line = line.rstrip("\n")
+    if "\r" in line:
+        parts = [p for p in line.split("\r") if p]
+        return parts[-1] if parts else ""
+    return line
+
+
+def progress_text(p: Progress) -> str:
+    parts = [f"step {p.step:,}/{p.max_steps:,}"]
+    if p.loss is not None:
+        parts.append(f"loss {p.loss:.4f}")
+    if p.tokens_per_s is not None:
+        parts.append(f"{p.tokens_per_s:,.0f} tok/s")
+    if p.peak_mem is not None:
+        parts.append(f"peak {p.peak_mem / 2**30:.1f} GiB")
+    return " · ".join(parts)
+
+
+MARKS = {"ok": Text("✓", "green"), "warn": Text("!", "yellow"), "fail": Text("✗", "bold red")}
+
+
+@dataclass
+class ProjectChecked(Message):
+    folder: str
+    checks: list[Check]
+    error: str = ""
+
+
+class LaunchScreen(Screen[None]):
+    BINDINGS = [
+        Binding("escape", "close", "Close (run continues)", id="launch.close"),
+        Binding("ctrl+r", "start", "Start", id="launch.start"),
+        Binding("ctrl+x", "stop", "Stop", id="launch.stop"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__(id="launch-screen")
+        self._pending: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        app = self.app
+        yield Header()
+        yield Static("", id="launch-preflight")
+        with Horizontal(id="launch-options"):
+            with Vertical(classes="opt"):
+                yield Label("Project folder")
+                yield Input(str(app.export_dir or ""), placeholder="the exported project (ctrl+e)", id="launch-dir")
+            with Vertical(classes="opt opt-switch"):
+                yield Label("Dry run")
+                yield Switch(True, id="launch-dry-run")
+            with Vertical(classes="opt opt-switch"):
+                yield Label("Smoke")
+                yield Switch(False, id="launch-smoke")
+        yield ProgressBar(total=None, show_eta=False, id="launch-progress")
+        yield Static("not started", id="launch-status", markup=False)
+        yield Log(max_lines=10_000, id="launch-log")
+        with Horizontal(id="launch-buttons"):
+            yield Button("Start", variant="success", id="launch-start")
+            yield Button("Stop", variant="error", id="launch-stop")
+            yield Button("Close", id="launch-close")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        app = self.app
+        self.refresh_preflight()
+        # Reopened while (or after) a run: replay what the App kept.
+        if app.run_lines:
+            self._pending.extend(app.run_lines)
+        if app.run_progress is not None:
+            self._progress(app.run_progress)
+        if app.run_finished is not None:
+            self._finished(app.run_finished)
+        elif app.run_active:
+            self.query_one("#launch-status", Static).update("running")
+        self._sync_buttons()
+        self.set_interval(FLUSH_SECONDS, self.flush, name="log-flush")
+
+    # Preflight --------------------------------------------------------------------------------
+
+    @on(Input.Changed, "#launch-dir")
+    def refresh_preflight(self) -> None:
+        folder = self.query_one("#launch-dir", Input).value.strip()
+        self.project_checks: list[Check] = []
+        self.project_error = "" if folder else "type the project folder, or export one first (ctrl+e)"
+        self._draw_checks()
+        if folder:
+            self._check_worker(folder)
+
+    @work(thread=True, exclusive=True, group="preflight", exit_on_error=False)
+    def _check_worker(self, folder: str) -> None:
+        """The launcher's checks read the project and look at the host: not on the UI thread."""
+        from ftplan.tui.launching import project_checks
+
+        try:
+            rows, error = project_checks(Path(folder).expanduser())
+        except Exception as exc:
+            rows, error = [], f"cannot check the project: {exc!r}"
+        self.post_message(ProjectChecked(folder, [Check(*row) for row in rows], error))
+
+    @on(ProjectChecked)
+    def _checked(self, message: ProjectChecked) -> None:
+        if message.folder != self.query_one("#launch-dir", Input).value.strip():
+            return
+        self.project_checks, self.project_error = message.checks, message.error
+        self._draw_checks()
+
+    def _draw_checks(self) -> None:
+        table = Table(title="Preflight", title_justify="left", show_header=False, box=None)
+        table.add_column(width=2)
+        table.add_column(style="bold")
+        table.add_column()
+        for c in [*plan_checks(self.app.plan), *self.project_checks]:
+            table.add_row(MARKS.get(c.status, Text("?")), c.name, c.detail)
+        if self.project_error:
+            table.add_row(MARKS["fail"], "project", self.project_error)
+        self.query_one("#launch-preflight", Static).update(table)
+
+    # Start / stop -----------------------------------------------------------------------------
+
+    @on(Button.Pressed, "#launch-start")
+    def action_start(self) -> None:
+        app = self.app
+        if app.run_active:
+            return
+        folder = self.query_one("#launch-dir", Input).value.strip()
+        dry_run = self.query_one("#launch-dry-run", Switch).value
+        smoke = self.query_one("#launch-smoke", Switch).value
+        if not folder:
+            app.notify("Type the project folder first, or export one (ctrl+e).", severity="error")
+            return
+        factory = app.run_source_factory
+        if factory is None:
+            from ftplan.tui.launching import make_source as factory
+        self.query_one("#launch-log", Log).clear()
+        self._pending.clear()
+        app.start_run(factory(Path(folder).expanduser(), dry_run=dry_run, smoke=smoke))
+        self.query_one("#launch-status", Static).update("starting…")
+        self.query_one("#launch-progress", ProgressBar).update(total=None, progress=0)
+        self._sync_buttons()
+
+    @on(Button.Pressed, "#launch-stop")
+    def action_stop(self) -> None:
+        self.app.action_stop_run()
+
+    @on(Button.Pressed, "#launch-close")
+    def action_close(self) -> None:
+        if self.app.run_active:
+            self.app.notify("The run continues; ctrl+l shows it again.")
+        self.dismiss(None)
+
+    def _sync_buttons(self) -> None:
+        active = self.app.run_active
+        self.query_one("#launch-start", Button).disabled = active
+        self.query_one("#launch-stop", Button).disabled = not active
+
+    # Events from the App ----------------------------------------------------------------------
+
+    def run_event(self, event: RunEvent) -> None:
+        if isinstance(event, Output):
+            self._pending.extend(event.lines)
+        elif isinstance(event, Progress):
+            self._progress(event)
+        elif isinstance(event, Started):
+            self.query_one("#launch-status", Static).update("running: " + " ".join(event.argv))
+        elif isinstance(event, Finished):
+            self.flush()
+            self._finished(event)
+        self._sync_buttons()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        lines, self._pending = self._pending, []
+        self.query_one("#launch-log", Log).write_lines([terminal_line(line) for line in lines])
+
+    def _progress(self, p: Progress) -> None:
+        self.query_one("#launch-progress", ProgressBar).update(total=max(1, p.max_steps), progress=p.step)
+        self.query_one("#launch-status", Static).update(progress_text(p))
+
+    def _finished(self, f: Finished) -> None:
+        status = "finished OK" if f.exit_code == 0 else f"ended with exit code {f.exit_code}"
+        if f.advice:
+            status += f" — {f.advice}"
+        widget = self.query_one("#launch-status", Static)
+        widget.update(status)
+        widget.set_class(f.exit_code != 0, "-error")

@@ -1,0 +1,195 @@
+"""The questions, grouped by section; each shows its help text and its problems inline.
+
+The form's values live in one dict (`values`), updated by every control's Changed event;
+the collapsed "Training overrides" section mounts its controls only when first opened,
+which keeps the first screen small (each Select is several widgets).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.message import Message
+from textual.suggester import SuggestFromList
+from textual.widget import AwaitMount
+from textual.widgets import Collapsible, Input, Label, Select, Static, Switch
+
+from ftplan.planner import Problem, catalog_names
+from ftplan.tui.fields import BY_KEY, FIELDS, SECTIONS, Field, FormState
+
+LAZY = {"training"}
+"""Sections that start collapsed and mount their questions when opened."""
+
+
+class Question(Vertical):
+    """One question: label, control, then its help text with its note or problem under it."""
+
+    DEFAULT_CLASSES = "question"
+
+    def __init__(self, spec: Field, value: Any, error: str = "", note: str = "") -> None:
+        super().__init__(id=f"q-{spec.widget_id}")
+        self.spec = spec
+        self.initial = value
+        self.error = error
+        self.note = note
+
+    def compose(self) -> ComposeResult:
+        spec = self.spec
+        yield Label(spec.name.replace("_", " "), classes="q-label")
+        if spec.kind == "select":
+            yield Select(spec.choices, value=self.initial, allow_blank=False, id=spec.widget_id, compact=True)
+        elif spec.kind == "switch":
+            yield Switch(value=bool(self.initial), id=spec.widget_id)
+        else:
+            suggester = SuggestFromList(catalog_names(), case_sensitive=False) if spec.key == "model.name" else None
+            yield Input(
+                str(self.initial),
+                placeholder=spec.placeholder,
+                suggester=suggester,
+                id=spec.widget_id,
+                compact=True,
+                select_on_focus=False,
+            )
+        yield Static(self._text(), classes="q-help")
+
+    def on_mount(self) -> None:
+        self.set_class(bool(self.error), "-invalid")
+        if self.app.cursor_blink is False:
+            for widget in self.query(Input):
+                widget.cursor_blink = False
+
+    def _text(self) -> Text:
+        text = Text(self.spec.help, style="dim")
+        if self.note:
+            text.append("\n" + self.note, style="green")
+        if self.error:
+            text.append("\n" + self.error, style="bold red")
+        return text
+
+    def _redraw(self) -> None:
+        if self.is_mounted:
+            self.query_one(".q-help", Static).update(self._text())
+
+    def set_error(self, message: str) -> None:
+        if message == self.error:
+            return  # most edits change no field's problems: touch nothing, restyle nothing
+        self.error = message
+        self.set_class(bool(message), "-invalid")
+        self._redraw()
+
+    def set_note(self, message: str) -> None:
+        if message != self.note:
+            self.note = message
+            self._redraw()
+
+
+class QuestionsForm(VerticalScroll):
+    """All questions. Posts `QuestionsForm.Edited` when the user changes any of them."""
+
+    class Edited(Message):
+        def __init__(self, key: str) -> None:
+            super().__init__()
+            self.key = key
+
+    def __init__(self, state: FormState, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.values: dict[str, Any] = dict(state.values)
+        """The value of every question, mounted or not: the form's one source of truth."""
+        self.errors: dict[str, str] = {}
+        self.notes: dict[str, str] = {}
+        self._general = ""
+        self._mounted_sections: set[str] = set()
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="form-problems", markup=False)
+        for section, title in SECTIONS.items():
+            now = section not in LAZY
+            questions = self._questions(section) if now else []
+            if now:
+                self._mounted_sections.add(section)
+            yield Collapsible(*questions, title=title, collapsed=section in LAZY, id=f"section-{section}")
+
+    def _questions(self, section: str) -> list[Question]:
+        return [
+            Question(f, self.values.get(f.key), self.errors.get(f.key, ""), self.notes.get(f.key, ""))
+            for f in FIELDS
+            if f.section == section
+        ]
+
+    @on(Collapsible.Expanded)
+    def _expanded(self, event: Collapsible.Expanded) -> None:
+        self.open_section(str(event.collapsible.id).removeprefix("section-"))
+
+    def open_section(self, section: str) -> AwaitMount | None:
+        """Expand a section, mounting its questions the first time; await the result to use them."""
+        collapsible = self.query_one(f"#section-{section}", Collapsible)
+        collapsible.collapsed = False
+        if section not in self._mounted_sections:
+            self._mounted_sections.add(section)
+            return collapsible.query_one(Collapsible.Contents).mount_all(self._questions(section))
+        return None
+
+    # Reading and writing values ------------------------------------------------------------
+
+    def value(self, key: str) -> Any:
+        return self.values[key]
+
+    def state(self) -> FormState:
+        return FormState(dict(self.values))
+
+    def set_value(self, key: str, value: Any) -> None:
+        """Set a question without it counting as the user's edit."""
+        self.values[key] = value
+        if BY_KEY[key].section in self._mounted_sections:
+            control = self.query_one(f"#{BY_KEY[key].widget_id}")
+            with control.prevent(Input.Changed, Select.Changed, Switch.Changed):
+                control.value = value
+
+    async def control(self, key: str):
+        """The control of a question, mounting its section first if needed (tests, focus)."""
+        mounting = self.open_section(BY_KEY[key].section)
+        if mounting is not None:
+            await mounting
+        return self.query_one(f"#{BY_KEY[key].widget_id}")
+
+    def set_note(self, key: str, message: str) -> None:
+        self.notes[key] = message
+        if BY_KEY[key].section in self._mounted_sections:
+            self.query_one(f"#q-{BY_KEY[key].widget_id}", Question).set_note(message)
+
+    def show_problems(self, problems: Iterable[Problem]) -> None:
+        """Mark each problem's field; problems without a known field go to the top."""
+        by_field: dict[str, list[str]] = {}
+        general: list[str] = []
+        for p in problems:
+            if p.field in BY_KEY:
+                by_field.setdefault(p.field, []).append(p.message)
+            else:
+                general.append(p.render())
+        self.errors = {key: "; ".join(messages) for key, messages in by_field.items()}
+        for question in self.query(Question):
+            question.set_error(self.errors.get(question.spec.key, ""))
+        text = "\n".join(general)
+        if text != self._general:
+            self._general = text
+            top = self.query_one("#form-problems", Static)
+            top.update(text)
+            top.set_class(bool(general), "-visible")
+        for section in {BY_KEY[key].section for key in by_field}:
+            self.open_section(section)
+
+    # Edits -----------------------------------------------------------------------------------
+
+    @on(Input.Changed)
+    @on(Select.Changed)
+    @on(Switch.Changed)
+    def _edited(self, event: Input.Changed | Select.Changed | Switch.Changed) -> None:
+        key = str(event.control.id or "").replace("-", ".", 1)
+        if key in BY_KEY and self.values.get(key) != event.value:
+            self.values[key] = event.value  # Changed events that change nothing (mounting) are no edits
+            self.post_message(self.Edited(key))

@@ -1,0 +1,60 @@
+"""Shared helpers: the app factory the CLI uses, with the machine's context faked."""
+
+from __future__ import annotations
+
+import pytest
+
+from ftplan.planner import parse_answers
+from ftplan.tui.app import FtplanApp
+
+
+def make_app(answers: dict | None = None, path=None, detected: list[str] | None = None, **kwargs) -> FtplanApp:
+    """The app with no GPU detected (or `detected`), and cursor blink frozen."""
+    parsed = parse_answers(answers) if answers is not None else None
+    kwargs.setdefault("cursor_blink", False)
+    return FtplanApp(parsed, path, detect=lambda: list(detected or []), **kwargs)
+
+
+async def settle(pilot) -> None:
+    """Wait until the debounce fired, the plan worker finished and its result is shown."""
+    app = pilot.app
+    for _ in range(500):
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        if app.plan_settled:
+            return
+        await pilot.pause(0.02)
+    raise AssertionError("the plan never settled")
+
+
+@pytest.fixture
+def example_answers() -> dict:
+    return {
+        "objective": {"kind": "instruction", "variants": 1},
+        "model": {"name": "meta-llama/Llama-3.1-8B"},
+        "data": {
+            "path": "data/train.jsonl",
+            "format": "messages",
+            "examples": 50000,
+            "avg_tokens": 400,
+            "max_seq_len": 2048,
+            "epochs": 2,
+        },
+        "hardware": {"gpu": "A100-80GB", "gpus_per_node": 1},
+        "budget": {"usd": 500, "hours": 24},
+    }
+
+
+def text_of(widget) -> str:
+    """The plain text a Static (or any widget) shows, whatever renderable it holds."""
+    import io
+
+    from rich.console import Console
+
+    content = getattr(widget, "renderable", None) or (widget.content if hasattr(widget, "content") else widget.render())
+    if isinstance(content, str):
+        return content
+    console = Console(width=200, file=io.StringIO(), record=True, color_system=None)
+    console.print(content)
+    return console.export_text()

@@ -1,0 +1,139 @@
+"""The launch screen against a fake run source: the test posts the events a real run would."""
+
+from __future__ import annotations
+
+from textual.widgets import Input, Log, ProgressBar, Static
+
+from ftplan.tui.launching import LaunchSource
+from ftplan.tui.runs import FakeSource, Finished, Output, Progress, Started
+from ftplan.tui.screens import ConfirmScreen, LaunchScreen
+from ftplan.tui.screens.launch import terminal_line
+from tests.tui.conftest import make_app, settle, text_of
+
+SIZE = (120, 40)
+
+
+def app_with(source: FakeSource, example_answers: dict):
+    calls = []
+
+    def factory(folder, *, dry_run, smoke):
+        calls.append((folder, dry_run, smoke))
+        return source
+
+    app = make_app(example_answers, run_source_factory=factory)
+    return app, calls
+
+
+async def wait_until(pilot, condition, tries: int = 300) -> None:
+    for _ in range(tries):
+        if condition():
+            return
+        await pilot.pause(0.01)
+    raise AssertionError("condition never became true")
+
+
+async def start_run(pilot, tmp_path) -> LaunchScreen:
+    app = pilot.app
+    await pilot.press("ctrl+l")
+    await pilot.pause()
+    screen = app.screen
+    assert isinstance(screen, LaunchScreen)
+    screen.query_one("#launch-dir", Input).value = str(tmp_path)
+    screen.query_one("#launch-dry-run").value = False
+    await pilot.click("#launch-start")
+    return screen
+
+
+async def test_live_log_progress_and_stop(tmp_path, example_answers):
+    source = FakeSource()
+    app, calls = app_with(source, example_answers)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = await start_run(pilot, tmp_path)
+        await wait_until(pilot, lambda: source._post is not None)
+        assert calls == [(tmp_path, False, False)]
+        assert app.run_active
+
+        source.post(Started(["torchrun", "train.py"], 1234))
+        source.post(Output(["loading model", "step 1/10\rstep 2/10\r", "tokenizer ready"]))
+        source.post(Progress(step=5, max_steps=10, loss=1.2345, tokens_per_s=3210.0, peak_mem=12 * 2**30))
+        await wait_until(pilot, lambda: screen.query_one("#launch-log", Log).line_count >= 3)
+        log = screen.query_one("#launch-log", Log)
+        assert list(log.lines) == ["loading model", "step 2/10", "tokenizer ready"]
+        assert screen.query_one("#launch-progress", ProgressBar).progress == 5
+        status = text_of(screen.query_one("#launch-status", Static))
+        assert "step 5/10" in status and "loss 1.2345" in status and "12.0 GiB" in status
+
+        # Stop asks first; "no" keeps the run going.
+        await pilot.press("ctrl+x")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.run_active and not source.stopped
+
+        await pilot.press("ctrl+x")
+        await pilot.pause()
+        await pilot.press("y")
+        await wait_until(pilot, lambda: not app.run_active)
+        await app.workers.wait_for_complete()
+        assert source.stopped
+        assert app.run_finished == Finished(-15, "stopped by the user")
+        assert "exit code -15" in text_of(screen.query_one("#launch-status", Static))
+
+
+async def test_run_outlives_the_screen_and_is_replayed(tmp_path, example_answers):
+    source = FakeSource()
+    app, _ = app_with(source, example_answers)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await start_run(pilot, tmp_path)
+        await wait_until(pilot, lambda: source._post is not None)
+        await pilot.press("escape")  # close the screen: the run belongs to the App
+        await pilot.pause()
+        assert not isinstance(app.screen, LaunchScreen) and app.run_active
+        source.post(Output(["while hidden"]))
+        source.post(Progress(7, 10, 0.9, None, None))
+        await wait_until(pilot, lambda: app.run_progress is not None)
+        await pilot.press("ctrl+l")
+        await pilot.pause(0.2)
+        screen = app.screen
+        assert isinstance(screen, LaunchScreen)
+        assert "while hidden" in list(screen.query_one("#launch-log", Log).lines)
+        assert screen.query_one("#launch-progress", ProgressBar).progress == 7
+        source.finish(0)
+        await wait_until(pilot, lambda: not app.run_active)
+        assert "finished OK" in text_of(screen.query_one("#launch-status", Static))
+
+
+async def test_quit_with_an_active_run_confirms_then_stops(tmp_path, example_answers):
+    source = FakeSource()
+    app, _ = app_with(source, example_answers)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await start_run(pilot, tmp_path)
+        await wait_until(pilot, lambda: source._post is not None)
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.is_running and app.run_active
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        await pilot.press("y")
+        await wait_until(pilot, lambda: not app.is_running)
+    assert source.stopped
+    assert app.return_code == 0
+
+
+def test_terminal_line_keeps_what_a_terminal_shows():
+    assert terminal_line("10%\r20%\r30%") == "30%"
+    assert terminal_line("done\r") == "done"
+    assert terminal_line("plain\n") == "plain"
+
+
+def test_real_source_reports_a_bad_project_folder(tmp_path):
+    events = []
+    LaunchSource(tmp_path / "nowhere").run(events.append)
+    assert isinstance(events[-1], Finished) and events[-1].exit_code == 2
