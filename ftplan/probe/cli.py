@@ -70,7 +70,7 @@ def _method_of(cfg: dict) -> str:
     return str(cfg.get("method", {}).get("kind", "lora"))
 
 
-def predicted_memory(d: Path, cfg: dict, on_cpu: bool) -> dict:
+def predicted_memory(d: Path, cfg: dict, on_cpu: bool, loss: str | None = None) -> dict:
     """Predicted bytes by component for the project's method.
 
     From ``plan.json`` (the exported plan); when the probe runs on the CPU while the plan was
@@ -94,7 +94,7 @@ def predicted_memory(d: Path, cfg: dict, on_cpu: bool) -> dict:
         gpu = plan.get("hardware", {}).get("gpu", "")
         out["device"] = gpu
         if on_cpu and gpu != "cpu":
-            cpu_mem = _recompute_for_cpu(plan, mp)
+            cpu_mem = _recompute_for_cpu(plan, mp, loss)
             if cpu_mem is not None:
                 out["plan_memory"] = mem
                 out["memory"] = cpu_mem
@@ -107,7 +107,7 @@ def predicted_memory(d: Path, cfg: dict, on_cpu: bool) -> dict:
     return out
 
 
-def _recompute_for_cpu(plan: dict, mp: dict) -> dict | None:
+def _recompute_for_cpu(plan: dict, mp: dict, loss: str | None = None) -> dict | None:
     try:
         from ftplan.planner.catalog.gpus import CPU
         from ftplan.planner.memory import Device, estimate_memory
@@ -116,7 +116,7 @@ def _recompute_for_cpu(plan: dict, mp: dict) -> dict | None:
 
         arch = resolve_model(plan["model"]["name"]).arch
         settings = Settings(**{k: v for k, v in mp["settings"].items() if k in Settings.model_fields})
-        return estimate_memory(arch, settings, Device(CPU)).as_dict()
+        return estimate_memory(arch, settings, Device(CPU), loss=loss).as_dict()
     except Exception:  # the plan's own numbers are still shown
         return None
 
@@ -186,7 +186,12 @@ def run_probe(d: Path, steps: int) -> dict:
     )
     if not timed:
         tokens, seconds = count(batch), m.seconds
-    pred = predicted_memory(d, cfg, on_cpu=device.type != "cuda")
+    # TRL's SFTTrainer patches a fused LM head into the model; a plain Trainer uses the model's loss.
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    loss = "trl_fused" if "fused_lm_head" in inspect.signature(base.forward).parameters else "hf"
+    pred = predicted_memory(d, cfg, on_cpu=device.type != "cuda", loss=loss)
     pmem = pred.get("memory", {})
     predicted_peak = int(pmem.get("total", 0)) - (int(pmem.get("overhead", 0)) if device.type != "cuda" else 0)
     measured_total = m.peak
