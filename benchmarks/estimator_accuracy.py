@@ -78,8 +78,14 @@ def reference_rows() -> list[dict]:
 
 
 def time_rows() -> list[dict]:
-    """Throughput rows (setup, predicted tokens/s, measured tokens/s, error). To be filled in."""
-    return []
+    """Throughput rows: published tokens/s (FACTS.md) vs ftplan's time model."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from throughput_reference import throughput_rows
+
+    return [
+        {"setup": setup, "measured": measured, "predicted": predicted, "error": error / 100, "source": source}
+        for setup, measured, predicted, error, source in throughput_rows()
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,9 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     times = time_rows()
     out["time"] = times
     if times:
-        print("\nThroughput")
+        print("\nThroughput: published tokens/s vs ftplan (rows with compile are faster than the exported recipe)")
+        print(f"{'setup':72s} {'measured':>9s} {'ftplan':>9s} {'error':>7s}  source")
         for r in times:
-            print(r)
+            print(f"{r['setup']:72s} {r['measured']:>9,.0f} {r['predicted']:>9,.0f} {100 * r['error']:>+6.0f}%  {r['source']}")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2, default=str))
     return 0

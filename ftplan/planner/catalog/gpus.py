@@ -64,8 +64,10 @@ GPUS: dict[str, GPU] = {
     ]
 }
 
-# A CPU "device" for smoke runs: memory is the host's, compute a few hundred GFLOP/s.
-CPU = GPU("cpu", 0.5, 0, 50, 0.0, (0, 0), 0.3, 10)
+# A CPU "device" for smoke runs: memory is the host's. A few cores with AVX2 FMA peak near
+# 0.1-0.2 TFLOP/s in fp32; training kernels reach about a third of it. Tiny smoke models run
+# far slower still (per-step overhead dominates), so CPU times are a lower bound.
+CPU = GPU("cpu", 0.15, 0, 50, 0.0, (0, 0), 0.05, 10)
 
 # Names nvidia-smi prints, mapped to catalog names (checked in order; first match wins).
 DETECTED_NAMES: tuple[tuple[str, str], ...] = (
