@@ -145,6 +145,17 @@ class ModelArch:
 
     def lora_params(self, r: int, target_modules: str | Sequence[str]) -> int:
         """Trainable LoRA parameters: sum of r * (d_in + d_out) over adapted matrices."""
+        key = ("lora", r, target_modules if isinstance(target_modules, str) else tuple(target_modules))
+        if key not in self.memo:
+            self.memo[key] = self._lora_params_uncached(r, target_modules)
+        return self.memo[key]
+
+    @cached_property
+    def memo(self) -> dict:
+        """Per-architecture memo of derived figures (the settings search repeats them)."""
+        return {}
+
+    def _lora_params_uncached(self, r: int, target_modules: str | Sequence[str]) -> int:
         per_layer = sum(r * (lin.d_in + lin.d_out) for lin in self.lora_targets(target_modules))
         per_layer += self._moe_lora_per_layer(r, target_modules)
         total = self.layers * per_layer

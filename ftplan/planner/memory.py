@@ -276,6 +276,18 @@ class Activations:
 
 
 def _layer_saved_per_token(arch: ModelArch, s: Settings, cpu: bool = False) -> tuple[float, float, float]:
+    """Memoised ``_layer_saved_per_token_uncached``: the settings search asks for the same
+    per-token figures with many batch sizes and sequence lengths."""
+    targets = s.lora_target_modules if isinstance(s.lora_target_modules, str) else tuple(s.lora_target_modules)
+    key = ("saved", s.method, s.precision, s.attention, s.lora_r, s.lora_dropout > 0, targets, cpu)
+    memo = arch.memo
+    found = memo.get(key)
+    if found is None:
+        found = memo[key] = _layer_saved_per_token_uncached(arch, s, cpu)
+    return found
+
+
+def _layer_saved_per_token_uncached(arch: ModelArch, s: Settings, cpu: bool = False) -> tuple[float, float, float]:
     """Bytes one layer saves for backward per token: (attention half, MLP half, down_proj's input).
 
     The attention half is the input norm, q/k/v/out and their adapters; the MLP half the
