@@ -18,8 +18,8 @@ _export = pytest.importorskip("ftplan.export")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        not hasattr(_export, "export_project") or not (EXPORT_TESTS / "tiny.py").is_file(),
-        reason="needs the exporter (ftplan.export) and tests/export/tiny.py",
+        not hasattr(_export, "export_project") or not (EXPORT_TESTS / "export_support.py").is_file(),
+        reason="needs the exporter (ftplan.export) and tests/export/export_support.py",
     ),
 ]
 
@@ -28,7 +28,7 @@ pytestmark = [
 def tiny(tmp_path_factory):
     sys.path.insert(0, str(EXPORT_TESTS))
     try:
-        import tiny as tiny_module
+        import export_support as tiny_module  # the export tests' tiny model, tokenizer and data
     finally:
         sys.path.remove(str(EXPORT_TESTS))
     root = tmp_path_factory.mktemp("tiny")
@@ -39,7 +39,6 @@ def tiny(tmp_path_factory):
 
 def export(tiny, name: str, **training) -> Path:
     from ftplan.export import export_project
-
     from ftplan.planner import make_plan, read_answers_text
 
     module, root = tiny
