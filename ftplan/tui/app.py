@@ -146,14 +146,19 @@ class FtplanApp(App[int]):
     def on_mount(self) -> None:
         if self.answers_path:
             self.sub_title = str(self.answers_path)
-        for widget in self.query("Input"):
-            widget.cursor_blink = self.cursor_blink
+        self.apply_cursor_blink(self.screen_stack[0])
         if self.detect is not None:
             self._detect_worker()
         self._measure_if_needed(self.initial_state.values.get("data.path", ""))
         self.schedule_plan(delay=0)
         if not str(self.initial_state.values.get("model.name", "")).strip():
             self.screen_stack[0].query_one("#model-name").focus()  # the one question that has no default
+
+    def apply_cursor_blink(self, root) -> None:
+        """Inputs blink unless the app was made with cursor_blink=False (snapshots freeze it)."""
+        if not self.cursor_blink:
+            for widget in root.query("Input"):
+                widget.cursor_blink = False
 
     @property
     def form(self) -> QuestionsForm:
