@@ -7,6 +7,7 @@ imports torch, transformers or peft.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -238,10 +239,11 @@ class FtplanApp(App[int]):
         seconds = time.perf_counter() - started
         group = plan_group(plan)
         lines, complete = self.plan_renderer.lines(plan, width, FIRST_PASS) if width > 0 else (None, True)
-        self.post_message(
-            PlanReady(generation, answers, plan, seconds, group, lines, width, (started, time.perf_counter()), complete)
-        )
+        painted = threading.Event()
+        span = (started, time.perf_counter())
+        self.post_message(PlanReady(generation, answers, plan, seconds, group, lines, width, span, complete, painted))
         if not complete and not get_current_worker().is_cancelled:
+            painted.wait(0.5)  # let the UI thread paint the top tables before competing with it for the GIL
             lines, _ = self.plan_renderer.lines(plan, width)
             self.post_message(PlanLines(generation, lines, width))
 
@@ -268,7 +270,7 @@ class FtplanApp(App[int]):
         self.results.show_plan(message.plan, message.group, message.lines, message.width)
         if message.complete:
             self.complete_generation = message.generation
-        self._shown(message.generation, message.plan_seconds, (*message.worker_span, handled))
+        self._shown(message.generation, message.plan_seconds, (*message.worker_span, handled), message.painted)
 
     @on(PlanLines)
     def _plan_lines(self, message: PlanLines) -> None:
@@ -290,7 +292,7 @@ class FtplanApp(App[int]):
         self.results.show_problems(message.problems, have_plan=self.plan is not None)
         self._shown(message.generation, None)
 
-    def _shown(self, generation: int, plan_seconds: float | None, span: tuple = ()) -> None:
+    def _shown(self, generation: int, plan_seconds: float | None, span: tuple = (), painted=None) -> None:
         edit, started = self._edit_started, self._plan_started
         self._edit_started = None
         self._shown_edit = (generation, edit)
@@ -299,6 +301,8 @@ class FtplanApp(App[int]):
 
         def record() -> None:
             now = time.perf_counter()
+            if painted is not None:
+                painted.set()
             if edit is not None and started is not None:
                 self.latencies.append((now - edit, now - started, plan_seconds or 0.0))
                 if self.complete_generation == generation:
