@@ -69,6 +69,7 @@ def reference_rows() -> list[dict]:
                     "setup": ref.setup,
                     "measured": measured,
                     "predicted": f"{p['predicted_gb']:.2f} GB",
+                    "predicted_trl": f"{p['predicted_trl_gb']:.2f} GB",
                     "source": ref.source,
                     "note": ref.note,
                 }
@@ -106,9 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     refs = reference_rows()
     out["references"] = refs
     print("FACTS.md measured references (others' GPU runs) vs ftplan's prediction, not fitted")
-    print(f"{'setup':72s} {'measured':>16s} {'ftplan':>16s}  source")
+    print(f"{'setup':72s} {'measured':>16s} {'ftplan hf-loss':>16s} {'TRL (default)':>14s}  source")
     for r in refs:
-        print(f"{r['setup']:72s} {r['measured']:>16s} {r['predicted']:>16s}  {r['source']}")
+        trl = r.get("predicted_trl", "-")
+        print(f"{r['setup']:72s} {r['measured']:>16s} {r['predicted']:>16s} {trl:>14s}  {r['source']}")
         if r["note"]:
             print(f"{'':72s}   note: {r['note']}")
     times = time_rows()

@@ -2,7 +2,7 @@
 
 Each case builds a tiny random Llama-style model, runs one untracked step (optimizer states are
 created lazily) and measures the next; the grid lives in ftplan.probe.calibration.GRID
-(~17 cases, about 2.5 minutes on 2 cores).
+(23 cases, about 2-3 minutes on 2 idle cores).
 """
 
 from __future__ import annotations

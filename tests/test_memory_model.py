@@ -151,8 +151,8 @@ def test_layer_saved_tensors_match_the_measured_counts():
 
 
 def test_logits_dominate_with_large_vocabularies():
-    small = activations(tiny(vocab_size=512), S(method="lora", max_seq_len=512))
-    large = activations(tiny(vocab_size=32000), S(method="lora", max_seq_len=512))
+    small = activations(tiny(vocab_size=512), S(method="lora", max_seq_len=512), loss="hf")
+    large = activations(tiny(vocab_size=32000), S(method="lora", max_seq_len=512), loss="hf")
     assert large.logits_saved > 10 * large.layers * large.layer_input
     assert large.logits_saved == 62.5 * small.logits_saved
 
@@ -160,3 +160,16 @@ def test_logits_dominate_with_large_vocabularies():
 def test_planner_imports_no_torch():
     code = "import sys, ftplan.planner.memory, ftplan.planner.plan; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_trl_fused_head_drops_the_logits_and_is_the_default():
+    from ftplan.planner import memory
+
+    arch = llama8b()
+    s = S(method="lora", max_seq_len=4096, gradient_checkpointing=True)
+    hf = estimate_memory(arch, s, Device(A100), loss="hf")
+    fused = estimate_memory(arch, s, Device(A100), loss="trl_fused")
+    assert memory.LOSS_IMPLEMENTATION == "trl_fused"  # what the exported train.py (SFTTrainer) runs
+    assert estimate_memory(arch, s, Device(A100)) == fused
+    # 4096 x 128256 logits x 12 B = 6.3 GB that the tiled head never materialises
+    assert hf.total - fused.total > 4 * 10**9

@@ -118,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     where = "on the CPU" if spec.on_cpu else f"on {spec.nproc} GPU{'s' if spec.nproc > 1 else ''}"
     nodes = f", node {options.node_rank} of {spec.nnodes}" if spec.nnodes > 1 else ""
     resuming = f"; resuming from {prepared.resume_from}" if prepared.resume_from else ""
-    console.print(f"\n[bold]{project.method}[/] run {where}{nodes}{resuming}")
+    kind = f"{options.smoke_steps}-step smoke run" if options.smoke else "run"
+    planned = f" (plan: {project.gpus_per_node}× {project.gpu})" if spec.on_cpu and not project.is_cpu else ""
+    console.print(f"\n[bold]{project.method}[/] {kind} {where}{planned}{nodes}{resuming}")
     console.print("[bold]Environment[/] (added to yours):")
     for k, v in sorted(spec.env.items()):
         console.print(f"  {k}={shlex.quote(v)}", markup=False)

@@ -39,6 +39,9 @@ def new_run_dir(project_dir: str | Path, node_rank: int = 0, now: datetime | Non
     base = Path(project_dir) / "runs"
     stem = now.strftime("%Y%m%d-%H%M%S") + (f"-node{node_rank}" if node_rank else "")
     base.mkdir(parents=True, exist_ok=True)
+    ignore = base / ".gitignore"
+    if not ignore.exists():  # run logs stay out of the user's git, whatever the project's .gitignore says
+        ignore.write_text("# Written by ftplan launch: run logs stay out of git.\n*\n", encoding="utf-8")
     for n in range(1000):
         candidate = base / (stem if n == 0 else f"{stem}-{n}")
         try:

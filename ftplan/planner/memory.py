@@ -173,6 +173,22 @@ LOGITS_SAVED_BYTES = FP32
 LOGITS_BACKWARD_EXTRA_BYTES = 2 * FP32
 """At the start of backward the fp32 nll_loss gradient and log_softmax's fp32 input gradient
 exist together with the saved log-softmax: 12 B per logit in all (measured on every CPU case)."""
+LOSS_IMPLEMENTATION = "trl_fused"
+"""Which loss the logits terms model. The exported train.py trains with TRL's SFTTrainer, which
+patches in a fused, tiled LM head (trl/kernels/chunked_logprob.py): no (b, s, V) logits exist.
+"trl_fused" models it (tile buffer, fp32 hidden/weight gradients; on the CPU the torch
+fallback's per-logit temporaries, measured); "hf" is the model's own cross-entropy on fp32
+logits (HF Trainer, measured: 4 B/logit saved, 12 B/logit at the start of backward). The GPU side
+of "trl_fused" is read from TRL's code (Triton folds tiles in place) and awaits a GPU check."""
+TRL_TOKEN_CHUNK = 4096
+TRL_VOCAB_CHUNK = 32768
+"""TRL's fused head projects [min(N, 4096), 32768] tiles into one reused buffer (compute dtype);
+its backward accumulates the hidden gradient (N x h) and, when lm_head trains, the weight
+gradient (V x h) in fp32 before casting them back."""
+TRL_CPU_FORWARD_TEMP = 13
+TRL_CPU_BACKWARD_TEMP = 29
+"""Bytes per logit of a tile for TRL's torch fallback (no Triton, e.g. on the CPU): measured with
+MemTracker, forward 12.0-12.9, backward 27.8-28.9 over four tiny configs (fp32/bf16, V 512/32000)."""
 LAYER_BACKWARD_WORK = 3
 """Transient while a layer's MLP runs backward: 3 ffn-sized gradients (down_proj's input, silu
 and up branches) plus the hidden-sized gradient flowing down, in the activation dtype
@@ -315,7 +331,7 @@ def _layer_saved_per_token(arch: ModelArch, s: Settings, cpu: bool = False) -> t
     return attn, mlp, down_in
 
 
-def activations(arch: ModelArch, s: Settings, cpu: bool = False) -> Activations:
+def activations(arch: ModelArch, s: Settings, cpu: bool = False, loss: str | None = None) -> Activations:
     """The activation model of one micro-batch (see the constants above); ``cpu``: torch's CPU kernels."""
     e = act_bytes(s)
     b, seq = s.micro_batch_size, s.max_seq_len
@@ -350,6 +366,21 @@ def activations(arch: ModelArch, s: Settings, cpu: bool = False) -> Activations:
     vocab = arch.vocab_size + s.new_tokens
     logit_bytes = FP32 if s.method == "qlora" else compute_bytes(s.precision)  # lm_head's dtype
     logits = tokens * vocab
+    if (loss or LOSS_IMPLEMENTATION) == "trl_fused":
+        tile = min(tokens, TRL_TOKEN_CHUNK) * TRL_VOCAB_CHUNK * logit_bytes
+        head_trains = s.method == "full" or bool(s.new_tokens)
+        saved = tokens * (h * logit_bytes + 2 * FP32 + 8)  # gathered hidden, log_z, entropy, targets
+        logits_saved = saved
+        logits_forward_extra = tile
+        logits_backward_extra = tile + tokens * h * FP32 + (vocab * h * (FP32 + logit_bytes) if head_trains else 0)
+        if cpu:  # without Triton each tile is folded with torch ops: fp32 temporaries per logit of a tile
+            tile_logits = min(tokens, TRL_TOKEN_CHUNK) * min(vocab, TRL_VOCAB_CHUNK)
+            logits_forward_extra += TRL_CPU_FORWARD_TEMP * tile_logits
+            logits_backward_extra += TRL_CPU_BACKWARD_TEMP * tile_logits
+    else:
+        logits_saved = LOGITS_SAVED_BYTES * logits
+        logits_forward_extra = logits * (logit_bytes + (FP32 if logit_bytes < FP32 else 0))
+        logits_backward_extra = LOGITS_BACKWARD_EXTRA_BYTES * logits
     return Activations(
         layer_saved=int(layer_saved),
         layer_input=int(e * h * tokens),
@@ -358,9 +389,9 @@ def activations(arch: ModelArch, s: Settings, cpu: bool = False) -> Activations:
         head_saved=int(head),
         shared_saved=int(shared),
         final_norm_input=int((RMSNORM_INPUT_BYTES * h + FP32) * tokens),
-        logits_saved=int(LOGITS_SAVED_BYTES * logits),
-        logits_forward_extra=int(logits * (logit_bytes + (FP32 if logit_bytes < FP32 else 0))),
-        logits_backward_extra=int(LOGITS_BACKWARD_EXTRA_BYTES * logits),
+        logits_saved=int(logits_saved),
+        logits_forward_extra=int(logits_forward_extra),
+        logits_backward_extra=int(logits_backward_extra),
         checkpointing=s.gradient_checkpointing,
         layers=arch.layers,
     )
@@ -418,7 +449,7 @@ def _step_temp(arch: ModelArch, s: Settings, device: Device, trainable_bytes: in
     return FOREACH_ADAMW_TEMP * trainable_bytes
 
 
-def estimate_memory(arch: ModelArch, s: Settings, device: Device) -> MemoryEstimate:
+def estimate_memory(arch: ModelArch, s: Settings, device: Device, loss: str | None = None) -> MemoryEstimate:
     """Memory per GPU (host memory when the device is the CPU) at the step's peak.
 
     Phases (what is alive at each, with set_to_none zero_grad as the Trainer does):
@@ -482,7 +513,7 @@ def estimate_memory(arch: ModelArch, s: Settings, device: Device) -> MemoryEstim
     accumulating = s.gradient_accumulation_steps > 1
     held = gradients if accumulating else 0  # grads kept across micro-batches
 
-    act = activations(arch, s, cpu=device.is_cpu)
+    act = activations(arch, s, cpu=device.is_cpu, loss=loss)
     stored = act.stored
     ckpt = s.gradient_checkpointing
     recompute = int(CHECKPOINT_RECOMPUTE_ALIVE * act.layer_saved) if ckpt else 0

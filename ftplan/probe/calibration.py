@@ -27,6 +27,9 @@ class Case:
     lora_dropout: float = 0.0
     optimizer: str = "adamw_torch"
     tied: bool = False
+    accumulation: int = 1
+    loss: str = "hf"
+    """"hf": the model's own loss (HF Trainer); "trl": TRL SFTTrainer's fused LM head (train.py)."""
     extra: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
@@ -48,6 +51,10 @@ class Case:
             parts.append("tied")
         if self.optimizer != "adamw_torch":
             parts.append(self.optimizer)
+        if self.accumulation > 1:
+            parts.append(f"ga{self.accumulation}")
+        if self.loss != "hf":
+            parts.append(f"loss-{self.loss}")
         return " ".join(parts)
 
     def config(self) -> dict:
@@ -68,7 +75,7 @@ class Case:
             precision=self.precision,
             optimizer=self.optimizer,
             micro_batch_size=self.micro_batch,
-            gradient_accumulation_steps=1,
+            gradient_accumulation_steps=self.accumulation,
             gradient_checkpointing=self.checkpointing,
             attention=self.attention,
             max_seq_len=self.seq,
@@ -79,7 +86,7 @@ class Case:
         )
 
 
-# 18 cases: every method x precision x checkpointing x attention x vocabulary effect is covered
+# 23 cases: every method x precision x checkpointing x attention x vocabulary effect is covered
 # at least once, micro-batch 1..4 and sequence 64..512, hidden 64..256, 2..4 layers.
 GRID: tuple[Case, ...] = (
     Case("full", "fp32", False, "sdpa", 512, 2, 256, 128, 2),
@@ -100,6 +107,13 @@ GRID: tuple[Case, ...] = (
     Case("qlora", "bf16", False, "sdpa", 32000, 1, 128, 128, 2),
     Case("qlora", "fp32", False, "eager", 512, 1, 256, 128, 2, lora_dropout=0.05),
     Case("full", "bf16", True, "sdpa", 32000, 2, 64, 64, 2, tied=True),
+    # gradient accumulation: gradients are held through the next micro-batch's forward/backward
+    Case("full", "fp32", False, "sdpa", 512, 1, 128, 128, 2, accumulation=2),
+    Case("lora", "bf16", True, "sdpa", 512, 1, 256, 128, 2, accumulation=2),
+    # TRL SFTTrainer's fused LM head (what the exported train.py runs)
+    Case("lora", "fp32", False, "sdpa", 512, 2, 64, 64, 2, lora_dropout=0.05, accumulation=2, loss="trl"),
+    Case("full", "bf16", False, "sdpa", 32000, 1, 128, 64, 2, loss="trl"),
+    Case("lora", "bf16", True, "sdpa", 32000, 1, 128, 128, 2, loss="trl"),
 )
 
 
@@ -125,7 +139,8 @@ def predict(case: Case):
     from ftplan.planner.catalog.gpus import CPU
     from ftplan.planner.memory import Device, estimate_memory
 
-    return estimate_memory(arch_from_config(case.config()), case.settings(), Device(CPU))
+    loss = "trl_fused" if case.loss == "trl" else "hf"
+    return estimate_memory(arch_from_config(case.config()), case.settings(), Device(CPU), loss=loss)
 
 
 def run_case(case: Case) -> Result:
@@ -141,6 +156,8 @@ def run_case(case: Case) -> Result:
         optimizer=case.optimizer,
         lora_r=case.lora_r,
         lora_dropout=case.lora_dropout,
+        accumulation=case.accumulation,
+        loss=case.loss,
     )
     comps = est.as_dict()
     comps.pop("overhead")

@@ -4,7 +4,8 @@
 
 GPU mode builds randomly initialised Llama-3.2-1B, Llama-3.2-3B and Qwen2.5-1.5B from their
 config.json shapes (no downloads), trains full / LoRA / QLoRA with and without gradient
-checkpointing for a warm-up step plus one measured step (``torch.cuda.max_memory_allocated``
+checkpointing, with TRL SFTTrainer's fused LM head (``--loss trl``, what train.py runs) or the
+model's own loss (``--loss hf``), for a warm-up step plus one measured step (``torch.cuda.max_memory_allocated``
 per phase), and prints the planner's ``total - overhead`` next to the measured peak.
 ``--dry-run`` runs the same code on the CPU with tiny configs of the same families (MemTracker).
 Exits 1 when a case misses the tolerance.
@@ -46,7 +47,17 @@ def model_config(name: str, dry_run: bool) -> dict:
     return base
 
 
-def run(models, methods, checkpointing, seq: int, batch: int, dry_run: bool, tolerance: float, out=sys.stdout) -> int:
+def run(
+    models,
+    methods,
+    checkpointing,
+    seq: int,
+    batch: int,
+    dry_run: bool,
+    tolerance: float,
+    out=sys.stdout,
+    loss: str = "trl",
+) -> int:
     import torch
 
     from ftplan.planner.arch import arch_from_config
@@ -87,7 +98,7 @@ def run(models, methods, checkpointing, seq: int, batch: int, dry_run: bool, tol
                     lora_alpha=32.0,
                     lora_dropout=0.05,
                 )
-                est = estimate_memory(arch, s, device)
+                est = estimate_memory(arch, s, device, loss="trl_fused" if loss == "trl" else "hf")
                 predicted = est.total - est.overhead
                 t0 = time.perf_counter()
                 try:
@@ -100,6 +111,7 @@ def run(models, methods, checkpointing, seq: int, batch: int, dry_run: bool, tol
                         lora_alpha=32.0,
                         lora_dropout=0.05,
                         device="cuda" if cuda else "cpu",
+                        loss=loss,
                     )
                     m = measure_step(model, micro_batch_size=batch, seq_len=seq, optimizer="adamw_torch")
                 except Exception as exc:  # report and go on (e.g. out of memory)
@@ -144,10 +156,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seq", type=int, default=None, help="sequence length (GPU 2048, dry run 64)")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--tolerance", type=float, default=0.10)
+    ap.add_argument(
+        "--loss",
+        choices=("trl", "hf"),
+        default="trl",
+        help="trl: TRL SFTTrainer's fused LM head (what train.py runs); hf: the model's own loss",
+    )
     args = ap.parse_args(argv)
     ckpt = {"both": (False, True), "on": (True,), "off": (False,)}[args.checkpointing]
     seq = args.seq or (64 if args.dry_run else 2048)
-    return run(args.models, args.methods, ckpt, seq, args.batch, args.dry_run, args.tolerance)
+    return run(args.models, args.methods, ckpt, seq, args.batch, args.dry_run, args.tolerance, loss=args.loss)
 
 
 if __name__ == "__main__":

@@ -125,8 +125,12 @@ def build_model(
     target_modules: str | list[str] = "all-linear",
     seed: int = 0,
     device: str = "cpu",
+    loss: str = "hf",
 ):
     """A randomly initialised causal LM set up for training the way the exported train.py does.
+
+    ``loss``: "hf" (the model's own cross-entropy, as the HF Trainer computes it) or "trl"
+    (TRL SFTTrainer's fused LM head, ``model(..., fused_lm_head=True)``).
 
     ``precision="bf16"`` loads the model in bf16 (pure bf16 training); LoRA adapters stay fp32
     (peft's ``autocast_adapter_dtype``); QLoRA quantizes every decoder Linear to NF4 with double
@@ -162,8 +166,16 @@ def build_model(
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     else:
-        model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation=attention).to(device)
+        with torch.device(device):  # initialise on the device (a 3B model's CPU init takes minutes)
+            model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation=attention)
     model.config.use_cache = False
+    if loss == "trl":
+        # TRL's SFTTrainer (what the exported train.py runs, TRL >= 1.x) computes the loss with a
+        # fused, tiled LM head that never materialises the (batch, seq, vocab) logits; "hf" is the
+        # model's own loss (HF Trainer: logits upcast to fp32 + cross-entropy).
+        from trl.trainer.utils import add_fused_lm_head
+
+        add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
     if gradient_checkpointing:
         # transformers' default: non-reentrant torch.utils.checkpoint around each decoder layer.
         model.gradient_checkpointing_enable()
@@ -181,6 +193,7 @@ def build_model(
         if gradient_checkpointing:
             model.enable_input_require_grads()
     model.train()
+    model._ftplan_loss = loss
     return model
 
 
@@ -230,7 +243,11 @@ def _clip(model, max_grad_norm: float) -> None:
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
 
 
-def _forward(model, batch):
+def _forward(model, batch, forward=None):
+    if forward is not None:  # e.g. the project's trainer.compute_loss
+        return forward(model, batch)
+    if getattr(model, "_ftplan_loss", "hf") == "trl":
+        return model(**batch, fused_lm_head=True).loss
     return model(**batch).loss
 
 
@@ -293,39 +310,67 @@ def _make_tracker():
     return _Tracker()
 
 
-def _step(model, optimizer, batch, max_grad_norm: float) -> None:
-    loss = _forward(model, batch)
-    loss.backward()
-    del loss
+def _step(model, optimizer, batch, max_grad_norm: float, accumulation: int = 1, forward=None) -> None:
+    for _ in range(accumulation):
+        loss = _forward(model, batch, forward)
+        if accumulation > 1:
+            loss = loss / accumulation
+        loss.backward()
+        del loss
     _clip(model, max_grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
 
-def measure_cpu_step(model, optimizer, batch: dict, *, warmup_steps: int = 1, max_grad_norm: float = 1.0) -> StepMemory:
-    """One steady-state step under MemTracker on the CPU."""
+def _keep_max(phases: dict, cats: dict, name: str, value: tuple[int, dict]) -> None:
+    if value[0] >= phases.get(name, -1):
+        phases[name], cats[name] = value
+
+
+def measure_cpu_step(
+    model,
+    optimizer,
+    batch: dict,
+    *,
+    warmup_steps: int = 1,
+    max_grad_norm: float = 1.0,
+    accumulation: int = 1,
+    forward=None,
+) -> StepMemory:
+    """One steady-state step under MemTracker on the CPU.
+
+    With ``accumulation > 1`` the step runs that many forward/backward passes before the
+    optimizer step (gradients are kept between them); each phase's peak is the largest over them.
+    """
     import gc
     import time
 
     for _ in range(warmup_steps):
-        _step(model, optimizer, batch, max_grad_norm)
+        _step(model, optimizer, batch, max_grad_norm, accumulation, forward)
     gc.collect()
     tracker = _make_tracker()
-    tracker.track_external(model, optimizer, *batch.values())
+    import torch
+
+    tracker.track_external(model, optimizer, *[v for v in batch.values() if torch.is_tensor(v)])
     phases: dict[str, int] = {}
     cats: dict[str, dict[str, int]] = {}
     after: dict[str, int] = {}
     t0 = time.perf_counter()
     with tracker:
-        tracker.begin_phase()
-        loss = _forward(model, batch)
-        phases["forward"], cats["forward"] = tracker.phase_peak()
-        after["forward"] = tracker.total_now()
-        tracker.begin_phase()
-        loss.backward()
-        del loss
-        phases["backward"], cats["backward"] = tracker.phase_peak()
-        after["backward"] = tracker.total_now()
+        for i in range(accumulation):
+            if i:
+                tracker.reset_mod_stats()  # MemTracker refuses a second call of the root module otherwise
+            tracker.begin_phase()
+            loss = _forward(model, batch, forward)
+            if accumulation > 1:
+                loss = loss / accumulation
+            _keep_max(phases, cats, "forward", tracker.phase_peak())
+            after["forward"] = tracker.total_now()
+            tracker.begin_phase()
+            loss.backward()
+            del loss
+            _keep_max(phases, cats, "backward", tracker.phase_peak())
+            after["backward"] = tracker.total_now()
         tracker.begin_phase()
         _clip(model, max_grad_norm)
         optimizer.step()
@@ -334,7 +379,7 @@ def measure_cpu_step(model, optimizer, batch: dict, *, warmup_steps: int = 1, ma
         after["optimizer_step"] = tracker.total_now()
     seconds = time.perf_counter() - t0
     peak_phase = max(phases, key=phases.get)
-    tokens = int(batch["input_ids"].numel())
+    tokens = int(batch["input_ids"].numel()) * accumulation if "input_ids" in batch else 0
     return StepMemory("cpu", phases[peak_phase], phases, peak_phase, cats[peak_phase], cats, after, seconds, tokens)
 
 
@@ -353,7 +398,14 @@ def _bytes_of(tensors) -> int:
 
 
 def measure_cuda_step(
-    model, optimizer, batch: dict, *, warmup_steps: int = 1, max_grad_norm: float = 1.0
+    model,
+    optimizer,
+    batch: dict,
+    *,
+    warmup_steps: int = 1,
+    max_grad_norm: float = 1.0,
+    accumulation: int = 1,
+    forward=None,
 ) -> StepMemory:
     """One steady-state step on a CUDA device with the caching allocator's counters."""
     import time
@@ -361,26 +413,45 @@ def measure_cuda_step(
     import torch
 
     for _ in range(warmup_steps):
-        _step(model, optimizer, batch, max_grad_norm)
+        _step(model, optimizer, batch, max_grad_norm, accumulation, forward)
     torch.cuda.synchronize()
     weights = _bytes_of(list(model.parameters()) + list(model.buffers()))
     opt = _bytes_of(v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v))
-    phases: dict[str, int] = {}
+    phases: dict[str, int] = {"forward": 0, "backward": 0}
     after: dict[str, int] = {}
     cats: dict[str, dict[str, int]] = {}
+    grads = 0
     t0 = time.perf_counter()
-    torch.cuda.reset_peak_memory_stats()
-    loss = _forward(model, batch)
-    torch.cuda.synchronize()
-    phases["forward"] = torch.cuda.max_memory_allocated()
-    after["forward"] = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    loss.backward()
-    del loss
-    torch.cuda.synchronize()
-    phases["backward"] = torch.cuda.max_memory_allocated()
-    after["backward"] = torch.cuda.memory_allocated()
-    grads = _bytes_of(p.grad for p in model.parameters())
+    for _ in range(accumulation):
+        held = _bytes_of(p.grad for p in model.parameters())
+        torch.cuda.reset_peak_memory_stats()
+        loss = _forward(model, batch, forward)
+        if accumulation > 1:
+            loss = loss / accumulation
+        torch.cuda.synchronize()
+        if torch.cuda.max_memory_allocated() >= phases["forward"]:
+            phases["forward"] = torch.cuda.max_memory_allocated()
+            cats["forward"] = {
+                "Parameter": weights,
+                "Optstate": opt,
+                "Gradient": held,
+                "Activation": max(phases["forward"] - weights - opt - held, 0),
+            }
+        after["forward"] = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        loss.backward()
+        del loss
+        torch.cuda.synchronize()
+        grads = _bytes_of(p.grad for p in model.parameters())
+        if torch.cuda.max_memory_allocated() >= phases["backward"]:
+            phases["backward"] = torch.cuda.max_memory_allocated()
+            cats["backward"] = {
+                "Parameter": weights,
+                "Optstate": opt,
+                "Gradient": grads,
+                "Activation": max(phases["backward"] - weights - opt - grads, 0),
+            }
+        after["backward"] = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
     _clip(model, max_grad_norm)
     optimizer.step()
@@ -389,22 +460,14 @@ def measure_cuda_step(
     phases["optimizer_step"] = torch.cuda.max_memory_allocated()
     after["optimizer_step"] = torch.cuda.memory_allocated()
     seconds = time.perf_counter() - t0
-    base = weights + opt
-    cats["forward"] = {"Parameter": weights, "Optstate": opt, "Activation": phases["forward"] - base}
-    cats["backward"] = {
-        "Parameter": weights,
-        "Optstate": opt,
-        "Gradient": grads,
-        "Activation": max(phases["backward"] - base - grads, 0),
-    }
     cats["optimizer_step"] = {
         "Parameter": weights,
         "Optstate": opt,
         "Gradient": grads,
-        "Temp": max(phases["optimizer_step"] - base - grads, 0),
+        "Temp": max(phases["optimizer_step"] - weights - opt - grads, 0),
     }
     peak_phase = max(phases, key=phases.get)
-    tokens = int(batch["input_ids"].numel())
+    tokens = int(batch["input_ids"].numel()) * accumulation if "input_ids" in batch else 0
     return StepMemory("cuda", phases[peak_phase], phases, peak_phase, cats[peak_phase], cats, after, seconds, tokens)
 
 
@@ -418,6 +481,7 @@ def measure_step(
     max_grad_norm: float = 1.0,
     lr: float = 1e-4,
     batch: dict | None = None,
+    accumulation: int = 1,
 ) -> StepMemory:
     """Run ``warmup_steps`` untracked steps, then measure one step of ``model``.
 
@@ -429,9 +493,8 @@ def measure_step(
         vocab = model.get_input_embeddings().num_embeddings
         batch = make_batch(vocab, micro_batch_size, seq_len, device=str(device))
     opt = make_optimizer(model, optimizer, lr=lr)
-    if device.type == "cuda":
-        return measure_cuda_step(model, opt, batch, warmup_steps=warmup_steps, max_grad_norm=max_grad_norm)
-    return measure_cpu_step(model, opt, batch, warmup_steps=warmup_steps, max_grad_norm=max_grad_norm)
+    measure = measure_cuda_step if device.type == "cuda" else measure_cpu_step
+    return measure(model, opt, batch, warmup_steps=warmup_steps, max_grad_norm=max_grad_norm, accumulation=accumulation)
 
 
 def measure_config(
@@ -449,6 +512,8 @@ def measure_config(
     target_modules: str | list[str] = "all-linear",
     device: str = "cpu",
     warmup_steps: int = 1,
+    accumulation: int = 1,
+    loss: str = "hf",
 ) -> StepMemory:
     """Build a random model from ``config`` and measure one steady-state step."""
     model = build_model(
@@ -462,9 +527,15 @@ def measure_config(
         lora_dropout=lora_dropout,
         target_modules=target_modules,
         device=device,
+        loss=loss,
     )
     return measure_step(
-        model, micro_batch_size=micro_batch_size, seq_len=seq_len, optimizer=optimizer, warmup_steps=warmup_steps
+        model,
+        micro_batch_size=micro_batch_size,
+        seq_len=seq_len,
+        optimizer=optimizer,
+        warmup_steps=warmup_steps,
+        accumulation=accumulation,
     )
 
 

@@ -195,9 +195,11 @@ def predict_reference(ref: Reference) -> dict:
     device = Device(GPUS[ref.gpu], per_node, max(1, ref.gpus // per_node))
     if ref.kind == "max_seq":
         tokens = longest_sequence_that_fits(arch, s, device)
-        return {"predicted_tokens": tokens, "measured_tokens": ref.measured_tokens}
-    est = estimate_memory(arch, s, device)
+        return {"predicted_tokens": tokens, "predicted_trl_tokens": 0, "measured_tokens": ref.measured_tokens}
+    est = estimate_memory(arch, s, device, loss="hf")
+    trl = estimate_memory(arch, s, device, loss="trl_fused")
     return {
+        "predicted_trl_gb": trl.total / GB,
         "predicted_gb": est.total / GB,
         "measured_gb": ref.measured_gb,
         "components": est.as_dict(),

@@ -21,7 +21,7 @@ def test_dry_run_prints_checklist_command_and_environment(project):
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert "Preflight" in out and "✓" in out and "GPUs" in out
-    assert "lora run on the CPU" in out
+    assert "lora 3-step smoke run on the CPU\n" in out
     assert "Environment (added to yours):\n  CUDA_VISIBLE_DEVICES=''\n  DS_ACCELERATOR=cpu\n" in out
     assert "  FTPLAN_DIST_BACKEND=gloo\n" in out and "  PYTHONUNBUFFERED=1\n" in out
     assert f"Command:\n  cd {project}\n  {sys.executable} train.py --config train_config.toml --max-steps 3\n" in out
@@ -55,7 +55,8 @@ def test_smoke_run_exits_0_with_log_and_progress(project):
     assert "rank 0: step 4 loss 0.5000" in r.stdout
     assert "step 4/4" in r.stdout and "loss 0.5000" in r.stdout and "tok/s" in r.stdout and "peak" in r.stdout
     assert "Run finished at step 4" in r.stdout
-    (run,) = [p for p in (project / "runs").iterdir() if p.name != "torchrun"]
+    (run,) = [p for p in (project / "runs").iterdir() if p.is_dir() and p.name != "torchrun"]
+    assert (project / "runs" / ".gitignore").read_text().endswith("*\n")
     assert "rank 0: done" in (run / "output.log").read_text()
     assert sorted(p.name for p in (project / "output").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
 
@@ -94,7 +95,7 @@ def test_sigint_stops_every_child_then_resume_continues(project):
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
-        assert time.monotonic() - t0 < 5 + 3
+        assert time.monotonic() - t0 < 5 + 10  # within the grace period (slack for a loaded CI box)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -127,7 +128,7 @@ def test_sigint_under_torchrun_ends_every_worker(tmp_path):
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
-        assert time.monotonic() - t0 < 2 + 5
+        assert time.monotonic() - t0 < 2 + 10  # the grace period, then SIGKILL; slack for a loaded CI box
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -196,7 +197,7 @@ def test_two_nodes_on_localhost_both_finish(tmp_path):
     assert "rank 0/2: process group up (gloo) pid" in outs[0]
     assert "rank 1/2: process group up (gloo) pid" in outs[1]
     assert "rank 1: done" in outs[1]
-    assert len([d for d in os.listdir(proj / "runs") if d != "torchrun"]) == 2
+    assert len([d for d in os.listdir(proj / "runs") if d not in ("torchrun", ".gitignore")]) == 2
 
 
 def test_child_ignoring_sigterm_is_killed_after_grace(project):
