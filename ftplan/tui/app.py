@@ -7,6 +7,7 @@ imports torch, transformers or peft.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -146,14 +147,19 @@ class FtplanApp(App[int]):
     def on_mount(self) -> None:
         if self.answers_path:
             self.sub_title = str(self.answers_path)
-        for widget in self.query("Input"):
-            widget.cursor_blink = self.cursor_blink
+        self.apply_cursor_blink(self.screen_stack[0])
         if self.detect is not None:
             self._detect_worker()
         self._measure_if_needed(self.initial_state.values.get("data.path", ""))
         self.schedule_plan(delay=0)
         if not str(self.initial_state.values.get("model.name", "")).strip():
             self.screen_stack[0].query_one("#model-name").focus()  # the one question that has no default
+
+    def apply_cursor_blink(self, root) -> None:
+        """Inputs blink unless the app was made with cursor_blink=False (snapshots freeze it)."""
+        if not self.cursor_blink:
+            for widget in root.query("Input"):
+                widget.cursor_blink = False
 
     @property
     def form(self) -> QuestionsForm:
@@ -233,10 +239,11 @@ class FtplanApp(App[int]):
         seconds = time.perf_counter() - started
         group = plan_group(plan)
         lines, complete = self.plan_renderer.lines(plan, width, FIRST_PASS) if width > 0 else (None, True)
-        self.post_message(
-            PlanReady(generation, answers, plan, seconds, group, lines, width, (started, time.perf_counter()), complete)
-        )
+        painted = threading.Event()
+        span = (started, time.perf_counter())
+        self.post_message(PlanReady(generation, answers, plan, seconds, group, lines, width, span, complete, painted))
         if not complete and not get_current_worker().is_cancelled:
+            painted.wait(0.5)  # let the UI thread paint the top tables before competing with it for the GIL
             lines, _ = self.plan_renderer.lines(plan, width)
             self.post_message(PlanLines(generation, lines, width))
 
@@ -263,7 +270,7 @@ class FtplanApp(App[int]):
         self.results.show_plan(message.plan, message.group, message.lines, message.width)
         if message.complete:
             self.complete_generation = message.generation
-        self._shown(message.generation, message.plan_seconds, (*message.worker_span, handled))
+        self._shown(message.generation, message.plan_seconds, (*message.worker_span, handled), message.painted)
 
     @on(PlanLines)
     def _plan_lines(self, message: PlanLines) -> None:
@@ -285,7 +292,7 @@ class FtplanApp(App[int]):
         self.results.show_problems(message.problems, have_plan=self.plan is not None)
         self._shown(message.generation, None)
 
-    def _shown(self, generation: int, plan_seconds: float | None, span: tuple = ()) -> None:
+    def _shown(self, generation: int, plan_seconds: float | None, span: tuple = (), painted=None) -> None:
         edit, started = self._edit_started, self._plan_started
         self._edit_started = None
         self._shown_edit = (generation, edit)
@@ -294,6 +301,8 @@ class FtplanApp(App[int]):
 
         def record() -> None:
             now = time.perf_counter()
+            if painted is not None:
+                painted.set()
             if edit is not None and started is not None:
                 self.latencies.append((now - edit, now - started, plan_seconds or 0.0))
                 if self.complete_generation == generation:

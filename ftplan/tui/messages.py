@@ -26,6 +26,8 @@ class PlanReady(Message):
     """perf_counter at the worker's start and end (for the latency breakdown)."""
     complete: bool = True
     """False when only the top sections are new; `PlanLines` brings the rest."""
+    painted: Any = None
+    """A threading.Event the UI sets once these tables are on screen (the second pass waits for it)."""
 
 
 @dataclass

@@ -77,6 +77,7 @@ async def test_recommendation_follows_gpu_and_objective():
         big = app.plan
         assert big.hardware.world_size == 8 and big.methods["full"].fits
         assert big.methods["qlora"].fits
+        assert big.recommendation.method == "lora"  # no longer squeezed into QLoRA
         assert "Recommendation" in text_of(app.query_one(PlanView))
         app.query_one("#objective-kind", Select).value = "domain_knowledge"
         await settle(pilot)

@@ -81,6 +81,7 @@ class ExportScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.app.apply_cursor_blink(self)
         if not exporter_available():
             self.query_one("#export-result", Static).update(
                 "The exporter (ftplan.export) is not part of this build yet; nothing can be previewed or written."

@@ -91,6 +91,7 @@ class LaunchScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.app.apply_cursor_blink(self)
         app = self.app
         self.refresh_preflight()
         # Reopened while (or after) a run: replay what the App kept.

@@ -25,6 +25,9 @@ class SavePathScreen(ModalScreen[str | None]):
                 yield Button("Save", variant="primary", id="save-ok")
                 yield Button("Cancel", id="save-cancel")
 
+    def on_mount(self) -> None:
+        self.app.apply_cursor_blink(self)
+
     @on(Input.Submitted)
     @on(Button.Pressed, "#save-ok")
     def _ok(self) -> None:

@@ -59,9 +59,7 @@ class Question(Vertical):
 
     def on_mount(self) -> None:
         self.set_class(bool(self.error), "-invalid")
-        if self.app.cursor_blink is False:
-            for widget in self.query(Input):
-                widget.cursor_blink = False
+        self.app.apply_cursor_blink(self)
 
     def _text(self) -> Text:
         text = Text(self.spec.help, style="dim")
