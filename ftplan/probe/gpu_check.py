@@ -165,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     ckpt = {"both": (False, True), "on": (True,), "off": (False,)}[args.checkpointing]
     seq = args.seq or (64 if args.dry_run else 2048)
+    from ftplan.planner.catalog.models import MODEL_CONFIGS
+
+    unknown = [m for m in args.models if m not in MODEL_CONFIGS]
+    if unknown:
+        ap.error(f"--models: {', '.join(unknown)} not in the catalog (e.g. {', '.join(MODELS)})")
     return run(args.models, args.methods, ckpt, seq, args.batch, args.dry_run, args.tolerance, loss=args.loss)
 
 
