@@ -35,7 +35,13 @@ def main(argv=None):
     rank = int(os.environ.get("RANK", "0"))
     ignore = os.environ.get("FAKE_IGNORE_SIGTERM", "")
     if ignore == "1" or ignore == f"rank{rank}":
-        signal.signal(signal.SIGTERM, lambda *a: print(f"rank {rank}: ignoring SIGTERM", flush=True))
+
+        def hang(*_):  # like a worker stuck in a collective: only SIGKILL ends it
+            print(f"rank {rank}: ignoring SIGTERM", flush=True)
+            while True:
+                time.sleep(0.1)
+
+        signal.signal(signal.SIGTERM, hang)
     dist = None
     if world > 1:
         import torch
