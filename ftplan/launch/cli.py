@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"after SIGTERM, wait this long before SIGKILL (default {DEFAULT_GRACE_S:g}, more than torchrun's 30)")  # fmt: skip
     p.add_argument("--force", action="store_true", help="launch even when a preflight check fails")
     p.add_argument("--quiet", action="store_true", help="do not echo the run's output (it is still logged)")
+    p.add_argument(
+        "--probe", action="store_true",
+        help="run `ftplan probe` for a few real steps first; refuse to start a run that would not fit",
+    )
     return p
 
 
@@ -135,6 +139,13 @@ def main(argv: list[str] | None = None) -> int:
             f"ftplan launch: preflight failed ({', '.join(c.name for c in bad)}); fix the ✗ items or pass --force"
         )
         return EXIT_FAILED
+    if args.probe:
+        from ftplan.launch.probe_gate import gate
+
+        go, message = gate(args.dir)
+        (console if go else err).print(message, markup=False)
+        if not go and not args.force:
+            return EXIT_FAILED
     from ftplan.launch.display import ConsoleDisplay
 
     runner = make_runner(prepared, ConsoleDisplay(console, show_output=not args.quiet), grace_s=args.grace)
