@@ -233,4 +233,20 @@ def render_project(
     files["README.md"] = readme_md(t)
     files["answers.toml"] = answers_text
     files["plan.json"] = plan.to_json() + "\n"
+    if plan.hardware.nodes > 1:
+        files["slurm.sbatch"] = slurm_sbatch(files)
     return files
+
+
+def slurm_sbatch(files: dict[str, str]) -> str:
+    """slurm.sbatch for a multi-node plan, written by the launcher's own renderer from the
+    project's files (so `sbatch slurm.sbatch` and `ftplan launch` agree on the command)."""
+    import tempfile
+
+    from ftplan.launch.project import load_project
+    from ftplan.launch.slurm import render_sbatch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, text in files.items():
+            Path(tmp, name).write_text(text, encoding="utf-8")
+        return render_sbatch(load_project(tmp))

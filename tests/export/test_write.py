@@ -153,3 +153,19 @@ def test_rendering_imports_no_training_stack():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stderr
+
+
+def test_multi_node_plans_get_a_slurm_script(tmp_path):
+    from ftplan.export import render_project
+    from ftplan.planner import make_plan, read_answers_text
+
+    text = (
+        '[model]\nname = "Qwen/Qwen2.5-32B"\n[hardware]\ngpu = "H100-SXM"\ngpus_per_node = 8\nnodes = 2\n'
+        '[training]\nmethod = "full"\nzero_stage = 3\n'
+    )
+    files = render_project(make_plan(read_answers_text(text)), text)
+    sbatch = files["slurm.sbatch"]
+    assert "#SBATCH --nodes=2" in sbatch and "#SBATCH --gpus-per-node=8" in sbatch
+    assert "--nproc_per_node 8" in sbatch and "train.py --config train_config.toml" in sbatch
+    single = '[model]\nname = "Qwen/Qwen2.5-0.5B"\n[hardware]\ngpu = "L4"\n'
+    assert "slurm.sbatch" not in render_project(make_plan(read_answers_text(single)), single)
