@@ -11,6 +11,19 @@ from ftplan.planner import METHODS, Plan
 
 NAMES = {"full": "Full", "lora": "LoRA", "qlora": "QLoRA"}
 COMPONENTS = ("weights", "gradients", "optimizer", "activations", "overhead", "total")
+# The settings every table shows, in this order (LoRA's own follow for LoRA and QLoRA).
+SETTING_KEYS = (
+    "precision",
+    "optimizer",
+    "micro_batch_size",
+    "gradient_accumulation_steps",
+    "gradient_checkpointing",
+    "zero_stage",
+    "offload",
+    "attention",
+    "learning_rate",
+    "epochs",
+)
 
 
 def gib(n: float) -> str:
@@ -72,21 +85,7 @@ def settings_table(plan: Plan) -> Table:
     t.add_column("setting")
     for m in METHODS:
         t.add_column(NAMES[m])
-    keys = [
-        "precision",
-        "optimizer",
-        "micro_batch_size",
-        "gradient_accumulation_steps",
-        "gradient_checkpointing",
-        "zero_stage",
-        "offload",
-        "attention",
-        "learning_rate",
-        "epochs",
-        "lora_r",
-        "lora_alpha",
-        "lora_target_modules",
-    ]
+    keys = [*SETTING_KEYS, "lora_r", "lora_alpha", "lora_target_modules"]
     for key in keys:
         row = []
         for m in METHODS:

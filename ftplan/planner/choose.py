@@ -121,7 +121,7 @@ def choose_settings(method: Method, answers: Answers, arch: ModelArch, device: D
     maxed: list[tuple[bool, int, int]] = []  # rungs that fit at the largest micro-batch
     for ckpt, stage, offload in _ladder(method, device, fixed):
         rank = (ckpt, stage, OFFLOAD_COST[offload])
-        if any(all(a <= b for a, b in zip(done, rank)) for done in maxed):
+        if any(all(a <= b for a, b in zip(done, rank, strict=True)) for done in maxed):
             continue  # a rung no slower in every respect already fits at the largest batch
         trial = s
         if "gradient_checkpointing" not in fixed:

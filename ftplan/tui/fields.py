@@ -9,9 +9,9 @@ an error in the app reads exactly like the one the headless CLI prints.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from ftplan.planner.answers import Answers
+from ftplan.planner.answers import Answers, Attention, Offload, Optimizer, Precision
 from ftplan.planner.catalog.gpus import GPUS
 
 AUTO = ""
@@ -107,27 +107,14 @@ FIELDS: tuple[Field, ...] = (
         "select",
         (("auto (recommended)", "auto"), ("full", "full"), ("lora", "lora"), ("qlora", "qlora")),
     ),
-    Field("training", "precision", "select", _auto("bf16", "bf16-mixed", "fp16-mixed", "fp32")),
-    Field(
-        "training",
-        "optimizer",
-        "select",
-        _auto(
-            "adamw_torch",
-            "adamw_torch_fused",
-            "adamw_8bit",
-            "paged_adamw_8bit",
-            "paged_adamw_32bit",
-            "adafactor",
-            "sgd",
-        ),
-    ),
+    Field("training", "precision", "select", _auto(*get_args(Precision))),
+    Field("training", "optimizer", "select", _auto(*get_args(Optimizer))),
     Field("training", "micro_batch_size", "int", placeholder="auto"),
     Field("training", "gradient_accumulation_steps", "int", placeholder="auto"),
     Field("training", "gradient_checkpointing", "select", _auto(True, False)),
-    Field("training", "attention", "select", _auto("sdpa", "flash_attention_2", "eager")),
+    Field("training", "attention", "select", _auto(*get_args(Attention))),
     Field("training", "zero_stage", "select", _auto(0, 1, 2, 3)),
-    Field("training", "offload", "select", _auto("none", "optimizer", "optimizer+params")),
+    Field("training", "offload", "select", _auto(*get_args(Offload))),
     Field("training", "learning_rate", "float", placeholder="auto"),
     Field("training", "lora_r", "int", placeholder="auto"),
     Field("training", "lora_alpha", "float", placeholder="auto"),

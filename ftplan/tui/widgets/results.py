@@ -17,6 +17,7 @@ from textual.widgets import Static
 from ftplan.planner import Plan, Problem
 from ftplan.render import (
     NAMES,
+    SETTING_KEYS,
     cost_table,
     hidden_cost_table,
     memory_table,
@@ -46,19 +47,7 @@ def chosen_table(plan: Plan) -> Table:
     t = Table(title=f"Settings for {NAMES[method]} (* = chosen by ftplan)", title_justify="left", show_header=False)
     t.add_column(style="bold")
     t.add_column()
-    keys = [
-        "precision",
-        "optimizer",
-        "micro_batch_size",
-        "gradient_accumulation_steps",
-        "gradient_checkpointing",
-        "zero_stage",
-        "offload",
-        "attention",
-        "learning_rate",
-        "epochs",
-        "max_seq_len",
-    ]
+    keys = [*SETTING_KEYS, "max_seq_len"]
     if s.is_peft:
         keys += ["lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"]
     for key in keys:
