@@ -86,6 +86,11 @@ class ModelArch:
         return self.layers * sum(lin.d_in * lin.d_out for lin in self.layer_linears)
 
     @cached_property
+    def largest_matrix(self) -> int:
+        """Elements of the biggest weight matrix in a decoder layer (one expert's, for MoE)."""
+        return max((lin.d_in * lin.d_out for lin in self.layer_linears), default=0)
+
+    @cached_property
     def largest_layer_params(self) -> int:
         """The biggest single module's parameters, which ZeRO-3 gathers whole."""
         candidates = [self.embedding_params, self.layer_params]

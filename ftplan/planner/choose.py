@@ -13,7 +13,7 @@ import math
 
 from ftplan.planner.answers import Answers, Method
 from ftplan.planner.arch import ModelArch
-from ftplan.planner.memory import Device, estimate_memory, usable_memory
+from ftplan.planner.memory import Device, MemoryModel, usable_memory
 from ftplan.planner.settings import Settings
 from ftplan.planner.timecost import DataShape, estimate_time
 
@@ -123,29 +123,28 @@ def choose_settings(method: Method, answers: Answers, arch: ModelArch, device: D
         rank = (ckpt, stage, OFFLOAD_COST[offload])
         if any(all(a <= b for a, b in zip(done, rank, strict=True)) for done in maxed):
             continue  # a rung no slower in every respect already fits at the largest batch
-        trial = s
-        if "gradient_checkpointing" not in fixed:
-            trial = _with(trial, gradient_checkpointing=ckpt)
-        if "zero_stage" not in fixed:
-            trial = _with(trial, zero_stage=stage)
-        if "offload" not in fixed:
-            trial = _with(trial, offload=offload if trial.zero_stage else "none")
+        rung = {"gradient_checkpointing": ckpt, "zero_stage": stage, "offload": offload}
+        trial = _with(s, **{k: v for k, v in rung.items() if k not in fixed})
+        if "offload" not in fixed and trial.offload != "none" and not trial.zero_stage:
+            trial = _with(trial, offload="none")
         sizes = [trial.micro_batch_size] if "micro_batch_size" in fixed else sorted(MICRO_BATCHES)
 
-        cache: dict[int, Settings] = {}
-
-        def batch(mb: int, trial=trial, cache=cache) -> Settings:
-            if mb not in cache:
-                cache[mb] = _with(trial, micro_batch_size=mb, **_accumulation(mb, fixed, device))
-            return cache[mb]
+        def batch(mb: int, trial=trial) -> Settings:
+            return _with(trial, micro_batch_size=mb, **_accumulation(mb, fixed, device))
 
         frugal = batch(sizes[0])
         if best is not None and estimate_time(arch, batch(sizes[-1]), device, data).hours >= best[0]:
             continue  # even its largest micro-batch would not be faster than the best so far
         # Larger micro-batches are faster: the largest that fits is this rung's best. Memory is
         # not monotone in it (a smaller micro-batch means accumulation, which keeps gradients
-        # alive through the forward pass), so scan down rather than bisect.
-        mb = _largest_fitting(sizes, lambda mb: estimate_memory(arch, batch(mb), device).total <= limit, device, fixed)
+        # alive through the forward pass), so the search runs per accumulation regime.
+        memory = MemoryModel(arch, trial, device)
+
+        def fits(mb: int, trial=trial, memory=memory) -> bool:
+            accumulation = _accumulation(mb, fixed, device).get("gradient_accumulation_steps")
+            return memory.peak(mb, trial.max_seq_len, accumulation or trial.gradient_accumulation_steps) <= limit
+
+        mb = _largest_fitting(sizes, fits, device, fixed)
         if mb is None:
             continue
         candidate = batch(mb)
@@ -197,46 +196,81 @@ def _fit_batch(s: Settings, fixed: set[str], device: Device) -> Settings:
     return _with(s, gradient_accumulation_steps=max(1, math.ceil(TARGET_GLOBAL_SEQUENCES / per_step)))
 
 
+SEQ_STEP = 256
+LONGEST_SEQ_CAP = 1 << 20
+LARGEST_MICRO_BATCH_CAP = 4096
+
+
+def fitting_limits(arch: ModelArch, s: Settings, device: Device) -> tuple[int, int]:
+    """(longest max_seq_len at micro-batch 1, largest micro-batch at the plan's length) that
+    fit, each 0 where none does; both at the plan's accumulation.
+
+    Without eager attention, memory depends on a micro-batch's tokens (b * s) alone, so one
+    search for the most tokens that fit answers both, starting from the plan's own shape.
+    """
+    if device.is_cpu:
+        return 0, 0
+    memory = MemoryModel(arch, s, device)
+    limit = usable_memory(device)
+    accumulation, seq = s.gradient_accumulation_steps, s.max_seq_len
+    if s.attention == "eager":  # s*s scores: the two questions differ
+        longest = _largest_by_secant(
+            lambda length: memory.peak(1, length, accumulation), limit, step=SEQ_STEP, cap=LONGEST_SEQ_CAP
+        )
+        largest = _largest_by_secant(
+            lambda mb: memory.peak(mb, seq, accumulation), limit, step=1, cap=LARGEST_MICRO_BATCH_CAP
+        )
+        return longest, largest
+    most = _largest_by_secant(
+        lambda tokens: memory.peak(1, tokens, accumulation),
+        limit,
+        step=1,
+        cap=max(LONGEST_SEQ_CAP, LARGEST_MICRO_BATCH_CAP * seq),
+        start=s.micro_batch_size * seq,
+    )
+    return min(most // SEQ_STEP * SEQ_STEP, LONGEST_SEQ_CAP), min(most // seq, LARGEST_MICRO_BATCH_CAP)
+
+
 def longest_sequence_that_fits(arch: ModelArch, s: Settings, device: Device) -> int:
     """The largest max_seq_len (multiple of 256) at micro-batch 1 that fits, or 0."""
-    if device.is_cpu:
-        return 0
-    one = _with(s, micro_batch_size=1)
-    return _largest_by_secant(
-        lambda length: estimate_memory(arch, _with(one, max_seq_len=length), device).total,
-        usable_memory(device),
-        step=256,
-        cap=1 << 20,
-    )
+    return fitting_limits(arch, s, device)[0]
 
 
 def largest_micro_batch_that_fits(arch: ModelArch, s: Settings, device: Device) -> int:
     """The largest micro-batch (at the plan's sequence length) that fits, or 0."""
-    if device.is_cpu:
-        return 0
-    return _largest_by_secant(
-        lambda mb: estimate_memory(arch, _with(s, micro_batch_size=mb), device).total,
-        usable_memory(device),
-        step=1,
-        cap=4096,
-    )
+    return fitting_limits(arch, s, device)[1]
 
 
-def _largest_by_secant(memory, limit: int, step: int, cap: int) -> int:
+def _largest_by_secant(memory, limit: int, step: int, cap: int, start: int = 0) -> int:
     """The largest multiple of ``step`` up to ``cap`` whose ``memory`` is within ``limit``, or 0.
 
     Memory is a maximum of affine (or, with eager attention, quadratic) phases of the
-    argument, so a secant through the last two points lands on or just past the answer; a
-    bisection between the proven bounds finishes it whatever the shape.
+    argument, so a secant through two points past the loss tile's kink lands on the answer;
+    a bisection between the proven bounds finishes it whatever the shape. ``start`` (the
+    plan's own shape, which usually fits) puts the first two points near the answer.
     """
-    xa, ma = step, memory(step)
+    hi = cap + step  # the smallest value known not to fit
+    xa = max(step, min(start, cap) // step * step)
+    ma = memory(xa)
     if ma > limit:
-        return 0
-    xb, mb = 2 * step, memory(2 * step)
-    lo, hi = (xb, cap + step) if mb <= limit else (xa, xb)
+        if xa == step:
+            return 0
+        hi, xa = xa, step
+        ma = memory(xa)
+        if ma > limit:
+            return 0
+    lo = xa
+    if hi - lo <= step:
+        return min(lo, cap)
+    xb = min(2 * xa, hi - step)
+    mb = memory(xb)
+    if mb <= limit:
+        lo = xb
+    else:
+        hi = xb
     for _ in range(4):
         if hi - lo <= step:
-            return lo
+            return min(lo, cap)
         slope = max(mb - ma, 1) / (xb - xa)
         guess = int(xb + (limit - mb) / slope) // step * step
         guess = min(max(guess, lo + step), hi - step)
@@ -244,7 +278,7 @@ def _largest_by_secant(memory, limit: int, step: int, cap: int) -> int:
         if mg <= limit:
             lo = guess
             if guess + step >= hi or memory(guess + step) > limit:
-                return guess
+                return min(guess, cap)
             lo = guess + step
         else:
             hi = guess

@@ -243,9 +243,10 @@ _ADAPTER_INPUT = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Activations:
-    """Activation bytes of one micro-batch, by what holds them."""
+    """Activation bytes of one micro-batch, by what holds them (built by the thousand in the
+    planner's searches, hence slots and no frozen-instance checks)."""
 
     layer_saved: int
     """One decoder layer's saved tensors without checkpointing."""
@@ -343,70 +344,107 @@ def _layer_saved_per_token_uncached(arch: ModelArch, s: Settings, cpu: bool = Fa
     return attn, mlp, down_in
 
 
-def activations(arch: ModelArch, s: Settings, cpu: bool = False, loss: str | None = None) -> Activations:
-    """The activation model of one micro-batch (see the constants above); ``cpu``: torch's CPU kernels."""
-    e = act_bytes(s)
-    b, seq = s.micro_batch_size, s.max_seq_len
-    tokens = b * seq
-    h, f = arch.hidden_size, arch.intermediate_size * (arch.experts_per_token or 1)
-    q, k = arch.heads * arch.head_dim, arch.kv_heads * arch.head_dim
-    attn, mlp, down_in = _layer_saved_per_token(arch, s, cpu)
-    layer_saved = (attn + mlp) * tokens
-    mlp_work = (LAYER_BACKWARD_WORK * f + h) * e * tokens
-    if e == FP32:
+def activations(
+    arch: ModelArch,
+    s: Settings,
+    cpu: bool = False,
+    loss: str | None = None,
+    *,
+    batch: int | None = None,
+    seq_len: int | None = None,
+) -> Activations:
+    """The activation model of one micro-batch (see the constants above); ``cpu``: torch's CPU
+    kernels. ``batch`` and ``seq_len`` stand in for the settings' micro-batch and sequence length."""
+    model = ActivationModel(arch, s, cpu, loss)
+    return model.at(s.micro_batch_size if batch is None else batch, s.max_seq_len if seq_len is None else seq_len)
+
+
+class ActivationModel:
+    """Bytes per token (and per attention score) of everything a micro-batch keeps or works on.
+
+    Everything but the batch shape is folded into coefficients once; ``at`` scales them to a
+    micro-batch, so a search over shapes is a few multiplications per try.
+    """
+
+    def __init__(self, arch: ModelArch, s: Settings, cpu: bool = False, loss: str | None = None):
+        e = act_bytes(s)
+        h, f = arch.hidden_size, arch.intermediate_size * (arch.experts_per_token or 1)
+        q, k = arch.heads * arch.head_dim, arch.kv_heads * arch.head_dim
+        attn, mlp, down_in = _layer_saved_per_token(arch, s, cpu)
+        full = s.method == "full"
+        self.e, self.heads, self.layers, self.h = e, arch.heads, arch.layers, h
+        self.eager = s.attention == "eager"
+        self.checkpointing = s.gradient_checkpointing
+        self.layer_saved = attn + mlp
+        self.mlp_saved = mlp
+        self.mlp_work = (LAYER_BACKWARD_WORK * f + h) * e
         # Measured: with fp32 activations the peak comes after down_proj's backward has freed
         # its saved input; with 16-bit activations it comes before (MemTracker, every case).
-        mlp_work -= down_in * tokens
-    attn_work = (2 * q + 2 * k) * e * tokens
-    forward_work = mlp_work
-    if s.attention == "eager":
-        scores = b * arch.heads * seq * seq
-        layer_saved += scores * (EAGER_SCORE_BYTES + (e if e < FP32 else 0))
-        attn_work += scores * (e + FP32)  # softmax backward: the probabilities' gradient + fp32 input grad
-        forward_work = max(forward_work, scores * (3 * e + FP32))  # q@k^T, scaled, masked, fp32 softmax
-    if s.method == "qlora":
+        self.mlp_freed = down_in if e == FP32 else 0
+        self.attn_work = (2 * q + 2 * k) * e
         # bitsandbytes dequantizes one weight at a time to the compute dtype (and its transpose in backward)
-        mlp_work += 2 * 2 * max((lin.d_in * lin.d_out for lin in arch.layer_linears), default=0)
-    # The layer's backward peaks either in the MLP (everything saved + MLP gradients) or in the
-    # attention (the MLP half already freed + attention gradients / eager's s*s gradients).
-    work = max(mlp_work, attn_work - mlp * tokens)
-    full = s.method == "full"
-    head = (RMSNORM_INPUT_BYTES * h + FP32 + (2 * e * h if full else 0)) * tokens  # final norm
-    shared = 2 * arch.head_dim * e * tokens  # rotary cos and sin, shared by all layers
-    shared += 2 * 8 * tokens  # input_ids and labels (int64)
-    head += shared
-    vocab = arch.vocab_size + s.new_tokens
-    logit_bytes = FP32 if s.method == "qlora" else compute_bytes(s.precision)  # lm_head's dtype
-    logits = tokens * vocab
-    if (loss or LOSS_IMPLEMENTATION) == "trl_fused":
-        tile = min(tokens, TRL_TOKEN_CHUNK) * TRL_VOCAB_CHUNK * logit_bytes
-        head_trains = s.method == "full" or bool(s.new_tokens)
-        saved = tokens * (h * logit_bytes + 2 * FP32 + 8)  # gathered hidden, log_z, entropy, targets
-        logits_saved = saved
-        logits_forward_extra = tile
-        logits_backward_extra = tile + tokens * h * FP32 + (vocab * h * (FP32 + logit_bytes) if head_trains else 0)
-        if cpu:  # without Triton each tile is folded with torch ops: fp32 temporaries per logit of a tile
-            tile_logits = min(tokens, TRL_TOKEN_CHUNK) * min(vocab, TRL_VOCAB_CHUNK)
-            logits_forward_extra += TRL_CPU_FORWARD_TEMP * tile_logits
-            logits_backward_extra += TRL_CPU_BACKWARD_TEMP * tile_logits
-    else:
-        logits_saved = LOGITS_SAVED_BYTES * logits
-        logits_forward_extra = logits * (logit_bytes + (FP32 if logit_bytes < FP32 else 0))
-        logits_backward_extra = LOGITS_BACKWARD_EXTRA_BYTES * logits
-    return Activations(
-        layer_saved=int(layer_saved),
-        layer_input=int(e * h * tokens),
-        layer_work=int(work),
-        forward_work=int(forward_work),
-        head_saved=int(head),
-        shared_saved=int(shared),
-        final_norm_input=int((RMSNORM_INPUT_BYTES * h + FP32) * tokens),
-        logits_saved=int(logits_saved),
-        logits_forward_extra=int(logits_forward_extra),
-        logits_backward_extra=int(logits_backward_extra),
-        checkpointing=s.gradient_checkpointing,
-        layers=arch.layers,
-    )
+        self.dequantized = 2 * 2 * arch.largest_matrix if s.method == "qlora" else 0
+        self.final_norm = RMSNORM_INPUT_BYTES * h + FP32 + (2 * e * h if full else 0)
+        self.shared = 2 * arch.head_dim * e
+        self.vocab = arch.vocab_size + s.new_tokens
+        self.logit_bytes = FP32 if s.method == "qlora" else compute_bytes(s.precision)  # lm_head's dtype
+        self.fused_loss = (loss or LOSS_IMPLEMENTATION) == "trl_fused"
+        self.cpu = cpu
+        head_trains = full or bool(s.new_tokens)
+        self.head_weight_grad = self.vocab * h * (FP32 + self.logit_bytes) if head_trains else 0
+
+    def at(self, b: int, seq: int) -> Activations:
+        """The activations of a micro-batch of ``b`` sequences of ``seq`` tokens."""
+        e, h = self.e, self.h
+        tokens = b * seq
+        layer_saved = self.layer_saved * tokens
+        mlp_work = self.mlp_work * tokens
+        if self.mlp_freed:
+            mlp_work -= self.mlp_freed * tokens
+        attn_work = self.attn_work * tokens
+        forward_work = mlp_work
+        if self.eager:
+            scores = b * self.heads * seq * seq
+            layer_saved += scores * (EAGER_SCORE_BYTES + (e if e < FP32 else 0))
+            attn_work += scores * (e + FP32)  # softmax backward: the probabilities' gradient + fp32 input grad
+            forward_work = max(forward_work, scores * (3 * e + FP32))  # q@k^T, scaled, masked, fp32 softmax
+        mlp_work += self.dequantized
+        # The layer's backward peaks either in the MLP (everything saved + MLP gradients) or in the
+        # attention (the MLP half already freed + attention gradients / eager's s*s gradients).
+        work = max(mlp_work, attn_work - self.mlp_saved * tokens)
+        head = self.final_norm * tokens  # final norm
+        shared = self.shared * tokens  # rotary cos and sin, shared by all layers
+        shared += 2 * 8 * tokens  # input_ids and labels (int64)
+        head += shared
+        logit_bytes = self.logit_bytes
+        logits = tokens * self.vocab
+        if self.fused_loss:
+            tile = min(tokens, TRL_TOKEN_CHUNK) * TRL_VOCAB_CHUNK * logit_bytes
+            logits_saved = tokens * (h * logit_bytes + 2 * FP32 + 8)  # gathered hidden, log_z, entropy, targets
+            logits_forward_extra = tile
+            logits_backward_extra = tile + tokens * h * FP32 + self.head_weight_grad
+            if self.cpu:  # without Triton each tile is folded with torch ops: fp32 temporaries per logit of a tile
+                tile_logits = min(tokens, TRL_TOKEN_CHUNK) * min(self.vocab, TRL_VOCAB_CHUNK)
+                logits_forward_extra += TRL_CPU_FORWARD_TEMP * tile_logits
+                logits_backward_extra += TRL_CPU_BACKWARD_TEMP * tile_logits
+        else:
+            logits_saved = LOGITS_SAVED_BYTES * logits
+            logits_forward_extra = logits * (logit_bytes + (FP32 if logit_bytes < FP32 else 0))
+            logits_backward_extra = LOGITS_BACKWARD_EXTRA_BYTES * logits
+        return Activations(
+            layer_saved=int(layer_saved),
+            layer_input=int(e * h * tokens),
+            layer_work=int(work),
+            forward_work=int(forward_work),
+            head_saved=int(head),
+            shared_saved=int(shared),
+            final_norm_input=int((RMSNORM_INPUT_BYTES * h + FP32) * tokens),
+            logits_saved=int(logits_saved),
+            logits_forward_extra=int(logits_forward_extra),
+            logits_backward_extra=int(logits_backward_extra),
+            checkpointing=self.checkpointing,
+            layers=self.layers,
+        )
 
 
 def activation_bytes(arch: ModelArch, s: Settings) -> int:
@@ -438,7 +476,7 @@ def _zero_shards(s: Settings, world: int) -> tuple[int, int, int]:
 def _largest_trainable_tensors(arch: ModelArch, s: Settings) -> tuple[int, int]:
     """(largest trainable tensor, largest trainable decoder-layer matrix), in elements."""
     if s.method == "full":
-        layer = max((lin.d_in * lin.d_out for lin in arch.layer_linears), default=0)
+        layer = arch.largest_matrix
         if arch.experts:
             layer = max(layer, arch.expert_params_per_layer // arch.experts)
         embedding = arch.embedding_params + s.new_tokens * arch.hidden_size
@@ -462,7 +500,24 @@ def _step_temp(arch: ModelArch, s: Settings, device: Device, trainable_bytes: in
 
 
 def estimate_memory(arch: ModelArch, s: Settings, device: Device, loss: str | None = None) -> MemoryEstimate:
-    """Memory per GPU (host memory when the device is the CPU) at the step's peak.
+    """Memory per GPU (host memory when the device is the CPU) at the step's peak."""
+    return MemoryModel(arch, s, device, loss).estimate()
+
+
+PHASES = (
+    "forward_end",
+    "forward_layer",
+    "backward_start",
+    "backward_top_layer",
+    "backward_bottom_layer",
+    "backward_end",
+    "optimizer_step",
+)
+"""The points of a step the memory model checks, in the order they happen."""
+
+
+class MemoryModel:
+    """One method's settings on one device, as a function of the batch shape.
 
     Phases (what is alive at each, with set_to_none zero_grad as the Trainer does):
     forward end: weights + optimizer states + saved activations + logits (+ accumulated grads);
@@ -470,114 +525,130 @@ def estimate_memory(arch: ModelArch, s: Settings, device: Device, loss: str | No
     (activations + first gradients + that layer's recompute and working set), the bottom layer
     (all gradients but the embedding's + one layer's activations) and its end (all gradients);
     optimizer step: gradients + states + the step's temporaries.
+
+    The model states (weights, gradients, optimizer states, offload) do not depend on the
+    micro-batch, the sequence length or accumulation, so they are worked out once here; the
+    planner's searches over batch shapes then pay for one activation model per shape
+    (``peak``) instead of a full estimate and a copy of the settings.
     """
-    world = device.world_size
-    trainable = trainable_params(arch, s)
-    weights = _weight_bytes(arch, s)
-    deepspeed = s.zero_stage > 0
-    value_bytes = _trainable_bytes(s)
-    if deepspeed:
-        # DeepSpeed bf16/fp16: 16-bit params and grads, fp32 master + Adam moments (12 B).
-        grad_bytes_pp = 2 if s.method == "full" else 4
-        opt_pp = (
-            4 + optimizer_bytes_per_param(s.optimizer, 4)
-            if s.method == "full"
-            else optimizer_bytes_per_param(s.optimizer, 4)
+
+    def __init__(self, arch: ModelArch, s: Settings, device: Device, loss: str | None = None):
+        self.arch, self.settings, self.device, self.loss = arch, s, device, loss
+        world = device.world_size
+        trainable = trainable_params(arch, s)
+        weights = _weight_bytes(arch, s)
+        deepspeed = s.zero_stage > 0
+        value_bytes = _trainable_bytes(s)
+        if deepspeed:
+            # DeepSpeed bf16/fp16: 16-bit params and grads, fp32 master + Adam moments (12 B).
+            grad_bytes_pp = 2 if s.method == "full" else 4
+            opt_pp = (
+                4 + optimizer_bytes_per_param(s.optimizer, 4)
+                if s.method == "full"
+                else optimizer_bytes_per_param(s.optimizer, 4)
+            )
+        else:
+            grad_bytes_pp = value_bytes
+            opt_pp = optimizer_bytes_per_param(s.optimizer, value_bytes)
+        w_div, g_div, o_div = _zero_shards(s, world)
+        if s.method == "full":
+            weights_gpu = weights // w_div
+        else:
+            # Adapters are added on top of the (frozen) base weights.
+            weights_gpu = (weights + trainable * value_bytes) // w_div
+        if s.zero_stage == 3:
+            # The largest module is gathered whole (in 16 bits) while it runs; prefetch keeps ~2.
+            weights_gpu += 2 * arch.largest_layer_params * 2
+        gradients = int(trainable * grad_bytes_pp) // g_div
+        optimizer = int(trainable * opt_pp) // o_div
+
+        cpu_memory = 0
+        if s.offload in ("optimizer", "optimizer+params") and deepspeed:
+            cpu_memory += optimizer * device.gpus_per_node + int(trainable * 4 // o_div) * device.gpus_per_node
+            optimizer = 0
+        if s.offload == "optimizer+params" and s.zero_stage == 3:
+            cpu_memory += weights_gpu * device.gpus_per_node
+            weights_gpu = 4 * arch.largest_layer_params * 2
+
+        # Gradients present at each point of backward (sharded like the full set). Backward runs
+        # lm_head first, then the layers top-down, each MLP before its attention.
+        if s.method == "full":
+            head_params = arch.lm_head_params + arch.final_norm_params
+            if arch.tied_embeddings:
+                head_params += arch.embedding_params  # lm_head's gradient is the embedding's
+            layer_params = arch.layer_params
+            first_matrix = arch.largest_matrix
+        else:
+            head_params = 0
+            layer_params = trainable // max(arch.layers, 1)
+            first_matrix = layer_params // 2
+        frac = gradients / max(trainable, 1)
+        self.weights, self.gradients, self.optimizer, self.cpu_memory = weights_gpu, gradients, optimizer, cpu_memory
+        self.g_top = int((head_params + first_matrix) * frac)
+        self.g_bottom = int((head_params + (arch.layers - 1) * layer_params + first_matrix) * frac)
+        self.step_temp = _step_temp(arch, s, device, gradients, value_bytes)
+        self.overhead = 0 if device.is_cpu else CUDA_OVERHEAD + (NCCL_OVERHEAD if world > 1 else 0)
+        self.activations = ActivationModel(arch, s, cpu=device.is_cpu, loss=loss)
+
+    def _phases(self, batch: int, seq_len: int, accumulation: int) -> tuple[tuple[int, int, int], ...]:
+        """(gradients, activations, step temporaries) alive at each of ``PHASES``."""
+        act = self.activations.at(batch, seq_len)
+        gradients = self.gradients
+        held = gradients if accumulation > 1 else 0  # grads kept across micro-batches
+        stored = act.stored
+        ckpt = act.checkpointing
+        recompute = int(CHECKPOINT_RECOMPUTE_ALIVE * act.layer_saved) if ckpt else 0
+        # Forward: the end (logits, their fp32 copy, log-softmax) or, with checkpointing, one
+        # layer's transient forward on top of the stored layer inputs.
+        if ckpt:
+            top_acts = stored - act.logits_saved - act.final_norm_input + recompute + act.layer_work
+            bottom_acts = act.layer_input + recompute + act.layer_work + act.shared_saved
+        else:
+            top_acts = stored - act.logits_saved - act.final_norm_input + act.layer_work
+            bottom_acts = act.layer_saved + act.layer_work + act.shared_saved
+        return (
+            (held, stored + act.logits_forward_extra, 0),
+            (held, stored - act.logits_saved + act.forward_work if ckpt else 0, 0),
+            (held, stored + act.logits_backward_extra, 0),
+            (max(held, self.g_top), top_acts, 0),
+            (max(held, self.g_bottom), bottom_acts, 0),
+            (gradients, act.layer_input, 0),  # the gradient flowing down the residual stream
+            (gradients, 0, self.step_temp),
         )
-    else:
-        grad_bytes_pp = value_bytes
-        opt_pp = optimizer_bytes_per_param(s.optimizer, value_bytes)
-    w_div, g_div, o_div = _zero_shards(s, world)
-    if s.method == "full":
-        weights_gpu = weights // w_div
-    else:
-        # Adapters are added on top of the (frozen) base weights.
-        weights_gpu = (weights + trainable * value_bytes) // w_div
-    if s.zero_stage == 3:
-        # The largest module is gathered whole (in 16 bits) while it runs; prefetch keeps ~2.
-        weights_gpu += 2 * arch.largest_layer_params * 2
-    gradients = int(trainable * grad_bytes_pp) // g_div
-    optimizer = int(trainable * opt_pp) // o_div
 
-    cpu_memory = 0
-    if s.offload in ("optimizer", "optimizer+params") and deepspeed:
-        cpu_memory += optimizer * device.gpus_per_node + int(trainable * 4 // o_div) * device.gpus_per_node
-        optimizer = 0
-    if s.offload == "optimizer+params" and s.zero_stage == 3:
-        cpu_memory += weights_gpu * device.gpus_per_node
-        weights_gpu = 4 * arch.largest_layer_params * 2
+    def peak(self, batch: int, seq_len: int, accumulation: int) -> int:
+        """Total bytes at the step's peak for this batch shape (``estimate().total``)."""
+        base = self.weights + self.optimizer + self.overhead
+        return base + max([g + a + t for g, a, t in self._phases(batch, seq_len, accumulation)])
 
-    # Gradients present at each point of backward (sharded like the full set). Backward runs
-    # lm_head first, then the layers top-down, each MLP before its attention.
-    if s.method == "full":
-        head_params = arch.lm_head_params + arch.final_norm_params
-        if arch.tied_embeddings:
-            head_params += arch.embedding_params  # lm_head's gradient is the embedding's
-        layer_params = arch.layer_params
-        first_matrix = max((lin.d_in * lin.d_out for lin in arch.layer_linears), default=0)
-    else:
-        head_params = 0
-        layer_params = trainable // max(arch.layers, 1)
-        first_matrix = layer_params // 2
-    frac = gradients / max(trainable, 1)
-    g_top = int((head_params + first_matrix) * frac)
-    g_bottom = int((head_params + (arch.layers - 1) * layer_params + first_matrix) * frac)
-    accumulating = s.gradient_accumulation_steps > 1
-    held = gradients if accumulating else 0  # grads kept across micro-batches
-
-    act = activations(arch, s, cpu=device.is_cpu, loss=loss)
-    stored = act.stored
-    ckpt = s.gradient_checkpointing
-    recompute = int(CHECKPOINT_RECOMPUTE_ALIVE * act.layer_saved) if ckpt else 0
-    grad_hidden = act.layer_input  # the gradient flowing down the residual stream
-    # Forward: the end (logits, their fp32 copy, log-softmax) or, with checkpointing, one
-    # layer's transient forward on top of the stored layer inputs.
-    candidates_fwd = {
-        "forward_end": (held, stored + act.logits_forward_extra),
-        "forward_layer": (held, stored - act.logits_saved + act.forward_work if ckpt else 0),
-    }
-    if ckpt:
-        top_acts = stored - act.logits_saved - act.final_norm_input + recompute + act.layer_work
-        bottom_acts = act.layer_input + recompute + act.layer_work + act.shared_saved
-    else:
-        top_acts = stored - act.logits_saved - act.final_norm_input + act.layer_work
-        bottom_acts = act.layer_saved + act.layer_work + act.shared_saved
-    candidates_bwd = {
-        "backward_start": (held, stored + act.logits_backward_extra),
-        "backward_top_layer": (max(held, g_top), top_acts),
-        "backward_bottom_layer": (max(held, g_bottom), bottom_acts),
-        "backward_end": (gradients, grad_hidden),
-    }
-    step_temp = _step_temp(arch, s, device, gradients, value_bytes)
-    base = weights_gpu + optimizer
-    phases_detail = {}
-    for name, (g, a) in {**candidates_fwd, **candidates_bwd}.items():
-        phases_detail[name] = (g, a, 0)
-    phases_detail["optimizer_step"] = (gradients, 0, step_temp)
-    totals = {k: base + g + a + t for k, (g, a, t) in phases_detail.items()}
-    phases = {
-        "forward": max(totals["forward_end"], totals["forward_layer"]),
-        "backward": max(totals[k] for k in candidates_bwd),
-        "optimizer_step": totals["optimizer_step"],
-    }
-    peak_key = max(totals, key=totals.get)
-    peak_phase = (
-        "forward"
-        if peak_key.startswith("forward")
-        else ("backward" if peak_key.startswith("backward") else "optimizer_step")
-    )
-    g, a, t = phases_detail[peak_key]
-    overhead = 0 if device.is_cpu else CUDA_OVERHEAD + (NCCL_OVERHEAD if world > 1 else 0)
-    return MemoryEstimate(
-        weights=int(weights_gpu),
-        gradients=int(g),
-        optimizer=int(optimizer + t),
-        activations=int(a),
-        overhead=overhead,
-        cpu_memory=int(cpu_memory),
-        phases={k: int(v) for k, v in phases.items()},
-        peak_phase=peak_phase,
-    )
+    def estimate(self, batch: int | None = None, seq_len: int | None = None, accumulation: int | None = None):
+        """The estimate by component at the peak phase (the settings' own shape by default)."""
+        s = self.settings
+        shape = (
+            s.micro_batch_size if batch is None else batch,
+            s.max_seq_len if seq_len is None else seq_len,
+            s.gradient_accumulation_steps if accumulation is None else accumulation,
+        )
+        detail = dict(zip(PHASES, self._phases(*shape), strict=True))
+        base = self.weights + self.optimizer
+        totals = {k: base + g + a + t for k, (g, a, t) in detail.items()}
+        phases = {
+            "forward": max(totals["forward_end"], totals["forward_layer"]),
+            "backward": max(v for k, v in totals.items() if k.startswith("backward")),
+            "optimizer_step": totals["optimizer_step"],
+        }
+        peak_key = max(totals, key=totals.get)
+        g, a, t = detail[peak_key]
+        return MemoryEstimate(
+            weights=int(self.weights),
+            gradients=int(g),
+            optimizer=int(self.optimizer + t),
+            activations=int(a),
+            overhead=self.overhead,
+            cpu_memory=int(self.cpu_memory),
+            phases={k: int(v) for k, v in phases.items()},
+            peak_phase=peak_key.split("_")[0] if peak_key != "optimizer_step" else peak_key,
+        )
 
 
 def usable_memory(device: Device) -> int:

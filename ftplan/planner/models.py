@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -61,8 +62,7 @@ def resolve_model(name: str) -> ResolvedModel:
     key = _LOWER.get(name.strip().lower())
     if key is not None:
         canonical = ALIASES.get(key, key)
-        config = MODEL_CONFIGS[canonical]
-        return ResolvedModel(key, "catalog", config, arch_from_config(config))
+        return ResolvedModel(key, "catalog", MODEL_CONFIGS[canonical], _catalog_arch(canonical))
     local = Path(name).expanduser()
     if (local / "config.json").is_file():
         config = _read_config(local / "config.json")
@@ -78,6 +78,13 @@ def resolve_model(name: str) -> ResolvedModel:
     raise ModelNotFound(
         f"{name!r} is not in the catalog, not a local folder with config.json and not in the HF cache{hint}"
     )
+
+
+@functools.cache
+def _catalog_arch(canonical: str) -> ModelArch:
+    """One accounting per catalog model per process: the configs are constants, and the app
+    replans the same model on every keystroke (its ``memo`` keeps the derived figures)."""
+    return arch_from_config(MODEL_CONFIGS[canonical])
 
 
 def _arch(config: dict, name: str) -> ModelArch:

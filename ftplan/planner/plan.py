@@ -10,7 +10,7 @@ from ftplan import __version__
 from ftplan.planner.answers import METHODS, Answers, Method
 from ftplan.planner.arch import ModelArch
 from ftplan.planner.catalog.gpus import GPU, GPUS, gpu_by_name
-from ftplan.planner.choose import choose_settings, largest_micro_batch_that_fits, longest_sequence_that_fits
+from ftplan.planner.choose import choose_settings, fitting_limits
 from ftplan.planner.memory import Device, estimate_memory, trainable_params, usable_memory
 from ftplan.planner.models import resolve_model
 from ftplan.planner.recommend import recommend
@@ -188,6 +188,7 @@ def plan_method(
 ) -> MethodPlan:
     s = choose_settings(method, answers, arch, device, data)
     mem = estimate_memory(arch, s, device)
+    longest, largest = fitting_limits(arch, s, device)
     fits = device.is_cpu or mem.total <= usable_memory(device)
     time = estimate_time(arch, s, device, data)
     cost = estimate_cost(arch, s, device, time, price, answers.objective.variants, answers.budget.usd)
@@ -201,8 +202,8 @@ def plan_method(
         cost=Cost(**cost.as_dict()),
         warnings=method_warnings(answers, arch, s, device, mem, fits),
         memory_phases=mem.phases,
-        max_seq_len_that_fits=longest_sequence_that_fits(arch, s, device),
-        max_micro_batch_that_fits=largest_micro_batch_that_fits(arch, s, device),
+        max_seq_len_that_fits=longest,
+        max_micro_batch_that_fits=largest,
         hardware_needed=hardware_needed(method, answers, arch, device.gpu, data) if not fits else "",
     )
 

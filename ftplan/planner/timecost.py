@@ -54,6 +54,13 @@ def tokens_per_epoch(data: DataShape, s: Settings) -> int:
 
 def matmul_params(arch: ModelArch) -> int:
     """Parameters that take part in a matmul per token (embedding lookup excluded)."""
+    found = arch.memo.get("matmul_params")
+    if found is None:
+        found = arch.memo["matmul_params"] = _matmul_params_uncached(arch)
+    return found
+
+
+def _matmul_params_uncached(arch: ModelArch) -> int:
     linear = arch.layers * sum(lin.d_in * lin.d_out for lin in arch.layer_linears)
     if arch.experts:
         linear += arch.layers * arch.expert_params_per_layer * arch.experts_per_token // arch.experts
