@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="launch even when a preflight check fails")
     p.add_argument("--quiet", action="store_true", help="do not echo the run's output (it is still logged)")
     p.add_argument(
-        "--probe", action="store_true",
+        "--probe",
+        action="store_true",
         help="run `ftplan probe` for a few real steps first; refuse to start a run that would not fit",
     )
     return p
