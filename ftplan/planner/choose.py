@@ -117,7 +117,7 @@ def choose_settings(method: Method, answers: Answers, arch: ModelArch, device: D
         return _cpu_settings(s, fixed)
     limit = usable_memory(device)
     best: tuple[float, Settings] | None = None
-    frugal: Settings | None = None
+    frugal: tuple[Settings, int] | None = None  # the last rung tried, at its smallest micro-batch
     maxed: list[tuple[bool, int, int]] = []  # rungs that fit at the largest micro-batch
     for ckpt, stage, offload in _ladder(method, device, fixed):
         rank = (ckpt, stage, OFFLOAD_COST[offload])
@@ -128,32 +128,38 @@ def choose_settings(method: Method, answers: Answers, arch: ModelArch, device: D
         if "offload" not in fixed and trial.offload != "none" and not trial.zero_stage:
             trial = _with(trial, offload="none")
         sizes = [trial.micro_batch_size] if "micro_batch_size" in fixed else sorted(MICRO_BATCHES)
-
-        def batch(mb: int, trial=trial) -> Settings:
-            return _with(trial, micro_batch_size=mb, **_accumulation(mb, fixed, device))
-
-        frugal = batch(sizes[0])
-        if best is not None and estimate_time(arch, batch(sizes[-1]), device, data).hours >= best[0]:
-            continue  # even its largest micro-batch would not be faster than the best so far
+        frugal = (trial, sizes[0])
+        if best is not None:
+            fastest = estimate_time(arch, _batch(trial, sizes[-1], fixed, device), device, data).hours
+            if fastest >= best[0]:
+                continue  # even its largest micro-batch would not be faster than the best so far
         # Larger micro-batches are faster: the largest that fits is this rung's best. Memory is
         # not monotone in it (a smaller micro-batch means accumulation, which keeps gradients
         # alive through the forward pass), so the search runs per accumulation regime.
         memory = MemoryModel(arch, trial, device)
 
         def fits(mb: int, trial=trial, memory=memory) -> bool:
-            accumulation = _accumulation(mb, fixed, device).get("gradient_accumulation_steps")
-            return memory.peak(mb, trial.max_seq_len, accumulation or trial.gradient_accumulation_steps) <= limit
+            accumulation = _accumulation_steps(mb, fixed, device, trial.gradient_accumulation_steps)
+            return memory.peak(mb, trial.max_seq_len, accumulation) <= limit
 
         mb = _largest_fitting(sizes, fits, device, fixed)
         if mb is None:
             continue
-        candidate = batch(mb)
+        candidate = _batch(trial, mb, fixed, device)
         if mb == sizes[-1]:
             maxed.append(rank)
         seconds = estimate_time(arch, candidate, device, data).hours
         if best is None or seconds < best[0] - 1e-12:
             best = (seconds, candidate)
-    return best[1] if best else (frugal or s)
+    if best:
+        return best[1]
+    return _batch(*frugal, fixed, device) if frugal else s
+
+
+def _batch(trial: Settings, mb: int, fixed: set[str], device: Device) -> Settings:
+    """The rung's settings at micro-batch ``mb``, with accumulation to match."""
+    steps = _accumulation_steps(mb, fixed, device, trial.gradient_accumulation_steps)
+    return _with(trial, micro_batch_size=mb, gradient_accumulation_steps=steps)
 
 
 def _cpu_settings(s: Settings, fixed: set[str]) -> Settings:
@@ -162,11 +168,11 @@ def _cpu_settings(s: Settings, fixed: set[str]) -> Settings:
     return _with(s, **{k: v for k, v in changes.items() if k not in fixed})
 
 
-def _accumulation(mb: int, fixed: set[str], device: Device) -> dict:
+def _accumulation_steps(mb: int, fixed: set[str], device: Device, current: int) -> int:
     """Gradient accumulation that brings the global batch to the target, unless the user set it."""
     if "gradient_accumulation_steps" in fixed:
-        return {}
-    return {"gradient_accumulation_steps": max(1, math.ceil(TARGET_GLOBAL_SEQUENCES / (mb * device.world_size)))}
+        return current
+    return max(1, math.ceil(TARGET_GLOBAL_SEQUENCES / (mb * device.world_size)))
 
 
 def _largest_fitting(sizes: list[int], fits, device: Device, fixed: set[str]) -> int | None:
@@ -189,28 +195,22 @@ def _largest_fitting(sizes: list[int], fits, device: Device, fixed: set[str]) ->
     return None
 
 
-def _fit_batch(s: Settings, fixed: set[str], device: Device) -> Settings:
-    if "gradient_accumulation_steps" in fixed:
-        return s
-    per_step = s.micro_batch_size * device.world_size
-    return _with(s, gradient_accumulation_steps=max(1, math.ceil(TARGET_GLOBAL_SEQUENCES / per_step)))
-
-
 SEQ_STEP = 256
 LONGEST_SEQ_CAP = 1 << 20
 LARGEST_MICRO_BATCH_CAP = 4096
 
 
-def fitting_limits(arch: ModelArch, s: Settings, device: Device) -> tuple[int, int]:
+def fitting_limits(arch: ModelArch, s: Settings, device: Device, memory: MemoryModel | None = None) -> tuple[int, int]:
     """(longest max_seq_len at micro-batch 1, largest micro-batch at the plan's length) that
     fit, each 0 where none does; both at the plan's accumulation.
 
     Without eager attention, memory depends on a micro-batch's tokens (b * s) alone, so one
     search for the most tokens that fit answers both, starting from the plan's own shape.
+    ``memory``: the settings' model when the caller has built it already.
     """
     if device.is_cpu:
         return 0, 0
-    memory = MemoryModel(arch, s, device)
+    memory = memory or MemoryModel(arch, s, device)
     limit = usable_memory(device)
     accumulation, seq = s.gradient_accumulation_steps, s.max_seq_len
     if s.attention == "eager":  # s*s scores: the two questions differ

@@ -11,7 +11,7 @@ from ftplan.planner.answers import METHODS, Answers, Method
 from ftplan.planner.arch import ModelArch
 from ftplan.planner.catalog.gpus import GPU, GPUS, gpu_by_name
 from ftplan.planner.choose import choose_settings, fitting_limits
-from ftplan.planner.memory import Device, estimate_memory, trainable_params, usable_memory
+from ftplan.planner.memory import Device, MemoryModel, estimate_memory, trainable_params, usable_memory
 from ftplan.planner.models import resolve_model
 from ftplan.planner.recommend import recommend
 from ftplan.planner.settings import Settings
@@ -187,8 +187,9 @@ def plan_method(
     method: Method, answers: Answers, arch: ModelArch, device: Device, data: DataShape, price: float
 ) -> MethodPlan:
     s = choose_settings(method, answers, arch, device, data)
-    mem = estimate_memory(arch, s, device)
-    longest, largest = fitting_limits(arch, s, device)
+    memory = MemoryModel(arch, s, device)
+    mem = memory.estimate()
+    longest, largest = fitting_limits(arch, s, device, memory)
     fits = device.is_cpu or mem.total <= usable_memory(device)
     time = estimate_time(arch, s, device, data)
     cost = estimate_cost(arch, s, device, time, price, answers.objective.variants, answers.budget.usd)

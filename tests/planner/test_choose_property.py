@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from ftplan.planner import read_answers_text
 from ftplan.planner.catalog.gpus import GPUS
 from ftplan.planner.catalog.models import MODEL_CONFIGS
-from ftplan.planner.choose import MICRO_BATCHES, _fit_batch, _ladder, _with, base_settings, choose_settings
+from ftplan.planner.choose import MICRO_BATCHES, _batch, _ladder, _with, base_settings, choose_settings
 from ftplan.planner.memory import Device, estimate_memory, usable_memory
 from ftplan.planner.models import resolve_model
 from ftplan.planner.timecost import DataShape, estimate_time
@@ -19,7 +19,7 @@ def exhaustive(method, answers, arch, device, data):
     for ckpt, stage, offload in _ladder(method, device, fixed):
         trial = _with(s, gradient_checkpointing=ckpt, zero_stage=stage, offload=offload if stage else "none")
         for mb in MICRO_BATCHES:
-            candidate = _fit_batch(_with(trial, micro_batch_size=mb), fixed, device)
+            candidate = _batch(trial, mb, fixed, device)
             if estimate_memory(arch, candidate, device).total <= usable_memory(device):
                 fitting.append((estimate_time(arch, candidate, device, data).hours, candidate))
     return fitting
