@@ -125,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\nThroughput: published tokens/s vs ftplan (rows with compile are faster than the exported recipe)")
         print(f"{'setup':72s} {'measured':>9s} {'ftplan':>9s} {'error':>7s}  source")
         for r in times:
-            print(f"{r['setup']:72s} {r['measured']:>9,.0f} {r['predicted']:>9,.0f} {100 * r['error']:>+6.0f}%  {r['source']}")
+            print(
+                f"{r['setup']:72s} {r['measured']:>9,.0f} {r['predicted']:>9,.0f} {100 * r['error']:>+6.0f}%  {r['source']}"
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2, default=str))
     return 0

@@ -55,7 +55,7 @@ def test_only_model_name_is_required():
 
 
 def test_every_problem_is_reported_at_once_with_fields_and_lines():
-    text = VALID.replace("lora_r = 16", "lora_r = -3").replace("gpus_per_node = 1", "gpus_per_node = \"two\"")
+    text = VALID.replace("lora_r = 16", "lora_r = -3").replace("gpus_per_node = 1", 'gpus_per_node = "two"')
     found = {p.field: p for p in problems(text)}
     assert set(found) == {"training.lora_r", "hardware.gpus_per_node"}
     assert found["training.lora_r"].line == text.splitlines().index("lora_r = -3") + 1
@@ -136,9 +136,7 @@ MUTATIONS = st.sampled_from(["delete", "duplicate", "garble", "retype", "insert"
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    ops=st.lists(st.tuples(MUTATIONS, st.integers(0, len(LINES) - 1), st.text(max_size=12)), min_size=1, max_size=4)
-)
+@given(ops=st.lists(st.tuples(MUTATIONS, st.integers(0, len(LINES) - 1), st.text(max_size=12)), min_size=1, max_size=4))
 def test_mutated_files_never_raise_anything_but_answers_error(ops):
     lines = list(LINES)
     for op, index, text in ops:

@@ -63,9 +63,7 @@ def test_quantizable_parameters_are_the_decoder_linear_weights():
     config = MODEL_CONFIGS["Qwen/Qwen2.5-0.5B"]
     model = _meta_model(config)
     linear = sum(
-        m.weight.numel()
-        for name, m in model.named_modules()
-        if isinstance(m, torch.nn.Linear) and name != "lm_head"
+        m.weight.numel() for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and name != "lm_head"
     )
     assert arch_from_config(config).quantizable_params == linear
 

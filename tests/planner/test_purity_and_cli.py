@@ -61,9 +61,20 @@ def test_json_plan_has_the_design_contract(capsys):
         assert {"tokens", "flops", "hours", "gpu_hours"} <= set(method["time"])
         assert "usd" in method["cost"]
         assert isinstance(method["fits"], bool) and isinstance(method["cpu_memory"], int)
-        for key in ("precision", "optimizer", "micro_batch_size", "gradient_accumulation_steps",
-                    "gradient_checkpointing", "zero_stage", "offload", "attention", "learning_rate",
-                    "lora_r", "lora_alpha", "lora_target_modules"):
+        for key in (
+            "precision",
+            "optimizer",
+            "micro_batch_size",
+            "gradient_accumulation_steps",
+            "gradient_checkpointing",
+            "zero_stage",
+            "offload",
+            "attention",
+            "learning_rate",
+            "lora_r",
+            "lora_alpha",
+            "lora_target_modules",
+        ):
             assert key in method["settings"]
     assert plan["methods"]["lora"]["trainable_params"] == 41_943_040
     assert plan["recommendation"]["method"] in plan["methods"]

@@ -137,7 +137,9 @@ def test_new_vocabulary(tokens, method):
 
 
 def test_user_method_is_respected_and_the_disagreement_explained():
-    plan = plan_for(model={"name": "meta-llama/Llama-3.1-8B"}, hardware={"gpu": "H100-SXM"}, training={"method": "qlora"})
+    plan = plan_for(
+        model={"name": "meta-llama/Llama-3.1-8B"}, hardware={"gpu": "H100-SXM"}, training={"method": "qlora"}
+    )
     assert plan.recommendation.method == "qlora"
     assert plan.recommendation.reasons[0].startswith("You chose QLoRA; ftplan would pick LoRA")
 
@@ -164,7 +166,10 @@ def test_lesson_defaults():
     assert lora.lora_alpha == 2 * lora.lora_r == 32
     assert lora.lora_target_modules == "all-linear"
     assert lora.warmup_ratio == 0.03 and lora.lr_scheduler == "cosine"
-    assert plan_for(model={"name": "meta-llama/Llama-3.1-8B"}, data={"examples": 2_000}).methods["lora"].settings.lora_r == 8
+    assert (
+        plan_for(model={"name": "meta-llama/Llama-3.1-8B"}, data={"examples": 2_000}).methods["lora"].settings.lora_r
+        == 8
+    )
 
 
 def test_pre_ampere_gpus_get_fp16_mixed():
