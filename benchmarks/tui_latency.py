@@ -87,8 +87,10 @@ async def keystrokes(count: int, debounce: float) -> list[tuple[float, float, fl
     async with app.run_test(size=(120, 40)) as pilot:
 
         async def settled() -> None:
+            # Poll the app's state with plain sleeps: pilot.pause() posts a message to every
+            # widget each time, main-thread work that would compete with the plan worker.
             while not app.plan_settled or len(app.latencies) < expected or len(app.full_latencies) < expected:
-                await pilot.pause(0.002)
+                await asyncio.sleep(0.002)
 
         expected = 0
         await settled()

@@ -19,12 +19,13 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Footer, Header, Tab, Tabs
+from textual.widgets import Footer, Tab, Tabs
 
 from ftplan.planner import Answers, AnswersError, Context, Plan, Problem, make_plan, parse_answers
 from ftplan.tui.fields import FormState, answers_toml
 from ftplan.tui.messages import DataMeasured, GPUsDetected, PlanInvalid, PlanLines, PlanReady
 from ftplan.tui.runs import Finished, Output, Progress, RunEvent, RunMessage, RunSource, Started
+from ftplan.tui.widgets.chrome import AppHeader
 from ftplan.tui.widgets.questions import QuestionsForm
 from ftplan.tui.widgets.results import ResultsPanel
 
@@ -87,6 +88,7 @@ class FtplanApp(App[int]):
         # What the app shows: the latest valid answers and their plan.
         self.answers: Answers | None = None
         self.plan: Plan | None = None
+        self._plan_group = None
         self.problems: list[Problem] = []
         self.saved_answers: Answers | None = None
         """The answers as last read from or saved to `answers_path` (the title shows * when they differ)."""
@@ -137,7 +139,7 @@ class FtplanApp(App[int]):
     # Layout -----------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield AppHeader()
         yield Tabs(Tab("Questions", id="tab-questions"), Tab("Plan", id="tab-plan"), id="view-tabs")
         with Horizontal(id="main", classes="show-questions"):
             yield QuestionsForm(self.initial_state, id="questions")
@@ -151,7 +153,9 @@ class FtplanApp(App[int]):
         if self.detect is not None:
             self._detect_worker()
         self._measure_if_needed(self.initial_state.values.get("data.path", ""))
-        self.schedule_plan(delay=0)
+        # Plan once the questions are on the screen: a worker started now would compete for
+        # the GIL with the first frame.
+        self.call_after_refresh(self.schedule_plan, 0)
         if not str(self.initial_state.values.get("model.name", "")).strip():
             self.screen_stack[0].query_one("#model-name").focus()  # the one question that has no default
 
@@ -267,6 +271,7 @@ class FtplanApp(App[int]):
         handled = time.perf_counter()
         self.answers, self.plan, self.problems = message.answers, message.plan, []
         self.form.show_problems(self.read_problems)
+        self._plan_group = message.group  # the tables as Rich renderables, built by the worker
         self.results.show_plan(message.plan, message.group, message.lines, message.width)
         if message.complete:
             self.complete_generation = message.generation
@@ -276,7 +281,7 @@ class FtplanApp(App[int]):
     def _plan_lines(self, message: PlanLines) -> None:
         if self._stale(message.generation) or self.plan is None:
             return
-        self.results.show_plan(self.plan, None, message.lines, message.width)
+        self.results.show_plan(self.plan, self._plan_group, message.lines, message.width)
         self.complete_generation = message.generation
         edit_generation, edit = self._shown_edit
         if edit is not None and edit_generation == message.generation:
@@ -325,7 +330,12 @@ class FtplanApp(App[int]):
             self.saved_answers = self.answers  # the first valid plan is of the answers as read
         dirty = self.answers_path is not None and self.answers is not None and self.answers != self.saved_answers
         name = str(self.answers_path) if self.answers_path else "unsaved answers"
-        self.sub_title = name + (" *" if dirty else "")
+        title = name + (" *" if dirty else "")
+        if title != self.sub_title:
+            # Setting App.sub_title repaints the whole screen (App.refresh); only the header's
+            # title line changes, so set it quietly and redraw that line.
+            self.set_reactive(App.sub_title, title)
+            self.screen_stack[0].query_one(AppHeader).show_title()
 
     # Context: detected GPUs and measured data -------------------------------------------------
 

@@ -2,8 +2,12 @@
 
 Static re-renders on every frame and always asks for a new layout; the plan's tables
 change on every keystroke but rarely change height, so this widget renders them to strips
-once and asks for a layout only when the number of lines changed. That keeps a keystroke
-from reflowing the whole screen (about 150 ms with ~300 widgets on a busy 2-core machine).
+once and asks for a layout only when it needs more lines than it has. Its height only
+grows at a given width (a shorter plan leaves blank lines at the bottom until the next
+resize): a keystroke that shortens one table by a line must not reflow the whole screen,
+and every layout that changes this widget's size is followed by a second one. An update
+repaints only the lines that changed: a new number of examples redraws the cost rows, not
+the whole panel.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import io
 
 from rich.console import Console, RenderableType
 from rich.segment import Segment
-from textual.geometry import Size
+from rich.style import Style
+from textual.geometry import Region, Size
 from textual.strip import Strip
 from textual.widget import Widget
 
@@ -38,6 +43,12 @@ class PlanView(Widget):
         self._renderable: RenderableType | None = None
         self._strips: list[Strip] = []
         self._width = 0
+        self._rows = 0
+        """Lines this widget takes: the most the plan has needed at this width."""
+        self._styled: dict[int, Strip] = {}
+        """Lines with the widget's background applied, built on first paint."""
+        self._style: Style | None = None
+        """The widget's own style (its background), looked up once per style change."""
 
     @property
     def renderable(self) -> RenderableType | None:
@@ -46,36 +57,64 @@ class PlanView(Widget):
     def show(self, renderable: RenderableType | None, lines: list[list[Segment]] | None = None, width: int = 0) -> None:
         """Show `renderable`; `lines` rendered at `width` elsewhere (a worker) are used as they are."""
         self._renderable = renderable
-        before = len(self._strips)
+        before, old, old_width = self._rows, self._strips, self._width
         if lines is not None and width == self.content_size.width:
-            self._width = width
-            self._strips = [Strip(line, width) for line in lines]
+            self._set_strips([Strip(line, width) for line in lines], width)
         else:
             self._render_strips(self.content_size.width)
-        self.refresh(layout=len(self._strips) != before)
+        if self._rows != before or self._width != old_width:
+            self.refresh(layout=True)
+            return
+        for y in range(max(len(old), len(self._strips))):
+            if y >= len(old) or y >= len(self._strips) or old[y] != self._strips[y]:
+                self.refresh(Region(0, y, self._width, 1))
+
+    def _set_strips(self, strips: list[Strip], width: int) -> None:
+        if width != self._width:
+            self._rows = 0  # a new width lays the plan out afresh
+            self._styled = {}
+        else:
+            self._styled = {
+                y: line
+                for y, line in self._styled.items()
+                if y < len(strips) and y < len(self._strips) and strips[y] == self._strips[y]
+            }
+        self._width = width
+        self._strips = strips
+        self._rows = max(self._rows, len(strips))
 
     def _render_strips(self, width: int) -> None:
-        self._width = width
         if self._renderable is None or width <= 0:
-            self._strips = []
+            self._set_strips([], width)
             return
-        self._strips = [Strip(line, width) for line in render_to_lines(self._renderable, width)]
+        self._set_strips([Strip(line, width) for line in render_to_lines(self._renderable, width)], width)
 
     def on_resize(self) -> None:
         if self.content_size.width != self._width:
-            before = len(self._strips)
+            before = self._rows
             self._render_strips(self.content_size.width)
-            self.refresh(layout=len(self._strips) != before)
+            self.refresh(layout=self._rows != before)
+
+    def notify_style_update(self) -> None:
+        self._style = None
+        self._styled = {}
+        super().notify_style_update()
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         if width != self._width:
             self._render_strips(width)
-        return len(self._strips)
+        return self._rows
 
     def render_line(self, y: int) -> Strip:
-        style = self.rich_style
-        width = self.content_size.width
-        if y >= len(self._strips):
-            return Strip.blank(width, style)
-        strip = self._strips[y]
-        return Strip(Segment.apply_style(strip, style), strip.cell_length).crop_extend(0, width, style)
+        line = self._styled.get(y)
+        if line is None:
+            if self._style is None:
+                self._style = self.rich_style
+            style, width = self._style, self.content_size.width
+            if y >= len(self._strips):
+                line = Strip.blank(width, style)
+            else:
+                strip = self._strips[y]
+                line = Strip(Segment.apply_style(strip, style), strip.cell_length).crop_extend(0, width, style)
+            self._styled[y] = line
+        return line

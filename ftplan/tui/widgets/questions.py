@@ -21,6 +21,7 @@ from textual.widgets import Collapsible, Input, Label, Select, Static, Switch
 
 from ftplan.planner import Problem, catalog_names
 from ftplan.tui.fields import BY_KEY, FIELDS, SECTIONS, Field, FormState
+from ftplan.tui.widgets.chrome import FieldInput
 
 LAZY = {"training"}
 """Sections that start collapsed and mount their questions when opened."""
@@ -47,7 +48,7 @@ class Question(Vertical):
             yield Switch(value=bool(self.initial), id=spec.widget_id)
         else:
             suggester = SuggestFromList(catalog_names(), case_sensitive=False) if spec.key == "model.name" else None
-            yield Input(
+            yield FieldInput(
                 str(self.initial),
                 placeholder=spec.placeholder,
                 suggester=suggester,
@@ -101,6 +102,7 @@ class QuestionsForm(VerticalScroll):
         self.errors: dict[str, str] = {}
         self.notes: dict[str, str] = {}
         self._general = ""
+        self._problems_shown: list[Problem] | None = None
         self._mounted_sections: set[str] = set()
 
     def compose(self) -> ComposeResult:
@@ -162,6 +164,10 @@ class QuestionsForm(VerticalScroll):
 
     def show_problems(self, problems: Iterable[Problem]) -> None:
         """Mark each problem's field; problems without a known field go to the top."""
+        problems = list(problems)
+        if problems == self._problems_shown:
+            return  # most edits change no problem: skip the query over every question
+        self._problems_shown = problems
         by_field: dict[str, list[str]] = {}
         general: list[str] = []
         for p in problems:
