@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from ftplan.planner import METHODS, Plan
+from ftplan.planner import METHODS
+
+if TYPE_CHECKING:
+    from ftplan.planner.plan import Plan
 
 NAMES = {"full": "Full", "lora": "LoRA", "qlora": "QLoRA"}
 COMPONENTS = ("weights", "gradients", "optimizer", "activations", "overhead", "total")

@@ -1,10 +1,43 @@
-"""The pure planner: answers in, plan out. No torch, transformers, peft or textual here."""
+"""The pure planner: answers in, plan out. No torch, transformers, peft or textual here.
+
+The answers schema and its reader load at once; the planning modules (memory, time, the
+ladder, the plan's pydantic models) load on first use, so the app can draw its questions
+before paying for them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 from ftplan.planner.answers import METHODS, Answers
 from ftplan.planner.loader import AnswersError, Problem, load_answers, parse_answers, read_answers_text
-from ftplan.planner.models import ModelNotFound, catalog_names, resolve_model
-from ftplan.planner.plan import Context, MethodPlan, Plan, make_plan
-from ftplan.planner.settings import Settings
+
+if TYPE_CHECKING:
+    from ftplan.planner.models import ModelNotFound, catalog_names, resolve_model
+    from ftplan.planner.plan import Context, MethodPlan, Plan, make_plan
+    from ftplan.planner.settings import Settings
+
+_LAZY = {
+    "Context": "ftplan.planner.plan",
+    "MethodPlan": "ftplan.planner.plan",
+    "Plan": "ftplan.planner.plan",
+    "make_plan": "ftplan.planner.plan",
+    "ModelNotFound": "ftplan.planner.models",
+    "catalog_names": "ftplan.planner.models",
+    "resolve_model": "ftplan.planner.models",
+    "Settings": "ftplan.planner.settings",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "METHODS",

@@ -31,7 +31,9 @@ METHODS: tuple[Method, ...] = ("full", "lora", "qlora")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    # defer_build: validators are built on first use (the plan worker), not when the app
+    # imports the schema to draw its questions.
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True, defer_build=True)
 
 
 class Objective(_Section):
@@ -130,12 +132,12 @@ class Training(_Section):
 class Answers(_Section):
     """Everything the user answered; the planner fills in the rest."""
 
-    objective: Objective = Objective()
+    objective: Objective = Field(default_factory=Objective)
     model: ModelChoice
-    data: Data = Data()
-    hardware: Hardware = Hardware()
-    budget: Budget = Budget()
-    training: Training = Training()
+    data: Data = Field(default_factory=Data)
+    hardware: Hardware = Field(default_factory=Hardware)
+    budget: Budget = Field(default_factory=Budget)
+    training: Training = Field(default_factory=Training)
 
     @model_validator(mode="after")
     def _vocabulary_objective_has_tokens(self):

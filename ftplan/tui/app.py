@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
@@ -21,13 +21,16 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Tab, Tabs
 
-from ftplan.planner import Answers, AnswersError, Context, Plan, Problem, make_plan, parse_answers
+from ftplan.planner import Answers, AnswersError, Problem, parse_answers
 from ftplan.tui.fields import FormState, answers_toml
 from ftplan.tui.messages import DataMeasured, GPUsDetected, PlanInvalid, PlanLines, PlanReady
 from ftplan.tui.runs import Finished, Output, Progress, RunEvent, RunMessage, RunSource, Started
 from ftplan.tui.widgets.chrome import AppHeader
 from ftplan.tui.widgets.questions import QuestionsForm
 from ftplan.tui.widgets.results import ResultsPanel
+
+if TYPE_CHECKING:
+    from ftplan.planner.plan import Context, Plan
 
 DetectFn = Callable[[], list[str]]
 MeasureFn = Callable[[str], "tuple[int, int] | None"]
@@ -77,8 +80,10 @@ class FtplanApp(App[int]):
     ) -> None:
         super().__init__()
         self.initial_state = FormState.from_raw(raw) if raw is not None else FormState.from_answers(answers)
-        self.read_problems = self._unknown_keys(raw) if raw is not None else []
-        """Keys of the file that no question holds: reported at the top, dropped on save."""
+        self._raw = raw
+        self.read_problems: list[Problem] = []
+        """Keys of the file that no question holds: reported at the top, dropped on save
+        (found after the first frame: validating builds pydantic's validators)."""
         self.answers_path = Path(answers_path) if answers_path else None
         self.detect = detect
         self.measure = measure
@@ -153,11 +158,16 @@ class FtplanApp(App[int]):
         if self.detect is not None:
             self._detect_worker()
         self._measure_if_needed(self.initial_state.values.get("data.path", ""))
-        # Plan once the questions are on the screen: a worker started now would compete for
-        # the GIL with the first frame.
-        self.call_after_refresh(self.schedule_plan, 0)
         if not str(self.initial_state.values.get("model.name", "")).strip():
             self.screen_stack[0].query_one("#model-name").focus()  # the one question that has no default
+
+    def on_ready(self) -> None:
+        """After the first frame: the questions below the fold, then the first plan. Started
+        earlier, they would only delay that frame (a worker too: it competes for the GIL)."""
+        if self._raw is not None:
+            self.read_problems = self._unknown_keys(self._raw)
+        self.form.mount_below_the_fold()
+        self.schedule_plan(delay=0)
 
     def apply_cursor_blink(self, root) -> None:
         """Inputs blink unless the app was made with cursor_blink=False (snapshots freeze it)."""
@@ -214,6 +224,8 @@ class FtplanApp(App[int]):
         self._plan_worker(raw, self.context_for(raw), self.generation, self.results.plan_width)
 
     def context_for(self, raw: dict) -> Context:
+        from ftplan.planner.plan import Context
+
         path = str(raw.get("data", {}).get("path", ""))
         measured = self.measured.get(path) if path else None
         return Context(
@@ -228,6 +240,7 @@ class FtplanApp(App[int]):
         """Validate, plan and render the tables to lines; the UI thread only swaps them in."""
         from textual.worker import get_current_worker
 
+        from ftplan.planner.plan import make_plan
         from ftplan.tui.widgets.results import FIRST_PASS, plan_group
 
         started = time.perf_counter()

@@ -8,8 +8,11 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ftplan.planner import Plan
+if TYPE_CHECKING:
+    from ftplan.planner.plan import Plan
+
 
 STATUS_TEXT = {
     "new": "new",

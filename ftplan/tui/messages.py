@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
-from ftplan.planner import Answers, Plan, Problem
+from ftplan.planner import Answers, Problem
+
+if TYPE_CHECKING:
+    from ftplan.planner.plan import Plan
 
 
 @dataclass

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ftplan.planner import Plan
+if TYPE_CHECKING:
+    from ftplan.planner.plan import Plan
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.syntax import Syntax
 from rich.text import Text
@@ -16,9 +17,12 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, OptionList, Select, Static, Switch
 from textual.widgets.option_list import Option
 
-from ftplan.planner import METHODS, Plan
+from ftplan.planner import METHODS
 from ftplan.render import NAMES
 from ftplan.tui.exporting import STATUS_TEXT, FilePreview, exporter_available, preview_files, write_project
+
+if TYPE_CHECKING:
+    from ftplan.planner.plan import Plan
 
 LEXERS = {".py": "python", ".toml": "toml", ".json": "json", ".yaml": "yaml", ".sh": "bash", ".md": "markdown"}
 STATUS_STYLE = {"new": "green", "same": "dim", "update": "yellow", "edited": "bold red"}

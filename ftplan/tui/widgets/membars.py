@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
-from ftplan.planner import METHODS, Plan
+from ftplan.planner import METHODS
 from ftplan.render import NAMES
+
+if TYPE_CHECKING:
+    from ftplan.planner.plan import Plan
 
 LABEL = 7
 TAIL = 29

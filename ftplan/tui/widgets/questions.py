@@ -25,6 +25,10 @@ from ftplan.tui.widgets.chrome import FieldInput
 
 LAZY = {"training"}
 """Sections that start collapsed and mount their questions when opened."""
+FIRST_FRAME = {"objective", "model"}
+"""Sections whose questions come with the form. The other open sections are below the fold
+and mount right after the first frame (``mount_below_the_fold``): about fifty fewer
+widgets to style and lay out before the app first appears."""
 
 
 class Question(Vertical):
@@ -104,26 +108,41 @@ class QuestionsForm(VerticalScroll):
         self._general = ""
         self._problems_shown: list[Problem] | None = None
         self._mounted_sections: set[str] = set()
+        self._first_frame_pending = True
+        self._made: dict[str, Question] = {}
+        """Every question made so far by key, mounted or still mounting."""
 
     def compose(self) -> ComposeResult:
         yield Static("", id="form-problems", markup=False)
         for section, title in SECTIONS.items():
-            now = section not in LAZY
+            now = section in FIRST_FRAME
             questions = self._questions(section) if now else []
             if now:
                 self._mounted_sections.add(section)
             yield Collapsible(*questions, title=title, collapsed=section in LAZY, id=f"section-{section}")
 
+    def mount_below_the_fold(self) -> None:
+        """Mount the open sections left out of the first frame (the app calls this after it)."""
+        self._first_frame_pending = False
+        for section in SECTIONS:
+            if section not in LAZY and section not in self._mounted_sections:
+                self.open_section(section)
+
     def _questions(self, section: str) -> list[Question]:
-        return [
+        made = [
             Question(f, self.values.get(f.key), self.errors.get(f.key, ""), self.notes.get(f.key, ""))
             for f in FIELDS
             if f.section == section
         ]
+        self._made.update((q.spec.key, q) for q in made)
+        return made
 
     @on(Collapsible.Expanded)
     def _expanded(self, event: Collapsible.Expanded) -> None:
-        self.open_section(str(event.collapsible.id).removeprefix("section-"))
+        section = str(event.collapsible.id).removeprefix("section-")
+        if self._first_frame_pending and section not in LAZY:
+            return  # an open section announcing itself while the form mounts: it follows the first frame
+        self.open_section(section)
 
     def open_section(self, section: str) -> AwaitMount | None:
         """Expand a section, mounting its questions the first time; await the result to use them."""
@@ -145,10 +164,15 @@ class QuestionsForm(VerticalScroll):
     def set_value(self, key: str, value: Any) -> None:
         """Set a question without it counting as the user's edit."""
         self.values[key] = value
-        if BY_KEY[key].section in self._mounted_sections:
-            control = self.query_one(f"#{BY_KEY[key].widget_id}")
-            with control.prevent(Input.Changed, Select.Changed, Switch.Changed):
-                control.value = value
+        question = self._made.get(key)
+        if question is None:
+            return  # its section is not mounted: the question will start from `values`
+        if not question.is_mounted:
+            question.initial = value  # made, not composed yet
+            return
+        control = question.query_one(f"#{BY_KEY[key].widget_id}")
+        with control.prevent(Input.Changed, Select.Changed, Switch.Changed):
+            control.value = value
 
     async def control(self, key: str):
         """The control of a question, mounting its section first if needed (tests, focus)."""
@@ -159,8 +183,8 @@ class QuestionsForm(VerticalScroll):
 
     def set_note(self, key: str, message: str) -> None:
         self.notes[key] = message
-        if BY_KEY[key].section in self._mounted_sections:
-            self.query_one(f"#q-{BY_KEY[key].widget_id}", Question).set_note(message)
+        if key in self._made:
+            self._made[key].set_note(message)
 
     def show_problems(self, problems: Iterable[Problem]) -> None:
         """Mark each problem's field; problems without a known field go to the top."""
@@ -176,8 +200,8 @@ class QuestionsForm(VerticalScroll):
             else:
                 general.append(p.render())
         self.errors = {key: "; ".join(messages) for key, messages in by_field.items()}
-        for question in self.query(Question):
-            question.set_error(self.errors.get(question.spec.key, ""))
+        for key, question in self._made.items():
+            question.set_error(self.errors.get(key, ""))
         text = "\n".join(general)
         if text != self._general:
             self._general = text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group
 from rich.segment import Segment
@@ -14,7 +14,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from ftplan.planner import Plan, Problem
+from ftplan.planner import Problem
 from ftplan.render import (
     NAMES,
     SETTING_KEYS,
@@ -26,6 +26,9 @@ from ftplan.render import (
 )
 from ftplan.tui.widgets.membars import MemoryBars
 from ftplan.tui.widgets.planview import PlanView, render_to_lines
+
+if TYPE_CHECKING:
+    from ftplan.planner.plan import Plan
 
 
 def summary_line(plan: Plan) -> Text:
