@@ -86,7 +86,18 @@ class LaunchSource:
         elif isinstance(event, ev.OutputLines):
             post(Output(list(event.lines)))
         elif isinstance(event, ev.ProgressUpdate):
-            post(Progress(event.step, event.max_steps, event.loss, event.tokens_per_second, event.peak_memory_bytes))
+            post(
+                Progress(
+                    event.step,
+                    event.max_steps,
+                    event.loss,
+                    event.tokens_per_second,
+                    event.peak_memory_bytes,
+                    eta_s=event.eta_s,
+                    cost_usd=event.cost_usd,
+                    peak_is_rss=event.peak_is_rss,
+                )
+            )
         elif isinstance(event, ev.Stopping):
             post(Output([f"stopping ({event.reason}): {event.signal}, grace {event.grace_s:g} s"]))
         elif isinstance(event, ev.RunFinished):

@@ -35,14 +35,25 @@ def terminal_line(line: str) -> str:
     return line
 
 
+def duration(seconds: float) -> str:
+    """h:mm:ss, or m:ss under an hour (as the console launcher shows the ETA)."""
+    h, rest = divmod(int(seconds), 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
 def progress_text(p: Progress) -> str:
     parts = [f"step {p.step:,}/{p.max_steps:,}"]
     if p.loss is not None:
         parts.append(f"loss {p.loss:.4f}")
     if p.tokens_per_s is not None:
         parts.append(f"{p.tokens_per_s:,.0f} tok/s")
+    if p.eta_s is not None:
+        parts.append(f"ETA {duration(p.eta_s)}")
+    if p.cost_usd is not None:
+        parts.append(f"${p.cost_usd:,.2f} so far")
     if p.peak_mem is not None:
-        parts.append(f"peak {p.peak_mem / 2**30:.1f} GiB")
+        parts.append(f"peak {p.peak_mem / 2**30:.1f} GiB" + (" RSS" if p.peak_is_rss else ""))
     return " · ".join(parts)
 
 
