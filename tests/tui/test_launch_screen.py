@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+
+import pytest
 from textual.widgets import Input, Log, ProgressBar, Static
 
 from ftplan.tui.launching import LaunchSource
@@ -151,6 +154,33 @@ def test_real_source_passes_on_the_launchers_eta_and_cost():
     update = ProgressUpdate(3, 10, 1.5, 200.0, 2**30, 2**29, elapsed_s=9.0, eta_s=21.0, cost_usd=0.5, peak_is_rss=True)
     LaunchSource._translate(update, events.append)
     assert events == [Progress(3, 10, 1.5, 200.0, 2**30, eta_s=21.0, cost_usd=0.5, peak_is_rss=True)]
+
+
+async def test_preflight_follows_the_smoke_switch(tmp_path, example_answers):
+    """A GPU plan on a machine without one: ✗ for a full run, only a warning for a smoke run (on the CPU)."""
+    from ftplan.export import export_project
+    from ftplan.tui.fields import answers_toml
+
+    if shutil.which("nvidia-smi"):
+        pytest.skip("this machine may have the plan's GPU")
+    app = make_app(example_answers)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        export_project(app.plan, answers_toml(app.answers), tmp_path / "p")
+        await pilot.press("ctrl+l")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, LaunchScreen)
+        screen.query_one("#launch-dir", Input).value = str(tmp_path / "p")
+
+        def gpus() -> str | None:
+            return next((c.status for c in screen.project_checks if c.name == "GPUs"), None)
+
+        await wait_until(pilot, lambda: gpus() is not None, tries=1000)
+        assert gpus() == "fail"
+        screen.query_one("#launch-smoke").value = True
+        await wait_until(pilot, lambda: gpus() == "warn", tries=1000)
+        assert "smoke run goes on the CPU" in text_of(screen.query_one("#launch-preflight", Static))
 
 
 def test_real_source_reports_a_bad_project_folder(tmp_path):

@@ -65,6 +65,7 @@ class ProjectChecked(Message):
     folder: str
     checks: list[Check]
     error: str = ""
+    smoke: bool = False
 
 
 class LaunchScreen(Screen[None]):
@@ -120,28 +121,31 @@ class LaunchScreen(Screen[None]):
     # Preflight --------------------------------------------------------------------------------
 
     @on(Input.Changed, "#launch-dir")
+    @on(Switch.Changed, "#launch-smoke")
     def refresh_preflight(self) -> None:
+        """Check the project as the run would start: a smoke run of a GPU plan may go on the CPU."""
         folder = self.query_one("#launch-dir", Input).value.strip()
         self.project_checks: list[Check] = []
         self.project_error = "" if folder else "type the project folder, or export one first (ctrl+e)"
         self._draw_checks()
         if folder:
-            self._check_worker(folder)
+            self._check_worker(folder, self.query_one("#launch-smoke", Switch).value)
 
     @work(thread=True, exclusive=True, group="preflight", exit_on_error=False)
-    def _check_worker(self, folder: str) -> None:
+    def _check_worker(self, folder: str, smoke: bool) -> None:
         """The launcher's checks read the project and look at the host: not on the UI thread."""
         from ftplan.tui.launching import project_checks
 
         try:
-            rows, error = project_checks(Path(folder).expanduser())
+            rows, error = project_checks(Path(folder).expanduser(), smoke)
         except Exception as exc:
             rows, error = [], f"cannot check the project: {exc!r}"
-        self.post_message(ProjectChecked(folder, [Check(*row) for row in rows], error))
+        self.post_message(ProjectChecked(folder, [Check(*row) for row in rows], error, smoke))
 
     @on(ProjectChecked)
     def _checked(self, message: ProjectChecked) -> None:
-        if message.folder != self.query_one("#launch-dir", Input).value.strip():
+        current = (self.query_one("#launch-dir", Input).value.strip(), self.query_one("#launch-smoke", Switch).value)
+        if (message.folder, message.smoke) != current:
             return
         self.project_checks, self.project_error = message.checks, message.error
         self._draw_checks()
