@@ -17,11 +17,12 @@ from ftplan.tui.runs import Finished, Output, Post, Progress, RunSource, Started
 MARK = {"ok": "✓", "warn": "!", "fail": "✗"}
 
 
-def _options(dry_run: bool, smoke: bool):
+def _options(dry_run: bool, smoke: bool, smoke_steps: int | None = None):
     from ftplan.launch.session import host_options
-    from ftplan.launch.spec import LaunchOptions
+    from ftplan.launch.spec import DEFAULT_SMOKE_STEPS, LaunchOptions
 
-    return host_options(LaunchOptions(dry_run=dry_run, smoke=smoke))
+    steps = DEFAULT_SMOKE_STEPS if smoke_steps is None else smoke_steps
+    return host_options(LaunchOptions(dry_run=dry_run, smoke=smoke, smoke_steps=steps))
 
 
 def project_checks(project_dir: Path, smoke: bool = False) -> tuple[list[tuple[str, str, str]], str]:
@@ -41,9 +42,17 @@ def project_checks(project_dir: Path, smoke: bool = False) -> tuple[list[tuple[s
 class LaunchSource:
     """Runs an exported project through `ftplan.launch` (process group, SIGTERM → SIGKILL)."""
 
-    def __init__(self, project_dir: Path, *, dry_run: bool = False, smoke: bool = False, process_factory=None) -> None:
+    def __init__(
+        self,
+        project_dir: Path,
+        *,
+        dry_run: bool = False,
+        smoke: bool = False,
+        smoke_steps: int | None = None,
+        process_factory=None,
+    ) -> None:
         self.project_dir = Path(project_dir)
-        self.dry_run, self.smoke = dry_run, smoke
+        self.dry_run, self.smoke, self.smoke_steps = dry_run, smoke, smoke_steps
         self.process_factory = process_factory
         self._runner = None
         self._lock = threading.Lock()
@@ -53,7 +62,7 @@ class LaunchSource:
         from ftplan.launch.session import LaunchInputError, make_runner, prepare
 
         try:
-            prepared = prepare(self.project_dir, _options(self.dry_run, self.smoke))
+            prepared = prepare(self.project_dir, _options(self.dry_run, self.smoke, self.smoke_steps))
         except LaunchInputError as exc:
             post(Output([str(exc)]))
             post(Finished(2, str(exc).splitlines()[0] if str(exc) else "bad project folder"))
@@ -86,7 +95,18 @@ class LaunchSource:
         elif isinstance(event, ev.OutputLines):
             post(Output(list(event.lines)))
         elif isinstance(event, ev.ProgressUpdate):
-            post(Progress(event.step, event.max_steps, event.loss, event.tokens_per_second, event.peak_memory_bytes))
+            post(
+                Progress(
+                    event.step,
+                    event.max_steps,
+                    event.loss,
+                    event.tokens_per_second,
+                    event.peak_memory_bytes,
+                    eta_s=event.eta_s,
+                    cost_usd=event.cost_usd,
+                    peak_is_rss=event.peak_is_rss,
+                )
+            )
         elif isinstance(event, ev.Stopping):
             post(Output([f"stopping ({event.reason}): {event.signal}, grace {event.grace_s:g} s"]))
         elif isinstance(event, ev.RunFinished):

@@ -34,6 +34,10 @@ class Progress:
     loss: float | None = None
     tokens_per_s: float | None = None
     peak_mem: int | None = None
+    eta_s: float | None = None
+    cost_usd: float | None = None
+    peak_is_rss: bool = False
+    """On the CPU the peak is the process's RSS (runtime included), not the plan's training state."""
 
 
 @dataclass(frozen=True)

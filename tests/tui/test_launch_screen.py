@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+
+import pytest
 from textual.widgets import Input, Log, ProgressBar, Static
 
 from ftplan.tui.launching import LaunchSource
 from ftplan.tui.runs import FakeSource, Finished, Output, Progress, Started
 from ftplan.tui.screens import ConfirmScreen, LaunchScreen
-from ftplan.tui.screens.launch import terminal_line
+from ftplan.tui.screens.launch import progress_text, terminal_line
 from tests.tui.conftest import make_app, settle, text_of
 
 SIZE = (120, 40)
@@ -56,13 +59,18 @@ async def test_live_log_progress_and_stop(tmp_path, example_answers):
 
         source.post(Started(["torchrun", "train.py"], 1234))
         source.post(Output(["loading model", "step 1/10\rstep 2/10\r", "tokenizer ready"]))
-        source.post(Progress(step=5, max_steps=10, loss=1.2345, tokens_per_s=3210.0, peak_mem=12 * 2**30))
+        source.post(
+            Progress(
+                step=5, max_steps=10, loss=1.2345, tokens_per_s=3210.0, peak_mem=12 * 2**30, eta_s=65, cost_usd=0.42
+            )
+        )
         await wait_until(pilot, lambda: screen.query_one("#launch-log", Log).line_count >= 3)
         log = screen.query_one("#launch-log", Log)
         assert list(log.lines) == ["loading model", "step 2/10", "tokenizer ready"]
         assert screen.query_one("#launch-progress", ProgressBar).progress == 5
         status = text_of(screen.query_one("#launch-status", Static))
         assert "step 5/10" in status and "loss 1.2345" in status and "12.0 GiB" in status
+        assert "3,210 tok/s" in status and "ETA 1:05" in status and "$0.42 so far" in status
 
         # Stop asks first; "no" keeps the run going.
         await pilot.press("ctrl+x")
@@ -131,6 +139,48 @@ def test_terminal_line_keeps_what_a_terminal_shows():
     assert terminal_line("10%\r20%\r30%") == "30%"
     assert terminal_line("done\r") == "done"
     assert terminal_line("plain\n") == "plain"
+
+
+def test_progress_text_shows_eta_cost_and_what_the_peak_is():
+    p = Progress(7, 20, None, None, 3 * 2**29, eta_s=3 * 3600 + 62, cost_usd=1234.5, peak_is_rss=True)
+    assert progress_text(p) == "step 7/20 · ETA 3:01:02 · $1,234.50 so far · peak 1.5 GiB RSS"
+    assert progress_text(Progress(1, 2)) == "step 1/2"  # nothing known yet: nothing invented
+
+
+def test_real_source_passes_on_the_launchers_eta_and_cost():
+    from ftplan.launch.events import ProgressUpdate
+
+    events = []
+    update = ProgressUpdate(3, 10, 1.5, 200.0, 2**30, 2**29, elapsed_s=9.0, eta_s=21.0, cost_usd=0.5, peak_is_rss=True)
+    LaunchSource._translate(update, events.append)
+    assert events == [Progress(3, 10, 1.5, 200.0, 2**30, eta_s=21.0, cost_usd=0.5, peak_is_rss=True)]
+
+
+async def test_preflight_follows_the_smoke_switch(tmp_path, example_answers):
+    """A GPU plan on a machine without one: ✗ for a full run, only a warning for a smoke run (on the CPU)."""
+    from ftplan.export import export_project
+    from ftplan.tui.fields import answers_toml
+
+    if shutil.which("nvidia-smi"):
+        pytest.skip("this machine may have the plan's GPU")
+    app = make_app(example_answers)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        export_project(app.plan, answers_toml(app.answers), tmp_path / "p")
+        await pilot.press("ctrl+l")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, LaunchScreen)
+        screen.query_one("#launch-dir", Input).value = str(tmp_path / "p")
+
+        def gpus() -> str | None:
+            return next((c.status for c in screen.project_checks if c.name == "GPUs"), None)
+
+        await wait_until(pilot, lambda: gpus() is not None, tries=1000)
+        assert gpus() == "fail"
+        screen.query_one("#launch-smoke").value = True
+        await wait_until(pilot, lambda: gpus() == "warn", tries=1000)
+        assert "smoke run goes on the CPU" in text_of(screen.query_one("#launch-preflight", Static))
 
 
 def test_real_source_reports_a_bad_project_folder(tmp_path):

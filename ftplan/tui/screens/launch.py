@@ -35,14 +35,25 @@ def terminal_line(line: str) -> str:
     return line
 
 
+def duration(seconds: float) -> str:
+    """h:mm:ss, or m:ss under an hour (as the console launcher shows the ETA)."""
+    h, rest = divmod(int(seconds), 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
 def progress_text(p: Progress) -> str:
     parts = [f"step {p.step:,}/{p.max_steps:,}"]
     if p.loss is not None:
         parts.append(f"loss {p.loss:.4f}")
     if p.tokens_per_s is not None:
         parts.append(f"{p.tokens_per_s:,.0f} tok/s")
+    if p.eta_s is not None:
+        parts.append(f"ETA {duration(p.eta_s)}")
+    if p.cost_usd is not None:
+        parts.append(f"${p.cost_usd:,.2f} so far")
     if p.peak_mem is not None:
-        parts.append(f"peak {p.peak_mem / 2**30:.1f} GiB")
+        parts.append(f"peak {p.peak_mem / 2**30:.1f} GiB" + (" RSS" if p.peak_is_rss else ""))
     return " · ".join(parts)
 
 
@@ -54,6 +65,7 @@ class ProjectChecked(Message):
     folder: str
     checks: list[Check]
     error: str = ""
+    smoke: bool = False
 
 
 class LaunchScreen(Screen[None]):
@@ -109,28 +121,31 @@ class LaunchScreen(Screen[None]):
     # Preflight --------------------------------------------------------------------------------
 
     @on(Input.Changed, "#launch-dir")
+    @on(Switch.Changed, "#launch-smoke")
     def refresh_preflight(self) -> None:
+        """Check the project as the run would start: a smoke run of a GPU plan may go on the CPU."""
         folder = self.query_one("#launch-dir", Input).value.strip()
         self.project_checks: list[Check] = []
         self.project_error = "" if folder else "type the project folder, or export one first (ctrl+e)"
         self._draw_checks()
         if folder:
-            self._check_worker(folder)
+            self._check_worker(folder, self.query_one("#launch-smoke", Switch).value)
 
     @work(thread=True, exclusive=True, group="preflight", exit_on_error=False)
-    def _check_worker(self, folder: str) -> None:
+    def _check_worker(self, folder: str, smoke: bool) -> None:
         """The launcher's checks read the project and look at the host: not on the UI thread."""
         from ftplan.tui.launching import project_checks
 
         try:
-            rows, error = project_checks(Path(folder).expanduser())
+            rows, error = project_checks(Path(folder).expanduser(), smoke)
         except Exception as exc:
             rows, error = [], f"cannot check the project: {exc!r}"
-        self.post_message(ProjectChecked(folder, [Check(*row) for row in rows], error))
+        self.post_message(ProjectChecked(folder, [Check(*row) for row in rows], error, smoke))
 
     @on(ProjectChecked)
     def _checked(self, message: ProjectChecked) -> None:
-        if message.folder != self.query_one("#launch-dir", Input).value.strip():
+        current = (self.query_one("#launch-dir", Input).value.strip(), self.query_one("#launch-smoke", Switch).value)
+        if (message.folder, message.smoke) != current:
             return
         self.project_checks, self.project_error = message.checks, message.error
         self._draw_checks()
