@@ -545,11 +545,20 @@ class FtplanApp(App[int]):
 
         def answer(yes: bool | None) -> None:
             if yes:
+                from ftplan.launch.runner import DEFAULT_GRACE_S
+
                 self._quit_after_run = True
                 self.stop_run()
-                self.set_timer(30, lambda: self.exit(1))
+                # The launcher kills the run when its grace period ends; quit anyway a little later.
+                self.set_timer(DEFAULT_GRACE_S + 10, lambda: self.exit(1))
 
         self.push_screen(ConfirmScreen("A training run is active. Stop it and quit?", "Stop and quit", "Stay"), answer)
+
+    def on_unmount(self) -> None:
+        """However the app ends, a run it started does not outlive it (SIGTERM, then the
+        launcher's SIGKILL): its worker thread would otherwise hold the process open."""
+        if self.run_active and self.run_source is not None:
+            self.run_source.stop()
 
     # Command palette ----------------------------------------------------------------------------
 

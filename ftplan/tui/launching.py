@@ -85,8 +85,7 @@ class LaunchSource:
             self._runner = make_runner(prepared, lambda event: self._translate(event, post), **kwargs)
         self._runner.run()
 
-    @staticmethod
-    def _translate(event: object, post: Post) -> None:
+    def _translate(self, event: object, post: Post) -> None:
         from ftplan.launch import events as ev
 
         if isinstance(event, ev.RunStarted):
@@ -112,7 +111,7 @@ class LaunchSource:
         elif isinstance(event, ev.RunFinished):
             r = event.result
             advice = r.message + ("\n" + "\n".join(r.advice) if r.advice else "")
-            post(Finished(r.exit_code, advice))
+            post(Finished(r.exit_code, advice, stopped=r.exit_code != 0 and self._stopped))
 
     def stop(self) -> None:
         with self._lock:

@@ -44,6 +44,8 @@ class Progress:
 class Finished:
     exit_code: int
     advice: str = ""
+    stopped: bool = False
+    """The user stopped the run (its exit code is then no failure of the training)."""
 
 
 RunEvent = Union[Started, Output, Progress, Finished]  # noqa: UP007 (a runtime alias on Python 3.10)
@@ -72,7 +74,7 @@ class FakeSource:
 
     `run()` blocks until `finish()` or `stop()` (or returns at once with `block=False`, for
     snapshots that must exit with the run still showing as active); `stop()` ends with exit
-    code -15 like SIGTERM.
+    code -15 like SIGTERM, marked as stopped by the user.
     """
 
     def __init__(self, block: bool = True) -> None:
@@ -103,5 +105,5 @@ class FakeSource:
     def stop(self) -> None:
         self.stopped = True
         if self._post is not None and not self._done.is_set():
-            self.post(Finished(-15, "stopped by the user"))
+            self.post(Finished(-15, "stopped by the user", stopped=True))
         self._done.set()

@@ -187,8 +187,10 @@ async def test_real_smoke_run_is_stopped_from_the_app(tmp_path, tiny_answers):
             assert "stopped from the app" in finished.advice and "SIGTERM" in finished.advice
             assert not app.run_active
             status = text_of(screen.query_one("#launch-status", Static))
-            assert "exit code 130" in status and "stopped from the app" in status
-            assert screen.query_one("#launch-status", Static).has_class("-error")
+            assert status.startswith("stopped as you asked (exit code 130)") and "stopped from the app" in status
+            assert finished.stopped
+            assert screen.query_one("#launch-status", Static).has_class("-stopped")
+            assert not screen.query_one("#launch-status", Static).has_class("-error")
             assert "stopping (stopped from the app): SIGTERM" in log_text(screen)
             assert not screen.query_one("#launch-start").disabled and screen.query_one("#launch-stop").disabled
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 from textual.widgets import Input, Log, ProgressBar, Static
@@ -86,8 +87,9 @@ async def test_live_log_progress_and_stop(tmp_path, example_answers):
         await wait_until(pilot, lambda: not app.run_active)
         await app.workers.wait_for_complete()
         assert source.stopped
-        assert app.run_finished == Finished(-15, "stopped by the user")
-        assert "exit code -15" in text_of(screen.query_one("#launch-status", Static))
+        assert app.run_finished == Finished(-15, "stopped by the user", stopped=True)
+        assert "stopped as you asked (exit code -15)" in text_of(screen.query_one("#launch-status", Static))
+        assert screen.query_one("#launch-status", Static).has_class("-stopped")
 
 
 async def test_run_outlives_the_screen_and_is_replayed(tmp_path, example_answers):
@@ -152,7 +154,7 @@ def test_real_source_passes_on_the_launchers_eta_and_cost():
 
     events = []
     update = ProgressUpdate(3, 10, 1.5, 200.0, 2**30, 2**29, elapsed_s=9.0, eta_s=21.0, cost_usd=0.5, peak_is_rss=True)
-    LaunchSource._translate(update, events.append)
+    LaunchSource(Path("unused"))._translate(update, events.append)
     assert events == [Progress(3, 10, 1.5, 200.0, 2**30, eta_s=21.0, cost_usd=0.5, peak_is_rss=True)]
 
 
@@ -187,3 +189,16 @@ def test_real_source_reports_a_bad_project_folder(tmp_path):
     events = []
     LaunchSource(tmp_path / "nowhere").run(events.append)
     assert isinstance(events[-1], Finished) and events[-1].exit_code == 2
+
+
+async def test_a_run_does_not_outlive_the_app(tmp_path, example_answers):
+    """However the app ends (here: the test's app closes mid-run), it stops the run it started,
+    or the run's worker thread would keep the process alive."""
+    source = FakeSource()
+    app, _ = app_with(source, example_answers)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await start_run(pilot, tmp_path)
+        assert source.wait_started()
+        assert app.run_active and not source.stopped
+    assert source.stopped

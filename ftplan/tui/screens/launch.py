@@ -224,9 +224,15 @@ class LaunchScreen(Screen[None]):
         self.query_one("#launch-status", Static).update(progress_text(p))
 
     def _finished(self, f: Finished) -> None:
-        status = "finished OK" if f.exit_code == 0 else f"ended with exit code {f.exit_code}"
+        if f.exit_code == 0:
+            status = "finished OK"
+        elif f.stopped:
+            status = f"stopped as you asked (exit code {f.exit_code})"
+        else:
+            status = f"ended with exit code {f.exit_code}"
         if f.advice:
             status += f" — {f.advice}"
         widget = self.query_one("#launch-status", Static)
         widget.update(status)
-        widget.set_class(f.exit_code != 0, "-error")
+        widget.set_class(f.exit_code != 0 and not f.stopped, "-error")
+        widget.set_class(f.stopped, "-stopped")
