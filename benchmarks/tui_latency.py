@@ -99,6 +99,8 @@ async def keystrokes(count: int, debounce: float) -> list[tuple[float, float, fl
         await settled()
         field = app.query_one("#data-examples", Input)
         field.focus()
+        field.scroll_visible(animate=False)  # a user types where they can see it
+        await asyncio.sleep(0.2)
         await pilot.press("end")
         app.latencies.clear()
         app.latency_phases.clear()

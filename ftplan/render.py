@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ftplan.planner import METHODS
+from ftplan.quicktable import QuickTable
 
 if TYPE_CHECKING:
     from ftplan.planner.plan import Plan
@@ -45,7 +46,7 @@ def count(n: int) -> str:
 
 def model_table(plan: Plan) -> Table:
     m, hw = plan.model, plan.hardware
-    t = Table(title="Model and hardware", show_header=False, title_justify="left")
+    t = QuickTable(title="Model and hardware", show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column()
     t.add_row("model", f"{m.name} ({m.model_type}, from {m.source})")
@@ -64,7 +65,7 @@ def model_table(plan: Plan) -> Table:
 
 def memory_table(plan: Plan) -> Table:
     per = "host memory" if plan.hardware.gpu == "cpu" else "per GPU"
-    t = Table(title=f"Memory {per} at the step's peak", title_justify="left")
+    t = QuickTable(title=f"Memory {per} at the step's peak", title_justify="left")
     t.add_column("component")
     for m in METHODS:
         t.add_column(NAMES[m] + (" ★" if m == plan.recommendation.method else ""), justify="right")
@@ -86,7 +87,7 @@ def memory_table(plan: Plan) -> Table:
 
 
 def settings_table(plan: Plan) -> Table:
-    t = Table(title="Settings each method assumed (* = chosen by ftplan)", title_justify="left")
+    t = QuickTable(title="Settings each method assumed (* = chosen by ftplan)", title_justify="left")
     t.add_column("setting")
     for m in METHODS:
         t.add_column(NAMES[m])
@@ -112,7 +113,7 @@ def settings_table(plan: Plan) -> Table:
 
 
 def cost_table(plan: Plan) -> Table:
-    t = Table(title="Time and cost of one run", title_justify="left")
+    t = QuickTable(title="Time and cost of one run", title_justify="left")
     t.add_column("")
     for m in METHODS:
         t.add_column(NAMES[m], justify="right")
@@ -130,7 +131,7 @@ def cost_table(plan: Plan) -> Table:
 
 
 def hidden_cost_table(plan: Plan) -> Table:
-    t = Table(title="Hidden costs", title_justify="left")
+    t = QuickTable(title="Hidden costs", title_justify="left")
     t.add_column("")
     for m in METHODS:
         t.add_column(NAMES[m], justify="right")

@@ -17,6 +17,7 @@ import io
 from rich.console import Console, RenderableType
 from rich.segment import Segment
 from rich.style import Style
+from textual.events import Resize
 from textual.geometry import Region, Size
 from textual.strip import Strip
 from textual.widget import Widget
@@ -49,6 +50,9 @@ class PlanView(Widget):
         """Lines with the widget's background applied, built on first paint."""
         self._style: Style | None = None
         """The widget's own style (its background), looked up once per style change."""
+        self.content_width = 0
+        """The width the plan is drawn at, kept from the last resize: ``content_size`` asks the
+        compositor, which rebuilds its whole map after a keystroke (~6 ms here)."""
 
     @property
     def renderable(self) -> RenderableType | None:
@@ -58,10 +62,10 @@ class PlanView(Widget):
         """Show `renderable`; `lines` rendered at `width` elsewhere (a worker) are used as they are."""
         self._renderable = renderable
         before, old, old_width = self._rows, self._strips, self._width
-        if lines is not None and width == self.content_size.width:
+        if lines is not None and width == self.content_width:
             self._set_strips([Strip(line, width) for line in lines], width)
         else:
-            self._render_strips(self.content_size.width)
+            self._render_strips(self.content_width)
         if self._rows != before or self._width != old_width:
             self.refresh(layout=True)
             return
@@ -89,10 +93,11 @@ class PlanView(Widget):
             return
         self._set_strips([Strip(line, width) for line in render_to_lines(self._renderable, width)], width)
 
-    def on_resize(self) -> None:
-        if self.content_size.width != self._width:
+    def on_resize(self, event: Resize) -> None:
+        self.content_width = max(0, event.size.width - self.gutter.width)
+        if self.content_width != self._width:
             before = self._rows
-            self._render_strips(self.content_size.width)
+            self._render_strips(self.content_width)
             self.refresh(layout=self._rows != before)
 
     def notify_style_update(self) -> None:
@@ -110,7 +115,7 @@ class PlanView(Widget):
         if line is None:
             if self._style is None:
                 self._style = self.rich_style
-            style, width = self._style, self.content_size.width
+            style, width = self._style, self._width
             if y >= len(self._strips):
                 line = Strip.blank(width, style)
             else:

@@ -15,6 +15,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from ftplan.planner import Problem
+from ftplan.quicktable import QuickTable
 from ftplan.render import (
     NAMES,
     SETTING_KEYS,
@@ -47,7 +48,9 @@ def chosen_table(plan: Plan) -> Table:
     """The settings of the recommended method only (the full comparison is further down)."""
     method = plan.recommendation.method
     s = plan.methods[method].settings
-    t = Table(title=f"Settings for {NAMES[method]} (* = chosen by ftplan)", title_justify="left", show_header=False)
+    t = QuickTable(
+        title=f"Settings for {NAMES[method]} (* = chosen by ftplan)", title_justify="left", show_header=False
+    )
     t.add_column(style="bold")
     t.add_column()
     keys = [*SETTING_KEYS, "max_seq_len"]
@@ -153,7 +156,7 @@ class ResultsPanel(VerticalScroll):
     @property
     def plan_width(self) -> int:
         """The width the plan is rendered at (workers render ahead at this width)."""
-        return self.query_one(PlanView).content_size.width
+        return self.query_one(PlanView).content_width
 
     def show_plan(self, plan: Plan, group: Group | None = None, lines=None, width: int = 0) -> None:
         self.set_class(False, "-stale")
