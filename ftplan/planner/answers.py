@@ -11,23 +11,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-ObjectiveKind = Literal["instruction", "domain_knowledge", "task_specific", "new_vocabulary"]
-Method = Literal["full", "lora", "qlora"]
-Precision = Literal["bf16", "bf16-mixed", "fp16-mixed", "fp32"]
-Optimizer = Literal[
-    "adamw_torch",
-    "adamw_torch_fused",
-    "adamw_8bit",
-    "paged_adamw_8bit",
-    "paged_adamw_32bit",
-    "adafactor",
-    "sgd",
-]
-Attention = Literal["sdpa", "flash_attention_2", "eager"]
-Offload = Literal["none", "optimizer", "optimizer+params"]
-DataFormat = Literal["auto", "messages", "alpaca", "text"]
-
-METHODS: tuple[Method, ...] = ("full", "lora", "qlora")
+from ftplan.planner.choices import (  # noqa: F401 (re-exported: the schema's types live here too)
+    METHODS,
+    Attention,
+    DataFormat,
+    Method,
+    ObjectiveKind,
+    Offload,
+    Optimizer,
+    Precision,
+)
 
 
 class _Section(BaseModel):

@@ -21,7 +21,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Tab, Tabs
 
-from ftplan.planner import Answers, AnswersError, Problem, parse_answers
+from ftplan.planner import AnswersError, Problem
 from ftplan.tui.fields import FormState, answers_toml
 from ftplan.tui.messages import DataMeasured, GPUsDetected, PlanInvalid, PlanLines, PlanReady
 from ftplan.tui.runs import Finished, Output, Progress, RunEvent, RunMessage, RunSource, Started
@@ -30,6 +30,7 @@ from ftplan.tui.widgets.questions import QuestionsForm
 from ftplan.tui.widgets.results import ResultsPanel
 
 if TYPE_CHECKING:
+    from ftplan.planner.answers import Answers
     from ftplan.planner.plan import Context, Plan
 
 DetectFn = Callable[[], list[str]]
@@ -129,6 +130,7 @@ class FtplanApp(App[int]):
 
     @staticmethod
     def _unknown_keys(raw: dict[str, Any]) -> list[Problem]:
+        from ftplan.planner.loader import parse_answers
         from ftplan.tui.fields import BY_KEY
 
         try:
@@ -245,6 +247,7 @@ class FtplanApp(App[int]):
         """Validate, plan and render the tables to lines; the UI thread only swaps them in."""
         from textual.worker import get_current_worker
 
+        from ftplan.planner.loader import parse_answers
         from ftplan.planner.plan import make_plan
         from ftplan.tui.widgets.results import FIRST_PASS, plan_group
 

@@ -1,7 +1,8 @@
 """The questions the app asks: one `Field` per answers-file key, and the form <-> TOML mapping.
 
-The help text of every question is the docstring of its pydantic field
-(`Section.model_fields[name].description`), so the app and the answers file never disagree.
+The help text of every question is the docstring of its pydantic field, read from
+answers.py without pydantic (`ftplan.planner.fielddocs`, tested equal to
+`model_fields[name].description`), so the app and the answers file never disagree.
 The form keeps raw strings; pydantic (through `parse_answers`) does all the validating, so
 an error in the app reads exactly like the one the headless CLI prints.
 """
@@ -9,10 +10,14 @@ an error in the app reads exactly like the one the headless CLI prints.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from ftplan.planner.answers import Answers, Attention, Offload, Optimizer, Precision
 from ftplan.planner.catalog.gpus import GPUS
+from ftplan.planner.choices import Attention, Offload, Optimizer, Precision
+from ftplan.planner.fielddocs import field_docs
+
+if TYPE_CHECKING:
+    from ftplan.planner.answers import Answers
 
 AUTO = ""
 """The select value meaning "leave it out: the planner chooses"."""
@@ -39,15 +44,12 @@ class Field:
 
     @property
     def help(self) -> str:
-        section_model = Answers.model_fields[self.section].annotation
-        text = section_model.model_fields[self.name].description or ""
-        return " ".join(text.split())
+        return field_docs()[self.key].help
 
     @property
     def default(self) -> Any:
-        section_model = Answers.model_fields[self.section].annotation
-        info = section_model.model_fields[self.name]
-        return None if info.is_required() else info.default
+        doc = field_docs()[self.key]
+        return None if doc.required else doc.default
 
 
 OBJECTIVE_KINDS: tuple[tuple[str, str], ...] = (

@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
-from ftplan.planner import Answers, Problem
+from ftplan.planner import Problem
 
 if TYPE_CHECKING:
+    from ftplan.planner.answers import Answers
     from ftplan.planner.plan import Plan
 
 
