@@ -14,6 +14,7 @@ from rich.text import Text
 from ftplan import render
 from ftplan.planner import load_answers, make_plan
 from ftplan.quicktable import QuickTable
+from ftplan.tui.widgets.planview import render_to_lines
 from ftplan.tui.widgets.results import chosen_table
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.toml"))
@@ -29,15 +30,7 @@ WIDTHS = (40, 64, 100, 140, 220)
 
 
 def lines(renderable, width: int, emoji: bool) -> list[list[Segment]]:
-    console = Console(
-        file=io.StringIO(),
-        width=width,
-        force_terminal=True,
-        color_system="truecolor",
-        emoji=emoji,
-        legacy_windows=False,
-    )
-    return [list(Segment.simplify(line)) for line in console.render_lines(renderable, console.options, pad=True)]
+    return [list(Segment.simplify(line)) for line in render_to_lines(renderable, width, emoji)]
 
 
 def as_rich(table: QuickTable) -> Table:

@@ -34,7 +34,7 @@ class Process(Protocol):
         ...
 
 
-def _proc_table() -> dict[int, tuple[str, int, int, int]]:
+def proc_table() -> dict[int, tuple[str, int, int, int]]:
     """pid -> (state, ppid, pgrp, start time) for every process, from /proc (Linux; else empty)."""
     table = {}
     proc = Path("/proc")
@@ -59,7 +59,7 @@ def _proc_table() -> dict[int, tuple[str, int, int, int]]:
 
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes whose process group is ``pgid``."""
-    table = _proc_table()
+    table = proc_table()
     if not table and not Path("/proc").is_dir():  # pragma: no cover - not Linux
         try:
             os.killpg(pgid, 0)
@@ -71,7 +71,7 @@ def group_members(pgid: int) -> list[int]:
 
 def descendants(root: int, table: dict[int, tuple[str, int, int, int]] | None = None) -> dict[int, int]:
     """pid -> start time of every live descendant of ``root``."""
-    table = _proc_table() if table is None else table
+    table = proc_table() if table is None else table
     children: dict[int, list[int]] = {}
     for pid, (_, ppid, _, _) in table.items():
         children.setdefault(ppid, []).append(pid)
@@ -130,7 +130,7 @@ class PopenProcess:
             sent = True
         except (ProcessLookupError, PermissionError):
             pass
-        table = _proc_table()
+        table = proc_table()
         for pid in self._alive_known(table):
             try:
                 os.kill(pid, sig)
@@ -140,7 +140,7 @@ class PopenProcess:
         return sent
 
     def group_alive(self) -> list[int]:
-        table = _proc_table()
+        table = proc_table()
         group = {pid for pid, (state, _, pgrp, _) in table.items() if pgrp == self.pid and state not in "ZX"}
         return sorted(group | set(self._alive_known(table)))
 

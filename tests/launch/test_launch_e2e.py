@@ -6,10 +6,11 @@ Slow (each run imports torch, transformers, trl and trains a few steps): marked 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import tiny_training_kit
 
 from .conftest import run_launch
 
@@ -26,15 +27,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    sys.path.insert(0, str(EXPORT_TESTS))
-    try:
-        import export_support as tiny_module  # the export tests' tiny model, tokenizer and data
-    finally:
-        sys.path.remove(str(EXPORT_TESTS))
     root = tmp_path_factory.mktemp("tiny")
-    tiny_module.build_model(root / "model")
-    tiny_module.write_dataset(root / "data.jsonl")
-    return tiny_module, root
+    return tiny_training_kit(root), root  # the export tests' tiny model, tokenizer and data
 
 
 def export(tiny, name: str, **training) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from ftplan.planner import parse_answers
@@ -13,6 +15,16 @@ def make_app(answers: dict | None = None, path=None, detected: list[str] | None 
     parsed = parse_answers(answers) if answers is not None else None
     kwargs.setdefault("cursor_blink", False)
     return FtplanApp(parsed, path, detect=lambda: list(detected or []), **kwargs)
+
+
+async def wait_until(pilot, condition, timeout: float = 5.0, what: str = "condition") -> None:
+    """Let the app run until ``condition()`` holds; fail after ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return
+        await pilot.pause(0.02)
+    raise AssertionError(f"{what} never became true within {timeout:g} s")
 
 
 async def settle(pilot) -> None:

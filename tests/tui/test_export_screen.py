@@ -7,17 +7,9 @@ from textual.widgets import Input, OptionList, Static, Switch
 from ftplan.tui.launching import LaunchSource
 from ftplan.tui.runs import Finished, Output
 from ftplan.tui.screens import ExportScreen, LaunchScreen
-from tests.tui.conftest import make_app, settle, text_of
+from tests.tui.conftest import make_app, settle, text_of, wait_until
 
 SIZE = (120, 40)
-
-
-async def wait_until(pilot, condition, tries: int = 500) -> None:
-    for _ in range(tries):
-        if condition():
-            return
-        await pilot.pause(0.01)
-    raise AssertionError("condition never became true")
 
 
 def statuses(screen: ExportScreen) -> dict[str, str]:
@@ -92,7 +84,7 @@ async def test_export_preview_write_and_protect_edits(tmp_path, example_answers)
 
         # A dry run through the real launcher (the default): its checklist and command, nothing started.
         await pilot.click("#launch-start")
-        await wait_until(pilot, lambda: app.run_finished is not None, tries=2000)
+        await wait_until(pilot, lambda: app.run_finished is not None, timeout=40)
         await app.workers.wait_for_complete()
         await pilot.pause(0.2)
         assert app.run_finished.exit_code == 0

@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import tomllib
 from textual.widgets import Input, Log, ProgressBar, Static, Switch
 
+from ftplan.launch.process import group_members, proc_table
 from ftplan.tui.launching import LaunchSource
 from ftplan.tui.screens import ConfirmScreen, ExportScreen, LaunchScreen
-from tests.tui.conftest import make_app, settle, text_of
+from tests.conftest import tiny_training_kit
+from tests.tui.conftest import make_app, settle, text_of, wait_until
 
-EXPORT_TESTS = Path(__file__).resolve().parent.parent / "export"
 pytestmark = pytest.mark.slow
 
 SIZE = (120, 40)
@@ -31,57 +30,31 @@ SIZE = (120, 40)
 @pytest.fixture(scope="module")
 def tiny_answers(tmp_path_factory) -> dict:
     """Answers for the export tests' tiny random Llama and dataset, on the CPU."""
-    sys.path.insert(0, str(EXPORT_TESTS))
-    try:
-        import export_support as tiny
-    finally:
-        sys.path.remove(str(EXPORT_TESTS))
     root = tmp_path_factory.mktemp("tiny")
-    tiny.build_model(root / "model")
-    tiny.write_dataset(root / "data.jsonl")
-    return tomllib.loads(tiny.answers_text(root / "model", root / "data.jsonl", method="lora"))
-
-
-async def wait_until(pilot, condition, timeout: float = 120.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"{what} never became true within {timeout:g} s")
+    kit = tiny_training_kit(root)
+    return tomllib.loads(kit.answers_text(root / "model", root / "data.jsonl", method="lora"))
 
 
 def run_processes(pid: int) -> list[int]:
     """Live processes of the run (its process group, or its own pid), from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        state, _ppid, pgrp = stat[stat.rfind(")") + 2 :].split()[:3]
-        if state not in "ZX" and (int(entry.name) == pid or int(pgrp) == pid):
-            found.append(int(entry.name))
-    return found
+    own = proc_table().get(pid)
+    alive = set(group_members(pid)) | ({pid} if own and own[0] not in "ZX" else set())
+    return sorted(alive)
 
 
 def training_children() -> list[int]:
     """Live children of the test process running a train.py (none may outlive its run)."""
     me = os.getpid()
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    for pid, (state, ppid, _, _) in proc_table().items():
+        if state in "ZX" or ppid != me:
             continue
         try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        state, ppid = stat[stat.rfind(")") + 2 :].split()[:2]
-        if state not in "ZX" and int(ppid) == me and b"train.py" in cmdline:
-            found.append(int(entry.name))
+        if b"train.py" in cmdline:
+            found.append(pid)
     return found
 
 
@@ -92,11 +65,13 @@ async def export_through_the_screen(pilot, folder: Path) -> None:
     screen = app.screen
     assert isinstance(screen, ExportScreen)
     screen.query_one("#export-dir", Input).value = str(folder)
-    await wait_until(pilot, lambda: screen.files and screen._key()[0] == str(folder), what="the export preview")
+    await wait_until(
+        pilot, lambda: screen.files and screen._key()[0] == str(folder), timeout=120, what="the export preview"
+    )
     await app.workers.wait_for_complete()
     await pilot.pause()
     await pilot.press("ctrl+s")
-    await wait_until(pilot, lambda: bool(screen.last_result), what="the export")
+    await wait_until(pilot, lambda: bool(screen.last_result), timeout=120, what="the export")
     assert "Exported the lora project" in screen.last_result, screen.last_result
     assert (folder / "train.py").is_file() and app.export_dir == folder
     await pilot.press("escape")
@@ -150,7 +125,7 @@ async def test_real_smoke_run_is_stopped_from_the_app(tmp_path, tiny_answers):
         screen = await open_launch(pilot, folder, smoke=True)
         async with killed_on_failure(pilot):
             await pilot.click("#launch-start")
-            await wait_until(pilot, lambda: app.run_started is not None, what="the run's start")
+            await wait_until(pilot, lambda: app.run_started is not None, timeout=120, what="the run's start")
             pid = app.run_started.pid
             assert pid and run_processes(pid) and training_children() == [pid]
             assert "--max-steps" in app.run_started.argv and "10000" in app.run_started.argv

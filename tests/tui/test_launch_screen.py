@@ -12,7 +12,7 @@ from ftplan.tui.launching import LaunchSource
 from ftplan.tui.runs import FakeSource, Finished, Output, Progress, Started
 from ftplan.tui.screens import ConfirmScreen, LaunchScreen
 from ftplan.tui.screens.launch import progress_text, terminal_line
-from tests.tui.conftest import make_app, settle, text_of
+from tests.tui.conftest import make_app, settle, text_of, wait_until
 
 SIZE = (120, 40)
 
@@ -26,14 +26,6 @@ def app_with(source: FakeSource, example_answers: dict):
 
     app = make_app(example_answers, run_source_factory=factory)
     return app, calls
-
-
-async def wait_until(pilot, condition, tries: int = 300) -> None:
-    for _ in range(tries):
-        if condition():
-            return
-        await pilot.pause(0.01)
-    raise AssertionError("condition never became true")
 
 
 async def start_run(pilot, tmp_path) -> LaunchScreen:
@@ -178,10 +170,10 @@ async def test_preflight_follows_the_smoke_switch(tmp_path, example_answers):
         def gpus() -> str | None:
             return next((c.status for c in screen.project_checks if c.name == "GPUs"), None)
 
-        await wait_until(pilot, lambda: gpus() is not None, tries=1000)
+        await wait_until(pilot, lambda: gpus() is not None, timeout=20)
         assert gpus() == "fail"
         screen.query_one("#launch-smoke").value = True
-        await wait_until(pilot, lambda: gpus() == "warn", tries=1000)
+        await wait_until(pilot, lambda: gpus() == "warn", timeout=20)
         assert "smoke run goes on the CPU" in text_of(screen.query_one("#launch-preflight", Static))
 
 

@@ -54,27 +54,25 @@ def test_run_app_rejects_a_file_that_is_not_toml(tmp_path, capsys):
     assert "cannot read" in capsys.readouterr().err
 
 
+def modules_imported(code: str, names: tuple[str, ...]) -> list[str]:
+    """Which of ``names`` a fresh interpreter has imported after running ``code``."""
+    probe = f"import sys\n{code}\nprint(','.join(m for m in {names!r} if m in sys.modules))\n"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+    return [m for m in out.split(",") if m]
+
+
 def test_the_first_screen_imports_no_training_stack():
-    code = (
-        "import sys\n"
-        "import ftplan.tui, ftplan.tui.app, ftplan.tui.screens, ftplan.tui.launching, ftplan.tui.exporting\n"
-        "heavy = [m for m in ('torch', 'transformers', 'peft', 'bitsandbytes', 'deepspeed') if m in sys.modules]\n"
-        "print(','.join(heavy))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == ""
+    code = "import ftplan.tui, ftplan.tui.app, ftplan.tui.screens, ftplan.tui.launching, ftplan.tui.exporting"
+    assert modules_imported(code, ("torch", "transformers", "peft", "bitsandbytes", "deepspeed")) == []
 
 
 def test_the_app_module_defers_pydantic_and_the_planner():
     """The questions draw from plain modules; the answers models and the planner load after
     the first frame (they cost about 0.2 s of start-up here)."""
     code = (
-        "import sys\n"
         "import ftplan.tui.app\n"
         "from ftplan.tui.fields import FIELDS, FormState\n"
-        "FormState.from_raw({'model': {'name': 'x'}}); [f.help for f in FIELDS]\n"
-        "late = ('pydantic', 'ftplan.planner.answers', 'ftplan.planner.loader', 'ftplan.planner.plan')\n"
-        "print(','.join(m for m in late if m in sys.modules))\n"
+        "FormState.from_raw({'model': {'name': 'x'}}); [f.help for f in FIELDS]"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == ""
+    late = ("pydantic", "ftplan.planner.answers", "ftplan.planner.loader", "ftplan.planner.plan")
+    assert modules_imported(code, late) == []

@@ -23,7 +23,7 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 
-def render_to_lines(renderable: RenderableType, width: int) -> list[list[Segment]]:
+def render_to_lines(renderable: RenderableType, width: int, emoji: bool = False) -> list[list[Segment]]:
     """Render to lines of segments with a private console: safe to call from a worker thread."""
     console = Console(
         file=io.StringIO(),
@@ -31,7 +31,7 @@ def render_to_lines(renderable: RenderableType, width: int) -> list[list[Segment
         force_terminal=True,
         color_system="truecolor",
         legacy_windows=False,
-        emoji=False,
+        emoji=emoji,
     )
     return console.render_lines(renderable, console.options.update_width(width), pad=True)
 
