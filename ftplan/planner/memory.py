@@ -141,10 +141,15 @@ def _weight_bytes(arch: ModelArch, s: Settings) -> int:
 
 
 def _trainable_bytes(s: Settings) -> int:
-    """Bytes per trainable parameter's value (LoRA adapters are kept in fp32 by peft)."""
+    """Bytes per trainable parameter's value: LoRA adapters are fp32 (peft), QLoRA's bf16 (TRL)."""
     if s.is_peft:
-        return 4
+        return adapter_bytes(s)
     return dtype_bytes(s.precision)
+
+
+def adapter_bytes(s: Settings) -> int:
+    """Bytes per element of the LoRA adapters and of the inputs peft casts to their dtype."""
+    return QLORA_ADAPTER_BYTES if s.method == "qlora" else ADAPTER_BYTES
 
 
 # ---- activations -----------------------------------------------------------------------
@@ -160,6 +165,10 @@ def _trainable_bytes(s: Settings) -> int:
 FP32 = 4
 ADAPTER_BYTES = 4
 """peft keeps LoRA adapters in fp32 (autocast_adapter_dtype) and casts each adapter's input to it."""
+QLORA_ADAPTER_BYTES = 2
+"""TRL's SFTTrainer (what train.py runs) casts a quantized model's trainable adapters to bf16,
+whatever the compute dtype (trl/trainer/sft_trainer.py, "the PEFT adapter weights are converted
+to bf16", after the QLoRA paper): bf16 values, gradients and AdamW states."""
 RMSNORM_INPUT_BYTES = FP32
 """LlamaRMSNorm upcasts its input to fp32 and keeps that copy for pow/mul backward (4 B per
 element of h, twice per layer and once after the last layer), plus one fp32 rsqrt per token."""
@@ -193,12 +202,11 @@ LAYER_BACKWARD_WORK = 3
 """Transient while a layer's MLP runs backward: 3 ffn-sized gradients (down_proj's input, silu
 and up branches) plus the hidden-sized gradient flowing down, in the activation dtype
 (MemTracker's TEMP at the backward peak is exactly (3f + h) * e in every no-checkpointing case)."""
-DROPOUT_BYTES_CUDA = ADAPTER_BYTES + 1
-"""peft's nn.Dropout on each adapter's input, per input element: the fp32 output (lora_A's
-input) + native_dropout's bool mask (the fused kernel torch uses on CUDA)."""
-DROPOUT_BYTES_CPU = ADAPTER_BYTES + 4
-"""Off CUDA torch builds dropout as input * noise with a fp32 noise tensor kept for backward
-(measured: +4 B per down_proj input element over no dropout, 8 B in all)."""
+DROPOUT_MASK_BYTES_CUDA = 1
+"""peft's nn.Dropout on each adapter's input keeps, per input element, its output (lora_A's
+input, in the adapter dtype) + native_dropout's bool mask (the fused kernel torch uses on CUDA)."""
+"""Off CUDA torch builds dropout as input * noise with a noise tensor in the input's dtype kept
+for backward (measured, fp32 adapters: +4 B per down_proj input element over no dropout, 8 B in all)."""
 EAGER_SCORE_BYTES = FP32
 """Eager attention keeps softmax(dtype=float32)'s output per head: s*s fp32, plus its cast back
 to the activation dtype when that is 16-bit."""
@@ -317,10 +325,12 @@ def _layer_saved_per_token_uncached(arch: ModelArch, s: Settings, cpu: bool = Fa
     if s.is_peft:
         dims = {"attn_in": h, "attn_out": q, "mlp_in": h, "mlp_act": f}
         counts = dict.fromkeys(dims, 0)
+        a = adapter_bytes(s)
+        dropout = 2 * a if cpu else a + DROPOUT_MASK_BYTES_CUDA  # output + noise / mask
         for lin in arch.lora_targets(s.lora_target_modules):
             group = _ADAPTER_INPUT.get(lin.name.rsplit(".", 1)[-1], "attn_in")
             counts[group] += 1
-            extra = ADAPTER_BYTES * s.lora_r  # lora_A's output, saved by lora_B
+            extra = a * s.lora_r  # lora_A's output, saved by lora_B
             if group.startswith("attn"):
                 attn += extra
             else:
@@ -330,11 +340,11 @@ def _layer_saved_per_token_uncached(arch: ModelArch, s: Settings, cpu: bool = Fa
                 continue
             d = dims[group]
             if s.lora_dropout > 0:
-                extra = n * (DROPOUT_BYTES_CPU if cpu else DROPOUT_BYTES_CUDA) * d  # output + mask / noise
-            elif e == ADAPTER_BYTES:
-                extra = 0 if (group == "attn_out" and out_saved) else ADAPTER_BYTES * d  # shared input
+                extra = n * dropout * d
+            elif e == a:
+                extra = 0 if (group == "attn_out" and out_saved) else a * d  # shared input
             else:
-                extra = n * ADAPTER_BYTES * d  # each adapter casts its input to fp32 and keeps it
+                extra = n * a * d  # each adapter casts its input to the adapter dtype and keeps it
             if group.startswith("attn"):
                 attn += extra
             else:
@@ -540,13 +550,11 @@ class MemoryModel:
         deepspeed = s.zero_stage > 0
         value_bytes = _trainable_bytes(s)
         if deepspeed:
-            # DeepSpeed bf16/fp16: 16-bit params and grads, fp32 master + Adam moments (12 B).
-            grad_bytes_pp = 2 if s.method == "full" else 4
-            opt_pp = (
-                4 + optimizer_bytes_per_param(s.optimizer, 4)
-                if s.method == "full"
-                else optimizer_bytes_per_param(s.optimizer, 4)
-            )
+            # DeepSpeed bf16/fp16: 16-bit params and grads, fp32 master + Adam moments (12 B);
+            # LoRA's fp32 adapters need no master copy, QLoRA's bf16 ones do.
+            sixteen_bit = s.method in ("full", "qlora")
+            grad_bytes_pp = 2 if sixteen_bit else 4
+            opt_pp = optimizer_bytes_per_param(s.optimizer, 4) + (4 if sixteen_bit else 0)
         else:
             grad_bytes_pp = value_bytes
             opt_pp = optimizer_bytes_per_param(s.optimizer, value_bytes)

@@ -134,7 +134,8 @@ def build_model(
 
     ``precision="bf16"`` loads the model in bf16 (pure bf16 training); LoRA adapters stay fp32
     (peft's ``autocast_adapter_dtype``); QLoRA quantizes every decoder Linear to NF4 with double
-    quantization and runs ``prepare_model_for_kbit_training`` (non-4-bit parameters to fp32).
+    quantization and runs ``prepare_model_for_kbit_training`` (non-4-bit parameters to fp32),
+    and its adapters are bf16 (TRL's SFTTrainer casts them).
     """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -190,6 +191,11 @@ def build_model(
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(model, lcfg)
+        if method == "qlora":
+            # What TRL's SFTTrainer (train.py) does to a quantized model's adapters.
+            for param in model.parameters():
+                if param.requires_grad:
+                    param.data = param.data.to(torch.bfloat16)
         if gradient_checkpointing:
             model.enable_input_require_grads()
     model.train()
