@@ -11,7 +11,8 @@ from ftplan.launch.events import OutputLines, ProgressUpdate, RunFinished, RunSt
 GIB = 2**30
 
 
-def _duration(seconds: float | None) -> str:
+def duration(seconds: float | None) -> str:
+    """h:mm:ss, or m:ss under an hour; "?" when unknown."""
     if seconds is None:
         return "?"
     seconds = int(seconds)
@@ -27,7 +28,7 @@ def progress_text(u: ProgressUpdate) -> str:
         parts.append(f"loss {u.loss:.4f}")
     if u.tokens_per_second is not None:
         parts.append(f"{u.tokens_per_second:,.0f} tok/s")
-    parts.append(f"ETA {_duration(u.eta_s)}")
+    parts.append(f"ETA {duration(u.eta_s)}")
     parts.append(f"${u.cost_usd:,.2f} so far")
     if u.peak_memory_bytes is not None:
         mem = f"peak {u.peak_memory_bytes / GIB:.2f} GiB"

@@ -32,28 +32,23 @@ def field_docs() -> dict[str, FieldDoc]:
     module = ast.parse(SOURCE.read_text(encoding="utf-8"))
     classes = {node.name: node for node in module.body if isinstance(node, ast.ClassDef)}
     docs: dict[str, FieldDoc] = {}
-    for section, class_name in _fields(classes["Answers"]):
-        for name, doc in _fields(classes[class_name], with_docs=True):
-            docs[f"{section}.{name}"] = doc
+    for section, statement, _ in _annotated(classes["Answers"]):
+        for name, field, doc in _annotated(classes[ast.unparse(statement.annotation)]):
+            required, default = _default(field.value)
+            docs[f"{section}.{name}"] = FieldDoc(" ".join(doc.split()), default, required)
     return docs
 
 
-def _fields(node: ast.ClassDef, with_docs: bool = False):
-    """(name, FieldDoc) of a section class, or (name, annotation name) of ``Answers``."""
+def _annotated(node: ast.ClassDef):
+    """(name, statement, docstring) of each annotated field of a class body."""
     body = node.body
     for index, statement in enumerate(body):
-        if not isinstance(statement, ast.AnnAssign) or not isinstance(statement.target, ast.Name):
-            continue
-        name = statement.target.id
-        if not with_docs:
-            yield name, ast.unparse(statement.annotation)
-            continue
-        following = body[index + 1] if index + 1 < len(body) else None
-        doc = ""
-        if isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
-            doc = str(following.value.value)
-        required, default = _default(statement.value)
-        yield name, FieldDoc(" ".join(doc.split()), default, required)
+        if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name):
+            following = body[index + 1] if index + 1 < len(body) else None
+            doc = ""
+            if isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
+                doc = str(following.value.value)
+            yield statement.target.id, statement, doc
 
 
 def _default(value: ast.expr | None) -> tuple[bool, Any]:

@@ -354,19 +354,9 @@ def _layer_saved_per_token_uncached(arch: ModelArch, s: Settings, cpu: bool = Fa
     return attn, mlp, down_in
 
 
-def activations(
-    arch: ModelArch,
-    s: Settings,
-    cpu: bool = False,
-    loss: str | None = None,
-    *,
-    batch: int | None = None,
-    seq_len: int | None = None,
-) -> Activations:
-    """The activation model of one micro-batch (see the constants above); ``cpu``: torch's CPU
-    kernels. ``batch`` and ``seq_len`` stand in for the settings' micro-batch and sequence length."""
-    model = ActivationModel(arch, s, cpu, loss)
-    return model.at(s.micro_batch_size if batch is None else batch, s.max_seq_len if seq_len is None else seq_len)
+def activations(arch: ModelArch, s: Settings, cpu: bool = False, loss: str | None = None) -> Activations:
+    """The activation model of one micro-batch (see the constants above); ``cpu``: torch's CPU kernels."""
+    return ActivationModel(arch, s, cpu, loss).at(s.micro_batch_size, s.max_seq_len)
 
 
 class ActivationModel:
@@ -457,17 +447,6 @@ class ActivationModel:
         )
 
 
-def activation_bytes(arch: ModelArch, s: Settings) -> int:
-    """Activations kept for backward at the end of forward (logits included)."""
-    return activations(arch, s).stored
-
-
-def logits_bytes(arch: ModelArch, s: Settings, tokens: int | None = None) -> int:
-    """Peak bytes of the logits and the loss (12 B per logit at the start of backward)."""
-    t = s.micro_batch_size * s.max_seq_len if tokens is None else tokens
-    return int(t * (arch.vocab_size + s.new_tokens) * (LOGITS_SAVED_BYTES + LOGITS_BACKWARD_EXTRA_BYTES))
-
-
 # ---- the estimate ----------------------------------------------------------------------
 
 
@@ -543,7 +522,7 @@ class MemoryModel:
     """
 
     def __init__(self, arch: ModelArch, s: Settings, device: Device, loss: str | None = None):
-        self.arch, self.settings, self.device, self.loss = arch, s, device, loss
+        self.settings = s
         world = device.world_size
         trainable = trainable_params(arch, s)
         weights = _weight_bytes(arch, s)

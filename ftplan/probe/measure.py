@@ -403,6 +403,11 @@ def _bytes_of(tensors) -> int:
     return total
 
 
+def _split_peak(peak: int, weights: int, opt: int, grads: int, rest: str = "Activation") -> dict[str, int]:
+    """A CUDA peak split like MemTracker's categories: what is not a model state is ``rest``."""
+    return {"Parameter": weights, "Optstate": opt, "Gradient": grads, rest: max(peak - weights - opt - grads, 0)}
+
+
 def measure_cuda_step(
     model,
     optimizer,
@@ -437,12 +442,7 @@ def measure_cuda_step(
         torch.cuda.synchronize()
         if torch.cuda.max_memory_allocated() >= phases["forward"]:
             phases["forward"] = torch.cuda.max_memory_allocated()
-            cats["forward"] = {
-                "Parameter": weights,
-                "Optstate": opt,
-                "Gradient": held,
-                "Activation": max(phases["forward"] - weights - opt - held, 0),
-            }
+            cats["forward"] = _split_peak(phases["forward"], weights, opt, held)
         after["forward"] = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
         loss.backward()
@@ -451,12 +451,7 @@ def measure_cuda_step(
         grads = _bytes_of(p.grad for p in model.parameters())
         if torch.cuda.max_memory_allocated() >= phases["backward"]:
             phases["backward"] = torch.cuda.max_memory_allocated()
-            cats["backward"] = {
-                "Parameter": weights,
-                "Optstate": opt,
-                "Gradient": grads,
-                "Activation": max(phases["backward"] - weights - opt - grads, 0),
-            }
+            cats["backward"] = _split_peak(phases["backward"], weights, opt, grads)
         after["backward"] = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
     _clip(model, max_grad_norm)
@@ -466,12 +461,7 @@ def measure_cuda_step(
     phases["optimizer_step"] = torch.cuda.max_memory_allocated()
     after["optimizer_step"] = torch.cuda.memory_allocated()
     seconds = time.perf_counter() - t0
-    cats["optimizer_step"] = {
-        "Parameter": weights,
-        "Optstate": opt,
-        "Gradient": grads,
-        "Temp": max(phases["optimizer_step"] - weights - opt - grads, 0),
-    }
+    cats["optimizer_step"] = _split_peak(phases["optimizer_step"], weights, opt, grads, rest="Temp")
     peak_phase = max(phases, key=phases.get)
     tokens = int(batch["input_ids"].numel()) * accumulation if "input_ids" in batch else 0
     return StepMemory("cuda", phases[peak_phase], phases, peak_phase, cats[peak_phase], cats, after, seconds, tokens)

@@ -30,6 +30,17 @@ class Reference:
     extra: dict = field(default_factory=dict)
 
 
+UNSLOTH_QLORA = dict(
+    method="qlora",
+    lora_r=32,
+    micro_batch_size=1,
+    gradient_checkpointing=True,
+    attention="flash_attention_2",
+    optimizer="adamw_8bit",
+    lora_dropout=0.0,
+)
+"""unsloth's longest-sequence benchmark setup (README, Jan 2025), on a 24 GB and an 80 GB GPU."""
+
 REFERENCES: tuple[Reference, ...] = (
     Reference(
         "Llama-2-7B LoRA r8 q,v bf16 b4 s2048 ckpt, 1x RTX 4090",
@@ -100,15 +111,7 @@ REFERENCES: tuple[Reference, ...] = (
         "meta-llama/Llama-3.1-8B",
         "RTX-4090",
         0.0,
-        dict(
-            method="qlora",
-            lora_r=32,
-            micro_batch_size=1,
-            gradient_checkpointing=True,
-            attention="flash_attention_2",
-            optimizer="adamw_8bit",
-            lora_dropout=0.0,
-        ),
+        UNSLOTH_QLORA,
         source="unsloth README (Jan 2025)",
         kind="max_seq",
         measured_tokens=5789,
@@ -119,15 +122,7 @@ REFERENCES: tuple[Reference, ...] = (
         "meta-llama/Llama-3.1-8B",
         "A100-80GB",
         0.0,
-        dict(
-            method="qlora",
-            lora_r=32,
-            micro_batch_size=1,
-            gradient_checkpointing=True,
-            attention="flash_attention_2",
-            optimizer="adamw_8bit",
-            lora_dropout=0.0,
-        ),
+        UNSLOTH_QLORA,
         source="unsloth README (Jan 2025)",
         kind="max_seq",
         measured_tokens=28454,

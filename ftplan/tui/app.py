@@ -168,7 +168,7 @@ class FtplanApp(App[int]):
         earlier, they would only delay that frame (a worker too: it competes for the GIL)."""
         if self._raw is not None:
             self.read_problems = self._unknown_keys(self._raw)
-        self.schedule_plan(delay=-1)  # the worker plans while the rest of the form mounts
+        self.plan_at_once()  # the worker plans while the rest of the form mounts
         self.form.mount_below_the_fold()
 
     def apply_cursor_blink(self, root) -> None:
@@ -211,17 +211,21 @@ class FtplanApp(App[int]):
         self.schedule_plan()
 
     def schedule_plan(self, delay: float | None = None) -> None:
-        """Plan again after `delay` seconds of quiet (the debounce; negative: at once),
-        dropping older requests."""
+        """Plan again after `delay` seconds of quiet (the debounce), dropping older requests."""
+        self._drop_pending_plan()
+        delay = self.debounce if delay is None else delay
+        self._timer = self.set_timer(max(delay, 0.001), self._plan_now, name="plan-debounce")
+
+    def plan_at_once(self) -> None:
+        """Plan now: the worker starts before the caller's next piece of work."""
+        self._drop_pending_plan()
+        self._plan_now()
+
+    def _drop_pending_plan(self) -> None:
         self.generation += 1
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
-        delay = self.debounce if delay is None else delay
-        if delay < 0:  # now: the worker starts before the caller's next piece of work
-            self._plan_now()
-            return
-        self._timer = self.set_timer(max(delay, 0.001), self._plan_now, name="plan-debounce")
 
     def _plan_now(self) -> None:
         self._timer = None

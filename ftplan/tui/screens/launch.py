@@ -20,6 +20,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Log, ProgressBar, Static, Switch
 
+from ftplan.launch.display import duration
 from ftplan.tui.preflight import Check, plan_checks
 from ftplan.tui.runs import Finished, Output, Progress, RunEvent, Started
 
@@ -33,13 +34,6 @@ def terminal_line(line: str) -> str:
         parts = [p for p in line.split("\r") if p]
         return parts[-1] if parts else ""
     return line
-
-
-def duration(seconds: float) -> str:
-    """h:mm:ss, or m:ss under an hour (as the console launcher shows the ETA)."""
-    h, rest = divmod(int(seconds), 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def progress_text(p: Progress) -> str:
