@@ -116,6 +116,8 @@ class FtplanApp(App[int]):
         self.latencies: list[tuple[float, float, float]] = []
         """(last keystroke→tables shown, debounce end→tables shown, planning alone), seconds."""
         self.detected: list[str] = []
+        self.detect_done = detect is None
+        """The detect worker's answer has been handled (the hardware note and pre-fill are shown)."""
         self.measured: dict[str, tuple[int, int] | None] = {}
         self.user_edited: set[str] = set()
         # The training run belongs to the App, not to the launch screen.
@@ -280,10 +282,20 @@ class FtplanApp(App[int]):
     def plan_settled(self) -> bool:
         """True when the shown plan (or problems) belong to the latest edit, every table drawn."""
         return (
-            self._timer is None
+            self.context_settled
+            and self._timer is None
             and self.shown_generation == self.generation
             and self.complete_generation == self.generation
         )
+
+    @property
+    def context_settled(self) -> bool:
+        """True when what the shells find out (detected GPUs, the data file's measure) has been
+        handled: its notes are on screen and any plan it asked for is scheduled. Without this a
+        screenshot races the workers (the data note landed before or after it)."""
+        path = self.form.value("data.path").strip() if self.screen_stack else ""
+        measured = self.measure is None or not path or path in self.measured
+        return self.detect_done and measured
 
     def _stale(self, generation: int) -> bool:
         """A result for an older edit, or one arriving while the app shuts down."""
@@ -378,6 +390,7 @@ class FtplanApp(App[int]):
         from ftplan.planner.catalog.gpus import gpu_by_name
 
         self.detected = message.names
+        self.detect_done = True
         if not message.names:
             self.form.set_note("hardware.gpu", "No GPU detected here (no nvidia-smi): pick the GPU you will train on.")
             return

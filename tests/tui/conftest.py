@@ -30,11 +30,14 @@ async def wait_until(pilot, condition, timeout: float = 5.0, what: str = "condit
 async def settle(pilot) -> None:
     """Wait until the debounce fired, the plan worker finished and its result is shown."""
     app = pilot.app
+    settled_checks = 0
     for _ in range(500):
         await pilot.pause()
         await app.workers.wait_for_complete()
         await pilot.pause()
-        if app.plan_settled:
+        # Settled twice in a row, a frame apart: what a handler changed has been laid out too.
+        settled_checks = settled_checks + 1 if app.plan_settled else 0
+        if settled_checks == 2:
             return
         await pilot.pause(0.02)
     raise AssertionError("the plan never settled")

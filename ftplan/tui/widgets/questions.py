@@ -60,11 +60,15 @@ class Question(Vertical):
                 compact=True,
                 select_on_focus=False,
             )
+        self._composed_with = (self.note, self.error)
         yield Static(self._text(), classes="q-help")
 
     def on_mount(self) -> None:
         self.set_class(bool(self.error), "-invalid")
         self.app.apply_cursor_blink(self)
+        if (self.note, self.error) != self._composed_with:
+            # a note or problem that arrived between compose and mount (is_mounted is still False)
+            self.query_one(".q-help", Static).update(self._text())
 
     def _text(self) -> Text:
         text = Text(self.spec.help, style="dim")
