@@ -15,11 +15,14 @@ from ftplan.planner.choices import (  # noqa: F401 (re-exported: the schema's ty
     METHODS,
     Attention,
     DataFormat,
+    Loss,
     Method,
     ObjectiveKind,
     Offload,
     Optimizer,
     Precision,
+    Sharding,
+    TrainOn,
 )
 
 
@@ -63,6 +66,9 @@ class Data(_Section):
     """Passes over the data (the planner suggests 1-3)."""
     packing: bool = True
     """Pack several examples into each sequence so no compute is spent on padding."""
+    train_on: TrainOn | None = None
+    """answers (the loss covers assistant turns, alpaca outputs and completions only; the default
+    for instruction data) or all (every token; the default for text and domain_knowledge)."""
 
 
 class Hardware(_Section):
@@ -72,6 +78,8 @@ class Hardware(_Section):
     """GPUs in each machine."""
     nodes: int = Field(1, ge=1, le=4096)
     """Machines in the run."""
+    host_ram_gb: float | None = Field(None, gt=0)
+    """Host memory (RAM) per machine in GB; detected when left out. CPU offload must fit in it."""
 
 
 class Budget(_Section):
@@ -103,6 +111,11 @@ class Training(_Section):
     """DeepSpeed ZeRO stage: 0 is plain data parallel; 3 shards the weights too."""
     offload: Offload | None = None
     """DeepSpeed CPU offload: none, optimizer, or optimizer+params."""
+    sharding: Sharding | None = None
+    """The engine that shards at zero_stage: deepspeed or fsdp2 (PyTorch FSDP2 through accelerate)."""
+    loss: Loss | None = None
+    """chunked (no full-vocabulary logits: TRL's fused LM head, as the exported train.py runs) or
+    full_logits (the model's own loss, as the HF Trainer runs it)."""
     learning_rate: float | None = Field(None, gt=0, lt=1)
     """Peak learning rate (1e-5 to 5e-5 for full fine-tuning, 1e-4 to 3e-4 for LoRA)."""
     lora_r: int | None = Field(None, ge=1, le=4096)

@@ -22,5 +22,8 @@ Optimizer = Literal[
 Attention = Literal["sdpa", "flash_attention_2", "eager"]
 Offload = Literal["none", "optimizer", "optimizer+params"]
 DataFormat = Literal["auto", "messages", "alpaca", "text"]
+TrainOn = Literal["answers", "all"]
+Sharding = Literal["deepspeed", "fsdp2"]
+Loss = Literal["chunked", "full_logits"]
 
 METHODS: tuple[Method, ...] = ("full", "lora", "qlora")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from ftplan.planner.catalog.gpus import GPUS
-from ftplan.planner.choices import Attention, Offload, Optimizer, Precision
+from ftplan.planner.choices import Attention, Loss, Offload, Optimizer, Precision, Sharding, TrainOn
 from ftplan.planner.fielddocs import field_docs
 
 if TYPE_CHECKING:
@@ -97,9 +97,11 @@ FIELDS: tuple[Field, ...] = (
     Field("data", "max_seq_len", "int", placeholder="2048"),
     Field("data", "epochs", "float", placeholder="planner suggests"),
     Field("data", "packing", "switch"),
+    Field("data", "train_on", "select", _auto(*get_args(TrainOn), label="auto (answers for instruction data)")),
     Field("hardware", "gpu", "select", GPU_CHOICES),
     Field("hardware", "gpus_per_node", "int", placeholder="1"),
     Field("hardware", "nodes", "int", placeholder="1"),
+    Field("hardware", "host_ram_gb", "float", placeholder="detected"),
     Field("budget", "usd", "float", placeholder="no limit"),
     Field("budget", "gpu_hour_usd", "float", placeholder="catalog price"),
     Field("budget", "hours", "float", placeholder="no deadline"),
@@ -117,6 +119,8 @@ FIELDS: tuple[Field, ...] = (
     Field("training", "attention", "select", _auto(*get_args(Attention))),
     Field("training", "zero_stage", "select", _auto(0, 1, 2, 3)),
     Field("training", "offload", "select", _auto(*get_args(Offload))),
+    Field("training", "sharding", "select", _auto(*get_args(Sharding))),
+    Field("training", "loss", "select", _auto(*get_args(Loss))),
     Field("training", "learning_rate", "float", placeholder="auto"),
     Field("training", "lora_r", "int", placeholder="auto"),
     Field("training", "lora_alpha", "float", placeholder="auto"),
