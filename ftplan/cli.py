@@ -25,7 +25,8 @@ def _plan_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="ftplan",
         description="Plan LLM fine-tuning: full, LoRA or QLoRA, with exact memory, time and cost.",
-        epilog="Subcommands: `ftplan launch DIR` runs an exported project; `ftplan probe DIR` checks the plan on real steps.",
+        epilog="Subcommands: `ftplan launch DIR` runs an exported project; `ftplan probe DIR` checks the plan on "
+        "real steps; `ftplan schema` prints the answers file's JSON Schema.",
     )
     p.add_argument("--answers", metavar="FILE", help="answers TOML file; without it the app opens")
     p.add_argument("--json", action="store_true", help="print the plan as JSON on stdout, nothing else")
@@ -79,6 +80,17 @@ def run_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_schema(argv: list[str]) -> int:
+    """`ftplan schema`: the answers file's JSON Schema on stdout, for editors and other tools."""
+    _Parser(prog="ftplan schema", description="Print the answers file's JSON Schema.").parse_args(argv)
+    import json
+
+    from ftplan.reference import answers_schema
+
+    sys.stdout.write(json.dumps(answers_schema(), indent=2) + "\n")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -86,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             from ftplan.launch.cli import main as launch_main
 
             return launch_main(argv[1:])
+        if argv and argv[0] == "schema":
+            return run_schema(argv[1:])
         if argv and argv[0] == "probe":
             from ftplan.probe.cli import main as probe_main
 

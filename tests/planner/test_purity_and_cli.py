@@ -37,7 +37,9 @@ def test_headless_json_plan_run_imports_nothing_heavy(tmp_path):
 def test_import_linter_contract_holds():
     lint = pytest.importorskip("importlinter")
     del lint
-    run = subprocess.run(["lint-imports"], cwd=ROOT, capture_output=True, text=True)
+    # The venv's own executable (beside this Python), not whatever `lint-imports` PATH finds.
+    exe = Path(sys.executable).with_name("lint-imports")
+    run = subprocess.run([str(exe)], cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
 
 
