@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ftplan.launch.events import OutputLines, ProgressUpdate, RunFinished, RunResult, RunStarted, Stopping
@@ -35,7 +35,7 @@ ProcessFactory = Callable[[list[str], dict[str, str], str], Process]
 
 def new_run_dir(project_dir: str | Path, node_rank: int = 0, now: datetime | None = None) -> Path:
     """A fresh ``DIR/runs/<UTC timestamp>[-node<R>][-<n>]`` folder."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     base = Path(project_dir) / "runs"
     stem = now.strftime("%Y%m%d-%H%M%S") + (f"-node{node_rank}" if node_rank else "")
     base.mkdir(parents=True, exist_ok=True)

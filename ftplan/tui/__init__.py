@@ -15,9 +15,8 @@ def run_app(answers_path: str | None) -> int:
     """
     raw = None
     if answers_path:
-        from pathlib import Path
-
         import tomllib
+        from pathlib import Path
 
         from ftplan.planner import AnswersError, Problem
 

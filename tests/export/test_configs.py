@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from types import SimpleNamespace
 
 import pytest
-import tomllib
 
 from ftplan.export import ExportError, render_project
 from ftplan.planner import make_plan, read_answers_text

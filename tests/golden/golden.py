@@ -65,7 +65,9 @@ def load() -> dict[str, dict]:
 
 
 def write(plans: dict[str, dict]) -> None:
-    text = "".join(json.dumps({"case": c, "plan": p}, sort_keys=True, separators=(",", ":")) + "\n" for c, p in plans.items())
+    text = "".join(
+        json.dumps({"case": c, "plan": p}, sort_keys=True, separators=(",", ":")) + "\n" for c, p in plans.items()
+    )
     GOLDEN.write_bytes(gzip.compress(text.encode("utf-8"), mtime=0))
 
 

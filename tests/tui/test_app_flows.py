@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+
 from textual.widgets import Input, Select, Static
 
 from ftplan.cli import plan_from_file

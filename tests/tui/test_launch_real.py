@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 from textual.widgets import Input, Log, ProgressBar, Static, Switch
 
 from ftplan.launch.process import group_members, proc_table

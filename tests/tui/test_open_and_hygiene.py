@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-
 import tomllib
+
 from textual.widgets import Input, Static
 
 from ftplan.tui import run_app
