@@ -113,6 +113,8 @@ def choose_settings(method: Method, answers: Answers, arch: ModelArch, device: D
     fitting and says what would).
     """
     s, fixed = base_settings(method, answers, device, data)
+    if "attention" not in fixed and s.attention not in arch.attention_kernels:
+        s = _with(s, attention="eager")  # the model class refuses sdpa (Gemma-2's softcapping)
     if device.is_cpu:
         return _cpu_settings(s, fixed)
     limit = usable_memory(device)
