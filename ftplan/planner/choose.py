@@ -102,6 +102,26 @@ def _ladder(method: Method, device: Device, fixed: set[str]):
     return rungs
 
 
+def _fsdp2_ladder(method: Method, device: Device, fixed: set[str]):
+    """FSDP2's (checkpointing, zero_stage, offload) rungs, fastest first: stage 0 is plain DDP as
+    for DeepSpeed; 2 keeps gathered weights until backward (full fine-tuning only), 3 reshards
+    them after forward; FSDP2's only offload (CPUOffloadPolicy) moves the parameters with the
+    optimizer. One GPU: stage 3 only to reach that offload."""
+    if device.world_size == 1:
+        stages = [0, 3] if method == "full" and not device.is_cpu else [0]
+    else:
+        stages = [0, 2, 3] if method == "full" else [0, 3]
+    rungs = []
+    for stage in stages:
+        offloads = ["none"] if stage != 3 else ["none", "optimizer+params"]
+        if stage == 3 and device.world_size == 1:
+            offloads = ["optimizer+params"]
+        for offload in offloads:
+            for ckpt in (False, True):
+                rungs.append((ckpt, stage, offload))
+    return rungs
+
+
 def _with(s: Settings, **changes) -> Settings:
     return s.model_copy(update=changes)
 
@@ -115,11 +135,32 @@ def choose_settings(method: Method, answers: Answers, arch: ModelArch, device: D
     s, fixed = base_settings(method, answers, device, data)
     if device.is_cpu:
         return _cpu_settings(s, fixed)
+    if s.sharding == "fsdp2":
+        return _search(arch, s, fixed, device, data, _fsdp2_ladder(method, device, fixed))[0]
+    found, fits = _search(arch, s, fixed, device, data, _ladder(method, device, fixed))
+    if fits or "sharding" in fixed:
+        return found
+    # DeepSpeed stays the engine wherever it fits (the plans made before FSDP2 was planned); where
+    # it does not, FSDP2 may: bf16 parameters without fp32 master weights, 8 B/param instead of 16.
+    # Without CPU offload only: an offloaded plan trades days of wall clock for the GPU memory
+    # and the planner does not switch engines to reach one.
+    rungs = [rung for rung in _fsdp2_ladder(method, device, fixed) if rung[2] == "none"]
+    fsdp, fsdp_fits = _search(arch, _with(s, sharding="fsdp2"), fixed, device, data, rungs)
+    if fsdp_fits:
+        return _with(fsdp, chosen_by_planner=tuple(sorted({*fsdp.chosen_by_planner, "sharding"})))
+    return found
+
+
+def _search(
+    arch: ModelArch, s: Settings, fixed: set[str], device: Device, data: DataShape, rungs
+) -> tuple[Settings, bool]:
+    """(the fastest rung of ``rungs`` that fits at its largest fitting micro-batch, True), or
+    (the most memory-frugal rung, False) when none fits."""
     limit = usable_memory(device)
     best: tuple[float, Settings] | None = None
     frugal: tuple[Settings, int] | None = None  # the last rung tried, at its smallest micro-batch
     maxed: list[tuple[bool, int, int]] = []  # rungs that fit at the largest micro-batch
-    for ckpt, stage, offload in _ladder(method, device, fixed):
+    for ckpt, stage, offload in rungs:
         rank = (ckpt, stage, OFFLOAD_COST[offload])
         if any(all(a <= b for a, b in zip(done, rank, strict=True)) for done in maxed):
             continue  # a rung no slower in every respect already fits at the largest batch
@@ -152,8 +193,8 @@ def choose_settings(method: Method, answers: Answers, arch: ModelArch, device: D
         if best is None or seconds < best[0] - 1e-12:
             best = (seconds, candidate)
     if best:
-        return best[1]
-    return _batch(*frugal, fixed, device) if frugal else s
+        return best[1], True
+    return (_batch(*frugal, fixed, device) if frugal else s), False
 
 
 def _batch(trial: Settings, mb: int, fixed: set[str], device: Device) -> Settings:

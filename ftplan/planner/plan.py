@@ -175,6 +175,8 @@ def _fewest_gpus(method: Method, answers: Answers, arch: ModelArch, gpu: GPU, da
         s = choose_settings(method, answers, arch, device, data)
         if estimate_memory(arch, s, device).total <= usable_memory(device):
             stage = f", ZeRO-{s.zero_stage}" if s.zero_stage else ""
+            if s.uses_fsdp:
+                stage = f", FSDP2 zero_stage {s.zero_stage}"
             off = f", offload {s.offload}" if s.offload != "none" else ""
             nodes = f" ({count // per_node} nodes)" if count > 8 else ""
             return f"{count}× {gpu.name}{nodes}{stage}{off}".replace(", ", " (", 1).rstrip() + (
