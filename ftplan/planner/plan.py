@@ -10,7 +10,7 @@ from ftplan import __version__
 from ftplan.planner.answers import METHODS, Answers, Method
 from ftplan.planner.arch import ModelArch
 from ftplan.planner.catalog.gpus import GPU, GPUS, gpu_by_name
-from ftplan.planner.choose import choose_settings, fitting_limits
+from ftplan.planner.choose import choose_settings, fitting_limits, most_frugal
 from ftplan.planner.memory import Device, MemoryModel, estimate_memory, trainable_params, usable_memory
 from ftplan.planner.models import resolve_model
 from ftplan.planner.recommend import recommend
@@ -189,7 +189,8 @@ def plan_method(
     s = choose_settings(method, answers, arch, device, data)
     memory = MemoryModel(arch, s, device)
     mem = memory.estimate()
-    longest, largest = fitting_limits(arch, s, device, memory)
+    frugal = most_frugal(method, answers, s, device, data)
+    longest, largest = fitting_limits(arch, frugal, device, memory if frugal == s else None)
     fits = device.is_cpu or mem.total <= usable_memory(device)
     time = estimate_time(arch, s, device, data)
     cost = estimate_cost(arch, s, device, time, price, answers.objective.variants, answers.budget.usd)
