@@ -8,6 +8,7 @@ Better TOML) and other tools.
 from __future__ import annotations
 
 import json
+import types
 import typing
 from typing import Any
 
@@ -29,7 +30,7 @@ def _type_text(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     if origin is typing.Literal:
         return " | ".join(json.dumps(v) for v in typing.get_args(annotation))
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         parts = [_type_text(a) for a in typing.get_args(annotation) if a is not type(None)]
         return " | ".join(parts)
     if origin is list:
@@ -74,8 +75,7 @@ def answers_markdown() -> str:
         "",
     ]
     for section in SECTION_ORDER:
-        model = typing.get_args(Answers.model_fields[section].annotation) or (Answers.model_fields[section].annotation,)
-        model = model[0]
+        model = Answers.model_fields[section].annotation
         lines += [f"## `[{section}]`", "", "| key | type | default | limits | meaning |", "|---|---|---|---|---|"]
         for name, field in model.model_fields.items():
             help_text = " ".join((field.description or "").split()).replace("|", "\\|")
