@@ -109,6 +109,17 @@ def schedule(t: Target) -> dict:
     }
 
 
+def resolved_train_on(t: Target) -> str:
+    """data.train_on as the run uses it: the user's choice, else all tokens for text data and
+    domain knowledge, the answers for instruction data (train.py trains text on all tokens anyway)."""
+    data = t.plan.answers["data"]
+    if data.get("train_on"):
+        return data["train_on"]
+    if data.get("format") == "text" or t.plan.answers["objective"]["kind"] == "domain_knowledge":
+        return "all"
+    return "answers"
+
+
 def train_config_toml(t: Target) -> str:
     s, plan, mp = t.s, t.plan, t.mp
     a = plan.answers
@@ -156,6 +167,7 @@ def train_config_toml(t: Target) -> str:
             ("format", a["data"]["format"], "auto | messages | alpaca | text"),
             ("max_seq_len", s.max_seq_len, "longer examples are truncated"),
             ("packing", s.packing, "pack several examples into each sequence"),
+            ("train_on", resolved_train_on(t), "answers (assistant turns / outputs / completions) | all (every token)"),
             ("eval_fraction", sch["eval_fraction"], "share of the data held out for evaluation (0 = none)"),
             ("general_path", "", "general text to mix in against forgetting (file or hub id)"),
             ("general_ratio", s.general_data_ratio, "share of the training mix taken from general_path"),
@@ -229,34 +241,6 @@ def train_config_toml(t: Target) -> str:
 # ---------------------------------------------------------------------------- DeepSpeed
 
 
-def ds_optimizer(s: Settings) -> dict | None:
-    """DeepSpeed's own optimizer for the AdamW family (it is what ZeRO-Offload runs on the CPU);
-    other optimizers are left to the Trainer."""
-    if s.optimizer in ("adamw_torch", "adamw_torch_fused"):
-        return {"type": "AdamW", "params": {"lr": "auto", "betas": "auto", "eps": "auto", "weight_decay": "auto"}}
-    return None
-
-
-def ds_scheduler(s: Settings) -> dict | None:
-    if s.lr_scheduler == "cosine":
-        return {
-            "type": "WarmupCosineLR",
-            "params": {"total_num_steps": "auto", "warmup_num_steps": "auto", "warmup_type": "linear"},
-        }
-    if s.lr_scheduler == "linear":
-        return {
-            "type": "WarmupDecayLR",
-            "params": {
-                "warmup_min_lr": "auto",
-                "warmup_max_lr": "auto",
-                "warmup_num_steps": "auto",
-                "total_num_steps": "auto",
-                "warmup_type": "linear",
-            },
-        }
-    return None  # the Trainer builds its own scheduler
-
-
 def ds_config(t: Target) -> dict | None:
     """The DeepSpeed config of a ZeRO plan (None without ZeRO). Keys the Trainer syncs are "auto"."""
     s = t.s
@@ -274,13 +258,14 @@ def ds_config(t: Target) -> dict | None:
             stage3_param_persistence_threshold="auto",
             stage3_gather_16bit_weights_on_model_save=True,
         )
-    # DeepSpeed's bf16 keeps 16-bit weights and gradients with fp32 master weights and Adam
-    # moments (2 + 2 + 12 bytes per parameter, the ZeRO paper's split): what the planner counts.
-    bf16: dict = {"enabled": s.precision in ("bf16", "bf16-mixed")}
+    # Precision, batch sizes, accumulation and clipping are "auto": the Trainer fills them in from
+    # train_config.toml, so editing training.precision there is enough. Under DeepSpeed's bf16 the
+    # weights and gradients are 16-bit with fp32 master weights and Adam moments (2 + 2 + 12 bytes
+    # per parameter, the ZeRO paper's split): what the planner counts for bf16 and bf16-mixed.
     config: dict = {
-        "bf16": bf16,
+        "bf16": {"enabled": "auto"},
         "fp16": {
-            "enabled": s.precision == "fp16-mixed",
+            "enabled": "auto",
             "loss_scale": 0,
             "loss_scale_window": 1000,
             "initial_scale_power": 16,
@@ -295,16 +280,11 @@ def ds_config(t: Target) -> dict | None:
         "steps_per_print": 100,
         "wall_clock_breakdown": False,
     }
-    # On CPU plans without offload the Trainer's torch AdamW runs under ZeRO: DeepSpeed's own
-    # AdamW would JIT-compile its fused_adam op first (minutes on a small machine).
-    if t.cpu and s.offload == "none":
-        pass
-    elif (opt := ds_optimizer(s)) is not None:
-        config["optimizer"] = opt
-    elif s.offload != "none":
-        config["zero_force_ds_cpu_optimizer"] = False  # let the chosen optimizer run with offload
-    if (sched := ds_scheduler(s)) is not None:
-        config["scheduler"] = sched
+    # No "optimizer" or "scheduler": the Trainer builds the ones train_config.toml names
+    # (training.optimizer, training.lr_scheduler) and hands them to DeepSpeed. DeepSpeed refuses a
+    # client optimizer with ZeRO-Offload unless told that it may run one on the CPU.
+    if s.offload != "none":
+        config["zero_force_ds_cpu_optimizer"] = False
     return config
 
 

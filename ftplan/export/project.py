@@ -14,6 +14,7 @@ from ftplan.export.configs import (
     accelerate_config_yaml,
     bnb_config,
     ds_config,
+    resolved_train_on,
     schedule,
     train_config_toml,
 )
@@ -116,6 +117,44 @@ def requirements_txt(t: Target) -> str:
     return "\n".join(lines) + "\n"
 
 
+BEST_CHECKPOINT_NOTE = (
+    "With an eval split (`data.eval_fraction` > 0) the result is the checkpoint with the lowest eval loss, "
+    "not the last step: the Trainer loads it at the end (`load_best_model_at_end`), `output/result.json` "
+    "names it, and that is what `output/` holds{merge}."
+)
+
+
+def what_trains(t: Target) -> str:
+    """The README's word on which tokens carry the loss (data.train_on)."""
+    if resolved_train_on(t) == "answers":
+        return (
+            "The loss covers the answers only (`data.train_on = \"answers\"`): the assistant turns of "
+            "`messages` chats, the `output` of alpaca rows and the `completion` of prompt/completion rows, "
+            "found by rendering each chat with the model's chat template. System and user turns are context, "
+            "their labels are -100. Text data always trains on every token. Set `train_on = \"all\"` in "
+            "train_config.toml's `[data]` to train on every token of the chats too."
+        )
+    return (
+        "The loss covers every token (`data.train_on = \"all\"`), prompts included. For instruction data, "
+        "`train_on = \"answers\"` in train_config.toml's `[data]` trains on the assistant turns / outputs / "
+        "completions only."
+    )
+
+
+def packing_note(t: Target) -> str:
+    """How packing stays correct for the attention kernel."""
+    if not t.s.packing:
+        return "Packing is off (`data.packing = false`): each example is its own sequence, padded to the batch's longest."
+    return (
+        "Packing (`data.packing = true`) is TRL's padding-free best-fit packing (`bfd`): examples are "
+        "packed into sequences of up to `max_seq_len` tokens without padding and each keeps its own "
+        "`position_ids`, which restart at 0. FlashAttention-2 uses the sequence boundaries directly; SDPA "
+        "and eager get a block-diagonal mask that transformers derives from the restarting `position_ids`. "
+        "That derivation only happens without a KV cache, so training runs with `use_cache=False` "
+        "(train.py's SFTConfig): with a cache, packed examples would attend to each other."
+    )
+
+
 def readme_md(t: Target) -> str:
     plan, mp, s = t.plan, t.mp, t.s
     hw = plan.hardware
@@ -140,6 +179,7 @@ def readme_md(t: Target) -> str:
             "# writes output-merged/ (model + tokenizer)\n```"
         )
         merge_row = "| `merge_adapter.py` | merge the adapter into the base model (`merge_and_unload`) |\n"
+    result += "\n\n" + BEST_CHECKPOINT_NOTE.format(merge=" and what `merge_adapter.py` merges" if s.is_peft else "")
     multinode = ""
     if hw.nodes > 1:
         multinode = (
@@ -178,6 +218,8 @@ def readme_md(t: Target) -> str:
             "keep_best": sch["keep_best"],
             "keep_last": sch["keep_last"],
             "result": result,
+            "what_trains": what_trains(t),
+            "packing_note": packing_note(t),
             "device_word": "process (host memory)" if t.cpu else "GPU",
             "m_weights": _gib(m.weights),
             "m_gradients": _gib(m.gradients),

@@ -148,3 +148,28 @@ def set_config(project: Path, section: str, **values) -> None:
 def metrics(project: Path) -> list[dict]:
     path = project / "output" / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_letters_dataset(path: Path, n: int = 64, seed: int = 0) -> Path:
+    """Chats whose user turn is random letters and whose answer is always "ok": a model trained on
+    the answers learns them at once; one trained on every token is left with the letters' entropy."""
+    import random
+    import string
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        letters = " ".join("".join(rng.choices(string.ascii_lowercase, k=4)) for _ in range(4))
+        rows.append({"messages": [{"role": "user", "content": letters}, {"role": "assistant", "content": "ok"}]})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def load_train_module(project: Path, name: str = "train_under_test"):
+    """The project's train.py imported as a module (importing it does no work)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, project / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

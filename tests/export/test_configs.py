@@ -91,10 +91,10 @@ def test_ds_config_is_accepted_by_deepspeed(case, monkeypatch):
         assert zero["offload_optimizer"]["device"] == "cpu"
     for key in ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping"):
         assert ds[key] == "auto"
-    if "optimizer" in ds:
-        assert set(ds["optimizer"]["params"].values()) == {"auto"}
-    assert ds["bf16"]["enabled"] == (case[3] in ("bf16", "bf16-mixed"))
-    assert ds["fp16"]["enabled"] == (case[3] == "fp16-mixed")
+    # Precision is the Trainer's to fill in; optimizer and scheduler are train_config.toml's.
+    assert ds["bf16"]["enabled"] == ds["fp16"]["enabled"] == "auto"
+    assert "optimizer" not in ds and "scheduler" not in ds
+    assert ds.get("zero_force_ds_cpu_optimizer", True) == (offload == "none")
     # standard DeepSpeed mixed precision (fp32 master + moments), as the planner counts it
     assert "bf16_optimizer_states" not in ds["bf16"]
     if stage == 3:
@@ -116,6 +116,30 @@ def test_ds_config_is_accepted_by_deepspeed(case, monkeypatch):
         parsed.train_batch_size
         == cfg["training"]["micro_batch_size"] * cfg["training"]["gradient_accumulation_steps"] * world
     )
+    assert parsed.bfloat16_config.enabled == (case[3] in ("bf16", "bf16-mixed"))
+    assert parsed.float16_config.enabled == (case[3] == "fp16-mixed")
+    assert parsed.optimizer_name is None and parsed.scheduler_name is None
+
+
+@pytest.mark.parametrize("edited", ["fp16-mixed", "fp32", "bf16-mixed"])
+def test_ds_config_follows_precision_edited_in_train_config(edited, monkeypatch):
+    """A user who edits training.precision in train_config.toml changes nothing else: DeepSpeed's
+    own parser, given the filled-in config, runs the precision the edit names."""
+    from deepspeed.runtime import config as ds_runtime_config
+    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
+
+    plan, files = render((8, 1, "full", "bf16", None, 2, "none"))
+    cfg = tomllib.loads(files["train_config.toml"])
+    cfg["training"]["precision"] = edited
+    hf = HfTrainerDeepSpeedConfig(json.loads(files["ds_config.json"]))
+    hf.trainer_config_process(trainer_args(cfg, 8))
+    model = SimpleNamespace(config=SimpleNamespace(hidden_size=plan.model.hidden_size))
+    hf.trainer_config_finalize(trainer_args(cfg, 8), model, 1000)  # raises on a mismatch with a fixed value
+    monkeypatch.setattr(ds_runtime_config.dist, "get_rank", lambda *a, **k: 0)
+    monkeypatch.setattr(ds_runtime_config.dist, "get_world_size", lambda *a, **k: 8)
+    parsed = ds_runtime_config.DeepSpeedConfig(hf.config)
+    assert parsed.bfloat16_config.enabled == (edited == "bf16-mixed")
+    assert parsed.float16_config.enabled == (edited == "fp16-mixed")
 
 
 @pytest.mark.parametrize("case", MATRIX, ids=lambda c: "-".join(map(str, c)))

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Launch the run ftplan planned: {{description}}.
 #
-#   bash launch.sh [--max-steps N] [--resume] [--config PATH]    (flags go to train.py)
+#   bash launch.sh [--max-steps N] [--resume] [--smoke] [--config PATH]    (flags go to train.py)
 #
 # One process runs plain python; several run under torchrun. Multi-node: run this script once on
 # every node with NNODES, NODE_RANK, MASTER_ADDR (the first node's address) and MASTER_PORT set.

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -41,7 +42,6 @@ from transformers import (
     TrainerCallback,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
 # Used when the tokenizer has no chat template of its own (base models).
@@ -57,6 +57,8 @@ ROLES = {"human": "user", "gpt": "assistant", "system": "system", "user": "user"
 # Keeps the DeepSpeed config object alive between build_model and build_trainer: with ZeRO-3,
 # from_pretrained partitions the weights while loading only while such an object exists.
 _DEEPSPEED_KEEPALIVE: list = []
+SMOKE_DIR = "smoke"  # a --smoke run's checkpoints and result, inside output_dir
+DEFAULT_SMOKE_STEPS = 5
 
 
 # ---------------------------------------------------------------------------- config
@@ -284,26 +286,98 @@ def as_messages(example: dict, fmt: str) -> list[dict]:
     return [{"role": "user", "content": example["prompt"]}, {"role": "assistant", "content": example["completion"]}]
 
 
-def to_text(dataset, fmt: str, tokenizer):
-    """Every format becomes one "text" column: chats through the tokenizer's chat template."""
-    if fmt == "auto":
-        fmt = detect_format(dataset.column_names)
-    if fmt == "text":
-        return dataset.select_columns(["text"])
+INSTRUCTION_FORMATS = ("messages", "alpaca", "prompt_completion")
 
-    def render(example):
-        return {"text": tokenizer.apply_chat_template(as_messages(example, fmt), tokenize=False)}
 
-    return dataset.map(render, remove_columns=dataset.column_names)
+def resolve_format(dataset, fmt: str) -> str:
+    return detect_format(dataset.column_names) if fmt == "auto" else fmt
+
+
+def resolve_train_on(cfg: dict, fmt: str) -> str:
+    """data.train_on: "answers" (the loss on assistant turns / outputs / completions only) or "all"
+    tokens. Unset, instruction data trains on its answers and plain text on everything."""
+    value = cfg["data"].get("train_on") or ("answers" if fmt in INSTRUCTION_FORMATS else "all")
+    if value not in ("answers", "all"):
+        raise SystemExit(f'data.train_on = "{value}" in train_config.toml: expected "answers" or "all"')
+    if value == "answers" and fmt not in INSTRUCTION_FORMATS:
+        print('[train] data.train_on = "answers" but text data has no answers: training on all tokens')
+        return "all"
+    return value
+
+
+def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def answer_spans(tokenizer, messages: list[dict], text: str) -> list[tuple[int, int]] | None:
+    """Character spans of each assistant turn in `text` (the whole chat rendered), found by rendering
+    the chat up to the turn's generation prompt and up to the turn's end: the turn is what lies
+    between. None when the template does not render earlier turns unchanged (the spans would lie)."""
+    spans = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = render_chat(tokenizer, messages[:i], add_generation_prompt=True) if i else ""
+        through = render_chat(tokenizer, messages[: i + 1])
+        if not (text.startswith(through) and through.startswith(before)):
+            return None
+        spans.append((len(before), len(through)))
+    return spans
+
+
+def tokenize_chat(tokenizer, messages: list[dict], train_on: str) -> dict:
+    """input_ids of the chat through the model's chat template, and assistant_masks: 1 on the tokens
+    that train. TRL's SFTTrainer turns assistant_masks into labels (-100 elsewhere), truncates and
+    packs. (TRL's own assistant_only_loss needs {% generation %} markers in the template, which few
+    shipped templates have; rendering prefixes works with any template that keeps earlier turns.)"""
+    text = render_chat(tokenizer, messages)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=train_on == "answers")
+    ids = enc["input_ids"]
+    if train_on == "all":
+        return {"input_ids": ids, "assistant_masks": [1] * len(ids)}
+    spans = answer_spans(tokenizer, messages, text)
+    if spans is None:  # fall back to the last answer: the rendered chat always ends with it
+        before = render_chat(tokenizer, messages[:-1], add_generation_prompt=True)
+        spans = [(len(before), len(text))] if text.startswith(before) else [(0, len(text))]
+    mask = [int(any(a <= start < b for a, b in spans)) for start, _ in enc["offset_mapping"]]
+    return {"input_ids": ids, "assistant_masks": mask}
+
+
+def tokenize_text(tokenizer, text: str) -> dict:
+    """Plain text trains on every token, ending with EOS (as TRL does for text)."""
+    ids = tokenizer(text)["input_ids"]
+    if tokenizer.eos_token_id is not None and (not ids or ids[-1] != tokenizer.eos_token_id):
+        ids = ids + [tokenizer.eos_token_id]
+    return {"input_ids": ids, "assistant_masks": [1] * len(ids)}
+
+
+def tokenize_rows(cfg: dict, dataset, fmt: str, tokenizer):
+    """Every format becomes input_ids + assistant_masks (1 = the token trains, see data.train_on):
+    chats through the tokenizer's chat template, text as it is."""
+    fmt = resolve_format(dataset, fmt)
+    train_on = resolve_train_on(cfg, fmt)
+
+    def one(example):
+        if fmt == "text":
+            return tokenize_text(tokenizer, example["text"])
+        return tokenize_chat(tokenizer, as_messages(example, fmt), train_on)
+
+    tokenized = dataset.map(one, remove_columns=dataset.column_names)
+    if is_main_process():
+        trained = sum(sum(m) for m in tokenized["assistant_masks"])
+        total = sum(len(ids) for ids in tokenized["input_ids"])
+        what = "the answers" if train_on == "answers" else "all tokens"
+        print(f"[train] {fmt} data trains on {what}: {trained:,} of {total:,} tokens")
+    return tokenized
 
 
 def build_datasets(cfg: dict, tokenizer):
-    """(train, eval): the data as text, an eval split of data.eval_fraction, general text mixed in
+    """(train, eval): the data tokenized with its loss mask, an eval split of data.eval_fraction, general text mixed in
     at data.general_ratio when data.general_path is set. eval is None without an eval split."""
     d, seed = cfg["data"], cfg["training"]["seed"]
     if not d["path"]:
         raise SystemExit("data.path is empty in train_config.toml: set a .jsonl/.json/.parquet/.csv file or hub id")
-    data = to_text(load_any(cfg, d["path"]), d["format"], tokenizer)
+    data = tokenize_rows(cfg, load_any(cfg, d["path"]), d["format"], tokenizer)
     train, evaluation = data, None
     n_eval = math.ceil(len(data) * d["eval_fraction"]) if d["eval_fraction"] > 0 else 0
     if n_eval and len(data) > n_eval:
@@ -311,7 +385,7 @@ def build_datasets(cfg: dict, tokenizer):
         train, evaluation = split["train"], split["test"]
     ratio = d.get("general_ratio", 0.0)
     if ratio > 0 and d.get("general_path"):
-        general = to_text(load_any(cfg, d["general_path"]), "auto", tokenizer)
+        general = tokenize_rows({"data": {"train_on": "all"}}, load_any(cfg, d["general_path"]), "auto", tokenizer)
         wanted = min(len(general), round(len(train) * ratio / (1 - ratio)))
         general = general.shuffle(seed=seed).select(range(wanted))
         train = concatenate_datasets([train, general]).shuffle(seed=seed)
@@ -354,12 +428,19 @@ def training_arguments(cfg: dict, max_steps: int | None = None, has_eval: bool =
         ddp_backend="gloo" if on_cpu(cfg) and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         max_length=d["max_seq_len"],
         packing=d["packing"],
+        # Padding-free packing: each document keeps its own position_ids (restarting at 0).
+        # FlashAttention-2 reads the boundaries from them; for SDPA and eager, transformers builds a
+        # block-diagonal mask from them, but only when the forward pass has no KV cache: use_cache
+        # stays off in training (tests/export/test_recipe_data.py checks doc B packed == doc B alone).
+        packing_strategy="bfd",
+        use_cache=False,
         dataset_text_field="text",
         save_strategy="steps",
         save_steps=c["save_steps"],
         save_total_limit=None,  # KeepBestAndLast does the pruning
         eval_strategy="steps" if has_eval else "no",
         eval_steps=c["save_steps"],
+        **best_checkpoint_arguments(has_eval),
         logging_steps=1 if short else log["logging_steps"],
         logging_first_step=True,
         report_to=log["report_to"],
@@ -368,9 +449,25 @@ def training_arguments(cfg: dict, max_steps: int | None = None, has_eval: bool =
     )
 
 
-def resolve_output(cfg: dict) -> str:
+def best_checkpoint_arguments(has_eval: bool) -> dict:
+    """With an eval split the result is the checkpoint with the lowest eval loss: the Trainer loads
+    it at the end, so save_model (and merge_adapter.py after it) takes the best, not the last."""
+    if not has_eval:
+        return {}
+    return dict(load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False)
+
+
+def configured_output(cfg: dict) -> str:
+    """checkpoints.output_dir as an absolute path."""
     out = cfg["checkpoints"]["output_dir"]
     return out if os.path.isabs(out) else str(Path(cfg["config_dir"]) / out)
+
+
+def resolve_output(cfg: dict) -> str:
+    """Where this run writes checkpoints and its result: output_dir, or output_dir/smoke for a
+    --smoke run (so a later --resume of the real run never continues a smoke schedule)."""
+    out = configured_output(cfg)
+    return str(Path(out) / SMOKE_DIR) if cfg.get("smoke") else out
 
 
 def build_trainer(cfg: dict, model, tokenizer, train, evaluation, max_steps: int | None = None) -> SFTTrainer:
@@ -394,7 +491,7 @@ def build_trainer(cfg: dict, model, tokenizer, train, evaluation, max_steps: int
 
 def metrics_path(cfg: dict) -> Path:
     path = Path(cfg["logging"]["metrics_file"])
-    return path if path.is_absolute() else Path(resolve_output(cfg)) / path
+    return path if path.is_absolute() else Path(configured_output(cfg)) / path
 
 
 def peak_memory_bytes() -> int:
@@ -477,11 +574,13 @@ class KeepBestAndLast(TrainerCallback):
         keep = set(sorted(found)[-self.keep_last :])
         losses = {e["step"]: e["eval_loss"] for e in state.log_history if "eval_loss" in e}
         ranked = sorted((losses[step], step) for step in found if step in losses)
-        keep |= {step for _, step in ranked[: self.keep_best]}
+        # The best one is kept whatever keep_best says: the Trainer loads it at the end (the result).
+        keep_best = max(self.keep_best, 1 if args.load_best_model_at_end else 0)
+        keep |= {step for _, step in ranked[:keep_best]}
         for step, path in sorted(found.items()):
             if step not in keep:
                 shutil.rmtree(path, ignore_errors=True)
-                print(f"[train] removed {path.name} (not among the best {self.keep_best} or last {self.keep_last})")
+                print(f"[train] removed {path.name} (not among the best {keep_best} or last {self.keep_last})")
 
 
 def lora_singular_values(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -539,39 +638,134 @@ class LoraSpectrum(TrainerCallback):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Fine-tune as train_config.toml says.")
     p.add_argument("--config", default=str(Path(__file__).resolve().parent / "train_config.toml"))
-    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (smoke tests)")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
+    p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in output_dir")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help=f"a smoke test: {DEFAULT_SMOKE_STEPS} steps (or --max-steps) from scratch, written to output_dir/{SMOKE_DIR}",
+    )
     return p.parse_args(argv)
 
 
+def safetensors_complete(path: Path) -> bool:
+    """A .safetensors file whose header parses and whose data is all there (8-byte header length,
+    JSON header, then every tensor's bytes up to the largest end offset)."""
+    try:
+        with path.open("rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(n))
+    except (OSError, ValueError):
+        return False
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    return path.stat().st_size >= 8 + n + end
+
+
+def checkpoint_complete(path: Path) -> bool:
+    """A checkpoint the Trainer finished writing: it writes trainer_state.json last, so that must
+    parse and name this step; no file may be empty and every safetensors file must be whole."""
+    try:
+        state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if str(state.get("global_step")) != path.name.rpartition("-")[2]:
+        return False
+    for file in path.rglob("*"):
+        if file.is_file() and (file.stat().st_size == 0 or (file.suffix == ".safetensors" and not safetensors_complete(file))):
+            return False
+    return True
+
+
 def latest_checkpoint(cfg: dict) -> str | None:
+    """The newest complete checkpoint-N in output_dir; incomplete ones (a run killed while saving)
+    are skipped, with a word."""
+    out = Path(resolve_output(cfg))
+    found = sorted(
+        (int(p.name.rpartition("-")[2]), p)
+        for p in (out.glob("checkpoint-*") if out.is_dir() else [])
+        if p.is_dir() and p.name.rpartition("-")[2].isdigit()
+    )
+    for _, path in reversed(found):
+        if checkpoint_complete(path):
+            return str(path)
+        if is_main_process():
+            print(f"[train] skipping {path.name}: incomplete (interrupted while saving?)")
+    return None
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM (a scheduler, torchrun stopping the workers) as an interruption, like Ctrl-C."""
+
+
+def raise_interrupted(signum, frame):
+    raise Interrupted(f"signal {signum}")
+
+
+def prepare_smoke_output(cfg: dict) -> None:
+    """A smoke run starts from nothing each time: its folder is emptied first (main process)."""
+    smoke = Path(resolve_output(cfg))
+    if is_main_process() and smoke.is_dir():
+        shutil.rmtree(smoke)
+
+
+def result_record(trainer) -> dict:
+    """What output_dir holds at the end: the best checkpoint by eval loss when there was an eval
+    split (the Trainer loaded it), else the last step."""
+    best = trainer.state.best_model_checkpoint
+    if trainer.args.load_best_model_at_end and best:
+        return {"result": "best", "checkpoint": Path(best).name, "eval_loss": trainer.state.best_metric}
+    return {"result": "last", "checkpoint": f"checkpoint-{trainer.state.global_step}", "eval_loss": None}
+
+
+def save_result(cfg: dict, trainer, tokenizer) -> dict:
     out = resolve_output(cfg)
-    return get_last_checkpoint(out) if os.path.isdir(out) else None
+    trainer.save_model(out)  # adapter only for LoRA/QLoRA; 16-bit weights gathered under ZeRO-3
+    record = result_record(trainer)
+    if is_main_process():
+        tokenizer.save_pretrained(out)
+        Path(out, "result.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        if record["result"] == "best":
+            print(
+                f"[train] saved to {out}: the best checkpoint by eval loss, {record['checkpoint']} "
+                f"(eval loss {record['eval_loss']:.4f}), not necessarily the last step"
+            )
+        else:
+            print(f"[train] saved to {out}: the last step ({record['checkpoint']}; no eval split)")
+    return record
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config)
+    cfg["smoke"] = args.smoke
+    max_steps = args.max_steps if args.max_steps is not None or not args.smoke else DEFAULT_SMOKE_STEPS
+    signal.signal(signal.SIGTERM, raise_interrupted)
     setup_distributed(cfg)
     set_seed(cfg["training"]["seed"])
     metrics = MetricsFile(metrics_path(cfg))
+    trainer = None
     try:
+        if args.smoke:
+            prepare_smoke_output(cfg)
         tokenizer = build_tokenizer(cfg)
         model = build_model(cfg, tokenizer)
         train, evaluation = build_datasets(cfg, tokenizer)
-        trainer = build_trainer(cfg, model, tokenizer, train, evaluation, max_steps=args.max_steps)
-        checkpoint = latest_checkpoint(cfg) if args.resume else None
+        trainer = build_trainer(cfg, model, tokenizer, train, evaluation, max_steps=max_steps)
+        checkpoint = latest_checkpoint(cfg) if args.resume and not args.smoke else None
         if args.resume and is_main_process():
             print(f"[train] resuming from {checkpoint}" if checkpoint else "[train] no checkpoint; starting fresh")
         trainer.train(resume_from_checkpoint=checkpoint)
-        trainer.save_model(resolve_output(cfg))  # adapter only for LoRA/QLoRA; 16-bit weights gathered under ZeRO-3
+        record = save_result(cfg, trainer, tokenizer)
+    except KeyboardInterrupt as exc:
+        step = trainer.state.global_step if trainer is not None else 0
+        metrics.end("interrupted", step=step, signal="SIGTERM" if isinstance(exc, Interrupted) else "SIGINT")
         if is_main_process():
-            tokenizer.save_pretrained(resolve_output(cfg))
-            print(f"[train] saved to {resolve_output(cfg)}")
+            print(f"[train] interrupted at step {step}; `bash launch.sh --resume` continues from the last checkpoint")
+        return 143 if isinstance(exc, Interrupted) else 130
     except BaseException as exc:
         metrics.end("error", error=f"{type(exc).__name__}: {exc}")
         raise
-    metrics.end("ok", step=trainer.state.global_step, output_dir=resolve_output(cfg))
+    metrics.end("ok", step=trainer.state.global_step, output_dir=resolve_output(cfg), **record)
     return 0
 
 
