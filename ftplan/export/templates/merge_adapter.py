@@ -10,6 +10,7 @@ applied and folded in with ``merge_and_unload``; the model and tokenizer are sav
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -31,6 +32,21 @@ def resolve(value: str) -> str:
     return str(candidate) if value and not os.path.isabs(value) and candidate.exists() else value
 
 
+def describe_adapter(adapter: Path) -> str:
+    """Which training step the adapter is: train.py's result.json says whether output/ holds the
+    best checkpoint by eval loss (the Trainer loaded it at the end) or the last step."""
+    try:
+        result = json.loads((adapter / "result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"Merging the adapter in {adapter}"
+    if result.get("result") == "best":
+        return (
+            f"Merging the adapter in {adapter}: the best checkpoint by eval loss "
+            f"({result['checkpoint']}, eval loss {result['eval_loss']:.4f})"
+        )
+    return f"Merging the adapter in {adapter}: the last step ({result.get('checkpoint')})"
+
+
 def main(argv: list[str] | None = None) -> int:
     with (HERE / "train_config.toml").open("rb") as fh:
         cfg = tomllib.load(fh)
@@ -47,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (Path(adapter) / "adapter_config.json").is_file():
         print(f"No adapter in {adapter}: train first (bash launch.sh).", file=sys.stderr)
         return 2
+    print(describe_adapter(Path(adapter)))
     dtype = args.dtype or ("float32" if cfg["training"]["precision"] == "fp32" else "bfloat16")
     token = os.environ.get("HF_TOKEN") or None
     base = resolve(cfg["model"]["name_or_path"])

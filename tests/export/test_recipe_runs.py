@@ -1,0 +1,156 @@
+"""End-to-end: the recipe's training behaviour, from real CPU runs of exported projects.
+
+Train on the answers (the loss falls to near zero on a set whose prompts are noise), the best
+checkpoint is the result, --resume skips a checkpoint killed mid-save, --smoke writes apart,
+an interrupted run ends its metrics, and a ZeRO run starts after the user edits its precision.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from export_support import metrics, run, set_config, train_env, write_letters_dataset
+
+from ftplan.export import export_project
+
+pytestmark = pytest.mark.slow
+
+
+def export(tiny_plan, tmp_path, name: str, data=None, **training):
+    plan, text = tiny_plan(**training)
+    project = tmp_path / name
+    export_project(plan, text, project)
+    if data is not None:
+        set_config(project, "data", path=str(data))
+    return project
+
+
+def train_losses(project) -> list[float]:
+    return [r["loss"] for r in metrics(project) if "loss" in r]
+
+
+def test_answers_only_training_learns_the_answer(tiny_plan, tmp_path):
+    """User turns are random letters and the answer is always "ok": trained on the answers, the
+    loss falls below 1 in 20 steps (trained on every token it stays near 3, the letters' entropy)."""
+    data = write_letters_dataset(tmp_path / "letters.jsonl", n=64)
+    project = export(tiny_plan, tmp_path, "letters", data, method="full", micro_batch_size=8, gradient_accumulation_steps=1)
+    set_config(project, "training", learning_rate=5e-3, lr_scheduler="constant", epochs=30.0, warmup_ratio=0.0)
+    set_config(project, "data", packing=False, eval_fraction=0.0)
+    set_config(project, "checkpoints", save_steps=1000)
+    proc = run(["bash", "launch.sh", "--max-steps", "20"], project)
+    assert "messages data trains on the answers: 192 of" in proc.stdout  # "ok" + end-of-turn, 64 times
+    losses = train_losses(project)
+    assert len(losses) == 20 and losses[-1] < 1.0, losses
+
+
+def safetensors(path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+@pytest.fixture(scope="module")
+def lora_with_eval(tiny_plan, tmp_path_factory):
+    """A LoRA run evaluated at every step with a learning rate high enough that the eval loss
+    does not fall monotonically, so the best checkpoint is not simply the last."""
+    tmp = tmp_path_factory.mktemp("best")
+    data = write_letters_dataset(tmp / "letters.jsonl", n=64)
+    project = export(tiny_plan, tmp, "lora", data, method="lora", micro_batch_size=8, gradient_accumulation_steps=1)
+    set_config(project, "training", learning_rate=0.3, lr_scheduler="constant", warmup_ratio=0.0)
+    set_config(project, "data", eval_fraction=0.25)
+    set_config(project, "checkpoints", save_steps=1, keep_best=1, keep_last=1)
+    proc = run(["bash", "launch.sh", "--max-steps", "4"], project)
+    return project, proc
+
+
+def test_the_best_checkpoint_is_the_result(lora_with_eval):
+    project, proc = lora_with_eval
+    out = project / "output"
+    evals = {r["step"]: r["eval_loss"] for r in metrics(project) if r.get("event") == "eval"}
+    best = min(evals, key=evals.get)
+    result = json.loads((out / "result.json").read_text())
+    assert result["result"] == "best" and result["checkpoint"] == f"checkpoint-{best}"
+    assert f"the best checkpoint by eval loss, checkpoint-{best}" in proc.stdout
+    assert metrics(project)[-1]["checkpoint"] == f"checkpoint-{best}"
+    saved = safetensors(out / "adapter_model.safetensors")
+    in_best = safetensors(out / f"checkpoint-{best}" / "adapter_model.safetensors")
+    assert saved.keys() == in_best.keys() and all((saved[k] == in_best[k]).all() for k in saved)
+    if best != max(evals):  # then output/ must differ from the last step's adapter
+        last = safetensors(out / f"checkpoint-{max(evals)}" / "adapter_model.safetensors")
+        assert any((saved[k] != last[k]).any() for k in saved)
+
+
+def test_merge_adapter_merges_the_best(lora_with_eval):
+    project, _ = lora_with_eval
+    proc = run([sys.executable, "merge_adapter.py"], project)
+    best = json.loads((project / "output" / "result.json").read_text())["checkpoint"]
+    assert f"the best checkpoint by eval loss ({best}" in proc.stdout
+
+
+def test_resume_skips_a_checkpoint_killed_mid_save_and_smoke_runs_apart(lora_with_eval):
+    project, _ = lora_with_eval
+    out = project / "output"
+    steps = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    newest, older = out / f"checkpoint-{steps[-1]}", out / f"checkpoint-{steps[-2]}"
+    # A save killed half-way: weights cut short, trainer_state.json (written last) not there yet.
+    (newest / "trainer_state.json").unlink()
+    weights = newest / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+
+    smoke = run(["bash", "launch.sh", "--smoke", "--max-steps", "2"], project)
+    assert (out / "smoke" / "checkpoint-2").is_dir() and (out / "smoke" / "adapter_model.safetensors").is_file()
+    assert sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*")) == steps  # untouched
+    assert "resuming" not in smoke.stdout
+
+    proc = run(["bash", "launch.sh", "--max-steps", "6", "--resume"], project)
+    assert f"skipping {newest.name}: incomplete" in proc.stdout
+    assert re.search(rf"resuming from .*{older.name}\b", proc.stdout)
+    state = json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())
+    assert state["global_step"] == 6
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_run_ends_its_metrics(tiny_plan, tmp_path, sig):
+    project = export(tiny_plan, tmp_path, "stop", method="lora", micro_batch_size=2, gradient_accumulation_steps=1)
+    set_config(project, "training", epochs=50.0)
+    set_config(project, "checkpoints", save_steps=1000)
+    proc = subprocess.Popen(
+        ["bash", "launch.sh"], cwd=project, env=train_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    path = project / "output" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (path.is_file() and '"loss"' in path.read_text()):
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.5)
+    os.kill(proc.pid, sig)  # launch.sh execs python: this is the training process
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == (130 if sig == signal.SIGINT else 143), output[-3000:]
+    last = metrics(project)[-1]
+    assert last["event"] == "end" and last["status"] == "interrupted", last
+    assert last["signal"] == sig.name and last["step"] >= 1
+    assert "Traceback" not in output
+
+
+def test_zero2_starts_after_the_user_edits_precision(tiny_plan, tmp_path):
+    """ds_config.json leaves precision to the Trainer: editing train_config.toml is enough."""
+    project = export(
+        tiny_plan, tmp_path, "zero2", method="full", micro_batch_size=2, gradient_accumulation_steps=1,
+        gpus_per_node=2, zero_stage=2,
+    )  # fmt: skip
+    assert 'precision = "fp32"' in (project / "train_config.toml").read_text()  # the CPU plan's
+    # Pure bf16 training, a constant schedule: DeepSpeed's own scheduler (as ds_config.json used
+    # to write) would not hold the learning rate constant.
+    set_config(project, "training", precision="bf16", lr_scheduler="constant", warmup_ratio=0.0, learning_rate=1e-3)
+    set_config(project, "checkpoints", save_steps=1000)
+    run(["bash", "launch.sh", "--max-steps", "2"], project, timeout=900)
+    lines = metrics(project)
+    train = [r for r in lines if "event" not in r]
+    assert [r["step"] for r in train] == [1, 2] and lines[-1]["status"] == "ok"
+    assert all(r["lr"] == pytest.approx(1e-3) for r in train)
