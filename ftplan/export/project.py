@@ -128,15 +128,15 @@ def what_trains(t: Target) -> str:
     """The README's word on which tokens carry the loss (data.train_on)."""
     if resolved_train_on(t) == "answers":
         return (
-            "The loss covers the answers only (`data.train_on = \"answers\"`): the assistant turns of "
+            'The loss covers the answers only (`data.train_on = "answers"`): the assistant turns of '
             "`messages` chats, the `output` of alpaca rows and the `completion` of prompt/completion rows, "
             "found by rendering each chat with the model's chat template. System and user turns are context, "
-            "their labels are -100. Text data always trains on every token. Set `train_on = \"all\"` in "
+            'their labels are -100. Text data always trains on every token. Set `train_on = "all"` in '
             "train_config.toml's `[data]` to train on every token of the chats too."
         )
     return (
-        "The loss covers every token (`data.train_on = \"all\"`), prompts included. For instruction data, "
-        "`train_on = \"answers\"` in train_config.toml's `[data]` trains on the assistant turns / outputs / "
+        'The loss covers every token (`data.train_on = "all"`), prompts included. For instruction data, '
+        '`train_on = "answers"` in train_config.toml\'s `[data]` trains on the assistant turns / outputs / '
         "completions only."
     )
 
@@ -144,7 +144,9 @@ def what_trains(t: Target) -> str:
 def packing_note(t: Target) -> str:
     """How packing stays correct for the attention kernel."""
     if not t.s.packing:
-        return "Packing is off (`data.packing = false`): each example is its own sequence, padded to the batch's longest."
+        return (
+            "Packing is off (`data.packing = false`): each example is its own sequence, padded to the batch's longest."
+        )
     return (
         "Packing (`data.packing = true`) is TRL's padding-free best-fit packing (`bfd`): examples are "
         "packed into sequences of up to `max_seq_len` tokens without padding and each keeps its own "

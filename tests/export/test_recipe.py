@@ -28,10 +28,13 @@ assert not (project / "output").exists(), "importing train.py did work"
 cfg = train.load_config(project / "train_config.toml")
 tok = train.build_tokenizer(cfg)
 train_ds, eval_ds = train.build_datasets(cfg, tok)
-assert train_ds.column_names == ["text"] and eval_ds is not None
-texts = train_ds["text"]
+assert train_ds.column_names == ["input_ids", "assistant_masks"] and eval_ds is not None
+texts = [tok.decode(ids) for ids in train_ds["input_ids"]]
 assert any("<|user|>" in t and "<|assistant|>" in t for t in texts)  # alpaca rows through the chat template
 general = sum(t.startswith("General text") for t in texts)
+# General text trains on every token; the alpaca rows on their outputs only.
+assert all(all(m) for t, m in zip(texts, train_ds["assistant_masks"]) if t.startswith("General text"))
+assert all(0 < sum(m) < len(m) for t, m in zip(texts, train_ds["assistant_masks"]) if "<|user|>" in t)
 report = {"train": len(train_ds), "eval": len(eval_ds), "general": general}
 
 # Format detection on each format.

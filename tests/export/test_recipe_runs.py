@@ -40,7 +40,9 @@ def test_answers_only_training_learns_the_answer(tiny_plan, tmp_path):
     """User turns are random letters and the answer is always "ok": trained on the answers, the
     loss falls below 1 in 20 steps (trained on every token it stays near 3, the letters' entropy)."""
     data = write_letters_dataset(tmp_path / "letters.jsonl", n=64)
-    project = export(tiny_plan, tmp_path, "letters", data, method="full", micro_batch_size=8, gradient_accumulation_steps=1)
+    project = export(
+        tiny_plan, tmp_path, "letters", data, method="full", micro_batch_size=8, gradient_accumulation_steps=1
+    )
     set_config(project, "training", learning_rate=5e-3, lr_scheduler="constant", epochs=30.0, warmup_ratio=0.0)
     set_config(project, "data", packing=False, eval_fraction=0.0)
     set_config(project, "checkpoints", save_steps=1000)

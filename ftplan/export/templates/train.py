@@ -643,7 +643,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--smoke",
         action="store_true",
-        help=f"a smoke test: {DEFAULT_SMOKE_STEPS} steps (or --max-steps) from scratch, written to output_dir/{SMOKE_DIR}",
+        help=f"a smoke test: {DEFAULT_SMOKE_STEPS} steps (or --max-steps) from scratch, in output_dir/{SMOKE_DIR}",
     )
     return p.parse_args(argv)
 
@@ -671,7 +671,9 @@ def checkpoint_complete(path: Path) -> bool:
     if str(state.get("global_step")) != path.name.rpartition("-")[2]:
         return False
     for file in path.rglob("*"):
-        if file.is_file() and (file.stat().st_size == 0 or (file.suffix == ".safetensors" and not safetensors_complete(file))):
+        if not file.is_file():
+            continue
+        if file.stat().st_size == 0 or (file.suffix == ".safetensors" and not safetensors_complete(file)):
             return False
     return True
 
