@@ -41,6 +41,9 @@ def base_settings(method: Method, answers: Answers, device: Device, data: DataSh
         precision, optimizer = "fp32", "adamw_torch"
     elif not gpu.bf16:
         precision, optimizer = "fp16-mixed", "adamw_torch_fused"
+    elif method == "full":
+        # fp32 master weights: pure bf16 weights lose updates below 2^-8 of a weight (lr 2e-5).
+        precision, optimizer = "bf16-mixed", "adamw_torch_fused"
     else:
         precision, optimizer = "bf16", "adamw_torch_fused"
     if method == "qlora" and not cpu:
@@ -115,6 +118,17 @@ def choose_settings(method: Method, answers: Answers, arch: ModelArch, device: D
     s, fixed = base_settings(method, answers, device, data)
     if device.is_cpu:
         return _cpu_settings(s, fixed)
+    chosen = _search(s, fixed, method, arch, device, data)
+    if s.precision == "bf16-mixed" and "precision" not in fixed and chosen[1] is None:
+        # The deliberate fallback (method_warnings says why): pure bf16 when mixed fits nowhere.
+        pure = _search(_with(s, precision="bf16"), fixed, method, arch, device, data)
+        if pure[1] is not None:
+            return pure[0]
+    return chosen[0]
+
+
+def _search(s: Settings, fixed: set[str], method: Method, arch: ModelArch, device: Device, data: DataShape):
+    """(settings, fitting): the fastest fitting rung, or (the most frugal rung, None)."""
     limit = usable_memory(device)
     best: tuple[float, Settings] | None = None
     frugal: tuple[Settings, int] | None = None  # the last rung tried, at its smallest micro-batch
@@ -152,8 +166,8 @@ def choose_settings(method: Method, answers: Answers, arch: ModelArch, device: D
         if best is None or seconds < best[0] - 1e-12:
             best = (seconds, candidate)
     if best:
-        return best[1]
-    return _batch(*frugal, fixed, device) if frugal else s
+        return best[1], best[1]
+    return (_batch(*frugal, fixed, device) if frugal else s), None
 
 
 def _batch(trial: Settings, mb: int, fixed: set[str], device: Device) -> Settings:

@@ -44,7 +44,12 @@ def method_warnings(
             f"full fine-tuning on a narrow distribution forgets general skills: mix {s.general_data_ratio:.0%} general "
             "text (train_config.toml [data] general_path)"
         )
-    if s.method == "full" and s.precision == "bf16" and s.zero_stage == 0:
+    if s.method == "full" and s.precision == "bf16" and "precision" in s.chosen_by_planner and device.gpu.bf16:
+        out.append(
+            "pure bf16 chosen because bf16-mixed (fp32 master weights) does not fit: bf16 weights lose updates "
+            "smaller than 2^-8 of a weight; more GPUs, ZeRO or offload would allow bf16-mixed"
+        )
+    elif s.method == "full" and s.precision == "bf16" and s.zero_stage == 0:
         out.append(
             "pure bf16 weights lose updates smaller than 2^-8 of a weight; use bf16-mixed if loss plateaus early"
         )
