@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import tomllib
+
 from ftplan.launch.oom import next_rung
 from ftplan.launch.project import MANIFEST, ProjectInfo
 from ftplan.launch.spec import LaunchOptions, runs_on_cpu
@@ -256,15 +258,33 @@ def _looks_local(path: str) -> bool:
     return path.startswith((".", "/", "~")) or Path(path).suffix in (".jsonl", ".json", ".parquet", ".csv", ".txt")
 
 
+def _data_format(project: ProjectInfo) -> str:
+    """data.format of train_config.toml as the run will read it ("auto" when unreadable)."""
+    try:
+        config = tomllib.loads(project.path(project.config_file).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return "auto"
+    fmt = config.get("data", {}).get("format", "auto") if isinstance(config.get("data"), dict) else "auto"
+    return fmt if isinstance(fmt, str) else "auto"
+
+
 def check_dataset(project: ProjectInfo, exists: Callable[[Path], bool] = Path.exists) -> Check:
+    """The data file is there and trainable: every record parsed (up to ftplan.context's bound)
+    and holding the columns of its format, so a broken file fails here, not after loading the model."""
+    from ftplan.context import DataProblem, check_data_file
+
     path = project.data_path
     if not path:
         return Check("Dataset", WARN, "no data.path in train_config.toml")
     if _looks_local(path) or exists(project.path(path)):
         full = project.path(path)
-        if exists(full):
-            return Check("Dataset", OK, f"{path} (local)")
-        return Check("Dataset", FAIL, f"{path} not found (data.path in train_config.toml, relative to the project)")
+        if not exists(full):
+            return Check("Dataset", FAIL, f"{path} not found (data.path in train_config.toml, relative to the project)")
+        try:
+            _, total, fmt = check_data_file(full, _data_format(project))
+        except DataProblem as exc:
+            return Check("Dataset", FAIL, f"data.path {path}: {exc}")
+        return Check("Dataset", OK, f"{path} (local, {total:,} examples, format {fmt})")
     return Check("Dataset", OK, f"{path} (hub dataset, downloaded when the run starts)")
 
 

@@ -21,7 +21,7 @@ Optimizer = Literal[
 ]
 Attention = Literal["sdpa", "flash_attention_2", "eager"]
 Offload = Literal["none", "optimizer", "optimizer+params"]
-DataFormat = Literal["auto", "messages", "alpaca", "text"]
+DataFormat = Literal["auto", "messages", "alpaca", "text", "prompt_completion"]
 TrainOn = Literal["answers", "all"]
 Sharding = Literal["deepspeed", "fsdp2"]
 Loss = Literal["chunked", "full_logits"]

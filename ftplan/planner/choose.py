@@ -105,15 +105,27 @@ def _ladder(method: Method, device: Device, fixed: set[str]):
     return rungs
 
 
+def _stages_for_offload(rungs, s: Settings, fixed: set[str]):
+    """Rungs with at least the ZeRO stage that the user's offload needs (DeepSpeed offloads
+    the optimizer from stage 2 and the parameters at stage 3) when zero_stage is left out."""
+    if "offload" not in fixed or s.offload == "none" or "zero_stage" in fixed:
+        return rungs
+    need = 3 if s.offload == "optimizer+params" else 2
+    return list(dict.fromkeys((ckpt, max(stage, need), offload) for ckpt, stage, offload in rungs))
+
+
 def _with(s: Settings, **changes) -> Settings:
     return s.model_copy(update=changes)
 
 
-def choose_settings(method: Method, answers: Answers, arch: ModelArch, device: Device, data: DataShape) -> Settings:
+def choose_settings(
+    method: Method, answers: Answers, arch: ModelArch, device: Device, data: DataShape, host_ram: int | None = None
+) -> Settings:
     """The fastest settings that fit, by the planner's own memory and time models.
 
     When nothing fits, the most memory-frugal rung is returned (the plan marks it as not
-    fitting and says what would).
+    fitting and says what would). ``host_ram``: bytes per node a CPU-offload rung must fit in
+    (None: not known, not checked).
     """
     s, fixed = base_settings(method, answers, device, data)
     if device.is_cpu:
@@ -133,7 +145,7 @@ def _search(s: Settings, fixed: set[str], method: Method, arch: ModelArch, devic
     best: tuple[float, Settings] | None = None
     frugal: tuple[Settings, int] | None = None  # the last rung tried, at its smallest micro-batch
     maxed: list[tuple[bool, int, int]] = []  # rungs that fit at the largest micro-batch
-    for ckpt, stage, offload in _ladder(method, device, fixed):
+    for ckpt, stage, offload in _stages_for_offload(_ladder(method, device, fixed), s, fixed):
         rank = (ckpt, stage, OFFLOAD_COST[offload])
         if any(all(a <= b for a, b in zip(done, rank, strict=True)) for done in maxed):
             continue  # a rung no slower in every respect already fits at the largest batch
@@ -151,6 +163,8 @@ def _search(s: Settings, fixed: set[str], method: Method, arch: ModelArch, devic
         # not monotone in it (a smaller micro-batch means accumulation, which keeps gradients
         # alive through the forward pass), so the search runs per accumulation regime.
         memory = MemoryModel(arch, trial, device)
+        if host_ram is not None and memory.cpu_memory > host_ram:
+            continue  # the offloaded states would not fit in the node's RAM
 
         def fits(mb: int, trial=trial, memory=memory) -> bool:
             accumulation = _accumulation_steps(mb, fixed, device, trial.gradient_accumulation_steps)

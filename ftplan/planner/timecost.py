@@ -11,6 +11,8 @@ one A100 reached ~0.5 of dense peak (7,075 tokens/s, FACTS.md "Measured throughp
 
 from __future__ import annotations
 
+import bisect
+import functools
 import math
 from dataclasses import dataclass
 
@@ -36,20 +38,114 @@ HOURS_PER_MONTH = 730
 
 
 @dataclass(frozen=True)
+class DataSample:
+    """What the shell measured in the data file: every example counted, a sample tokenized."""
+
+    examples: int
+    lengths: tuple[int, ...]
+    """Tokens of each sampled example as the run tokenizes it (before truncation)."""
+    trained: tuple[int, ...]
+    """Of those, the tokens the loss covers (answers only, or all), in the same order."""
+    tokenizer: str | None
+    """The tokenizer that counted them; None: characters / 4."""
+    checked: int
+    """Records parsed and checked (all of them unless the file is large)."""
+    format: str
+    train_on: str
+
+    @property
+    def mean_tokens(self) -> int:
+        return max(1, round(sum(self.lengths) / max(len(self.lengths), 1)))
+
+
+QUANTILES = 256  # length points the planner keeps of a measured sample
+PACKING_SAMPLE = 2048  # examples packed to estimate sequences per example
+
+
+@dataclass(frozen=True)
 class DataShape:
     examples: int
     avg_tokens: int
+    lengths: tuple[int, ...] = ()
+    """Sorted example lengths (quantiles of the measured sample); empty when not measured."""
+
+    @staticmethod
+    def from_sample(examples: int, avg_tokens: int, lengths: tuple[int, ...]) -> DataShape:
+        ordered = sorted(lengths)
+        n = len(ordered)
+        if n > QUANTILES:
+            ordered = [ordered[int((i + 0.5) * n / QUANTILES)] for i in range(QUANTILES)]
+        return DataShape(examples, avg_tokens, tuple(ordered))
+
+
+def real_tokens_per_example(data: DataShape, max_seq_len: int) -> float:
+    """Mean tokens of an example after truncation at max_seq_len."""
+    if data.lengths:
+        return sum(min(n, max_seq_len) for n in data.lengths) / len(data.lengths)
+    return float(min(data.avg_tokens, max_seq_len))
+
+
+@functools.lru_cache(maxsize=1024)
+def _expected_longest(lengths: tuple[int, ...], max_seq_len: int, batch: int) -> float:
+    """E[longest of ``batch`` examples drawn at random]: the padded length of a micro-batch.
+
+    With sorted lengths L_1..L_n, the k-th is the longest of b draws with probability
+    (k/n)^b - ((k-1)/n)^b.
+    """
+    n = len(lengths)
+    return sum(min(x, max_seq_len) * ((k / n) ** batch - ((k - 1) / n) ** batch) for k, x in enumerate(lengths, 1))
+
+
+def padded_tokens_per_example(data: DataShape, s: Settings) -> float:
+    """Tokens the GPU processes per example: real ones when packed, padded to the micro-batch's
+    longest otherwise (TRL pads each batch to its longest sequence)."""
+    real = real_tokens_per_example(data, s.max_seq_len)
+    if s.packing or s.micro_batch_size == 1:
+        return real
+    if data.lengths:
+        return _expected_longest(data.lengths, s.max_seq_len, s.micro_batch_size)
+    # Not measured: roughly 1.6 x the mean for the long-tailed lengths of chat data.
+    return float(min(s.max_seq_len, int(real * 1.6)))
+
+
+@functools.lru_cache(maxsize=256)
+def _bins_per_example(lengths: tuple[int, ...], max_seq_len: int) -> float:
+    """Packed sequences per example by best-fit decreasing, TRL's default packing_strategy
+    ("bfd", overflow truncated: trl/data_utils.py ``_pack_bfd``), run on the sample."""
+    # The sample repeated to some 2,000 examples: a part-filled last sequence then weighs little.
+    repeated = lengths * max(1, math.ceil(PACKING_SAMPLE / len(lengths)))
+    free: list[int] = []  # room left in each packed sequence, kept sorted
+    for n in sorted((min(x, max_seq_len) for x in repeated), reverse=True):
+        i = bisect.bisect_left(free, n)
+        if i < len(free):
+            room = free.pop(i) - n
+        else:
+            room = max_seq_len - n
+        bisect.insort(free, room)
+    return len(free) / len(repeated)
+
+
+def sequences_per_epoch(data: DataShape, s: Settings) -> int:
+    """Sequences the dataloader yields per epoch: one per example, or the packed ones."""
+    if not s.packing:
+        return data.examples
+    if data.lengths:
+        return max(1, math.ceil(data.examples * _bins_per_example(data.lengths, s.max_seq_len)))
+    return max(1, math.ceil(data.examples * real_tokens_per_example(data, s.max_seq_len) / s.max_seq_len))
+
+
+def optimizer_steps(data: DataShape, s: Settings, world: int) -> int:
+    """Optimizer steps of the run as the HF Trainer counts them: batches per process
+    (ceil(sequences / (micro-batch x world))), then ceil over accumulation per epoch, then
+    ceil(epochs x steps per epoch) (transformers ``Trainer.set_initial_training_values``)."""
+    batches = math.ceil(sequences_per_epoch(data, s) / (s.micro_batch_size * world))
+    per_epoch = max(1, math.ceil(batches / s.gradient_accumulation_steps))
+    return max(1, math.ceil(s.epochs * per_epoch))
 
 
 def tokens_per_epoch(data: DataShape, s: Settings) -> int:
     """Tokens the GPU processes per epoch: real tokens when packed, padded ones otherwise."""
-    real = min(data.avg_tokens, s.max_seq_len)
-    if s.packing or s.micro_batch_size == 1:
-        return data.examples * real
-    # Padding to the longest example of each micro-batch: roughly 1.6 x the mean for the
-    # long-tailed length distributions of chat data, capped by max_seq_len.
-    padded = min(s.max_seq_len, int(real * 1.6))
-    return data.examples * padded
+    return int(data.examples * padded_tokens_per_example(data, s))
 
 
 def matmul_params(arch: ModelArch) -> int:
@@ -136,11 +232,10 @@ class TimeEstimate:
 
 def estimate_time(arch: ModelArch, s: Settings, device: Device, data: DataShape) -> TimeEstimate:
     tokens = int(tokens_per_epoch(data, s) * s.epochs)
-    seq_len = s.max_seq_len if s.packing else min(s.max_seq_len, data.avg_tokens)
+    seq_len = s.max_seq_len if s.packing else max(1, round(padded_tokens_per_example(data, s)))
     flops = flops_per_token(arch, s, seq_len) * tokens
     world = device.world_size
-    tokens_per_step = s.micro_batch_size * s.max_seq_len * s.gradient_accumulation_steps * world
-    steps = max(1, math.ceil(tokens / tokens_per_step))
+    steps = optimizer_steps(data, s, world)
     compute_s = flops / (achieved_tflops(device, s) * 1e12 * world)
     comm_s = _comm_seconds_per_step(arch, s, device) * steps
     offload_s = _offload_seconds_per_step(arch, s) * steps

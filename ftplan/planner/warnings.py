@@ -13,13 +13,39 @@ def _gib(n: int) -> str:
 
 
 def method_warnings(
-    answers: Answers, arch: ModelArch, s: Settings, device: Device, mem: MemoryEstimate, fits: bool
+    answers: Answers,
+    arch: ModelArch,
+    s: Settings,
+    device: Device,
+    mem: MemoryEstimate,
+    fits: bool,
+    host_need: int = 0,
+    host_ram: int | None = None,
+    context_window: int | None = None,
 ) -> list[str]:
+    """``fits``: the GPU memory fits; ``host_need`` / ``host_ram``: host RAM per node needed and
+    there (None: unknown); ``context_window``: the model's max_position_embeddings."""
     out: list[str] = []
     t = answers.training
     if not fits:
         out.append(
             f"does not fit: needs {_gib(mem.total)} per GPU, {device.gpu.name} has {_gib(usable_memory(device))} usable"
+        )
+    if host_ram is not None and host_need > host_ram:
+        what = "the training state" if device.is_cpu else "CPU offload"
+        out.append(
+            f"does not fit in host RAM: {what} needs {_gib(host_need)} per node, the host has {_gib(host_ram)} "
+            "(hardware.host_ram_gb)"
+        )
+    if t.offload not in (None, "none") and t.zero_stage is None and s.zero_stage and not device.is_cpu:
+        out.append(
+            f"training.offload = {t.offload!r} needs DeepSpeed ZeRO: planned with ZeRO-{s.zero_stage} "
+            "(set training.zero_stage to choose)"
+        )
+    if context_window and s.max_seq_len > context_window:
+        out.append(
+            f"max_seq_len {s.max_seq_len:,} is past the model's context window ({context_window:,} positions, "
+            "max_position_embeddings): positions beyond it were never trained; lower max_seq_len or extend RoPE"
         )
     if s.method == "qlora" and s.zero_stage == 3:
         out.append(
