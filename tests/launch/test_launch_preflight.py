@@ -173,3 +173,27 @@ def test_oom_patterns():
     assert is_oom("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
     assert is_oom("RuntimeError: CUDA error: out of memory")
     assert not is_oom("loss 0.5 memory fine")
+
+
+def test_dataset_that_cannot_train_fails_the_preflight(project):
+    """A file that is there but broken fails before the model loads: the line, the column, empty."""
+    p = load_project(project)
+    data = project / "data" / "train.jsonl"
+    cases = {
+        '{"text": "a"}\n{"text": "b"}\n{"text": \n': "line 3 is not valid JSON",
+        "": "is empty",
+        '{"text": "a"}\n{"body": "b"}\n': "line 2 has no 'text' column",
+        '{"body": "b"}\n': "cannot tell the data format",
+    }
+    for content, expected in cases.items():
+        data.write_text(content)
+        c = check_dataset(p)
+        assert c.status == FAIL and "data.path" in c.detail and expected in c.detail, (content, c.detail)
+        assert FAIL in {check.status for check in run_checks(p, LaunchOptions(smoke=True), HostFacts())}
+    data.unlink()
+    data.mkdir()
+    assert check_dataset(p).status == FAIL and "is a folder" in check_dataset(p).detail
+    data.rmdir()
+    data.write_text('{"text": "a"}\n{"text": "b"}\n')
+    ok = check_dataset(p)
+    assert ok.status == OK and "2 examples" in ok.detail
