@@ -130,16 +130,18 @@ def choose_settings(
     s, fixed = base_settings(method, answers, device, data)
     if device.is_cpu:
         return _cpu_settings(s, fixed)
-    chosen = _search(s, fixed, method, arch, device, data)
+    chosen = _search(s, fixed, method, arch, device, data, host_ram)
     if s.precision == "bf16-mixed" and "precision" not in fixed and chosen[1] is None:
         # The deliberate fallback (method_warnings says why): pure bf16 when mixed fits nowhere.
-        pure = _search(_with(s, precision="bf16"), fixed, method, arch, device, data)
+        pure = _search(_with(s, precision="bf16"), fixed, method, arch, device, data, host_ram)
         if pure[1] is not None:
             return pure[0]
     return chosen[0]
 
 
-def _search(s: Settings, fixed: set[str], method: Method, arch: ModelArch, device: Device, data: DataShape):
+def _search(
+    s: Settings, fixed: set[str], method: Method, arch: ModelArch, device: Device, data: DataShape, host_ram: int | None
+):
     """(settings, fitting): the fastest fitting rung, or (the most frugal rung, None)."""
     limit = usable_memory(device)
     best: tuple[float, Settings] | None = None
