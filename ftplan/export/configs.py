@@ -54,13 +54,17 @@ class Target:
 
 
 def portable_path(value: str, out_dir: Path | None) -> str:
-    """A local file or folder as the project should name it: relative to the project folder when
-    one is known (so the project can be committed), else absolute; hub ids stay as they are."""
+    """A local file or folder as the project should name it. An absolute path (or ``~/...``) stays
+    absolute, as the user wrote it, so a copied project still finds it; a relative one (relative to
+    where ftplan ran) is re-expressed relative to the project folder, so it stays relative; hub ids
+    stay as they are."""
     if not value:
         return value
     p = Path(value).expanduser()
     if not p.exists():
         return value
+    if p.is_absolute():
+        return str(p)
     p = p.resolve()
     if out_dir is None:
         return str(p)

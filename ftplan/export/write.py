@@ -2,7 +2,9 @@
 
 `.ftplan-manifest.json` records the sha256 of every file as ftplan last wrote it. On a re-export
 a file whose bytes differ from both the record and the new text was edited by the user (or was
-never ftplan's): it is kept unless `force`, and the export then fails with exit code 2 naming it.
+never ftplan's): it is kept unless `force`; every other file is written, and the summary warns with
+the kept files' names (exit code 0). The manifest keeps the kept files' old digests, so they count
+as edited on the next re-export too.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +52,7 @@ class ExportResult:
             base = os.path.relpath(self.out_dir, Path.cwd())
         except ValueError:  # another drive on Windows
             base = str(self.out_dir)
-        return "git add " + " ".join(os.path.join(base, n) if base != "." else n for n in names)
+        return "git add " + " ".join(shlex.quote(os.path.join(base, n) if base != "." else n) for n in names)
 
     def summary(self) -> str:
         lines = [f"Exported the {self.method} project to {self.out_dir}"]
@@ -61,11 +64,22 @@ class ExportResult:
             lines.append(f"  removed (no longer part of the plan): {', '.join(self.removed)}")
         if self.kept:
             lines.append(f"  kept your edits: {', '.join(self.kept)} (re-export with --force to overwrite them)")
+            lines.append(self.kept_warning())
         if self.git_root is not None:
             lines.append(f"Inside the git work tree {self.git_root}; to commit the project:")
             lines.append(f"  {self.git_add_command()}")
-        lines.append(f"Next: bash {self.out_dir / 'launch.sh'} --max-steps 5   (a smoke test)")
+        lines.append(f"Next: {self.next_command()}   (a smoke test)")
         return "\n".join(lines)
+
+    def next_command(self) -> str:
+        """The smoke-test command, shell-quoted so that pasting it runs nothing but bash."""
+        return shlex.join(["bash", str(self.out_dir / "launch.sh"), "--max-steps", "5"])
+
+    def kept_warning(self) -> str:
+        return (
+            f"Warning: not overwritten, edited since the last export: {', '.join(self.kept)}; they may not match "
+            "the new plan. Re-run with --force to replace them (your edits would be lost)."
+        )
 
 
 def git_root(path: Path) -> Path | None:
@@ -120,8 +134,8 @@ def export_project(
 ) -> ExportResult:
     """Write the project for `method` (default: the recommendation) into `out_dir`.
 
-    Files the user changed since the last export are kept unless `force`; if any were kept the
-    rest is still written and ExportError lists them (exit 2).
+    Files the user changed since the last export are kept unless `force`; the rest is written and
+    `ExportResult.kept` names them (the summary warns). ExportError only for a folder it cannot use.
     """
     out = Path(out_dir).expanduser().absolute()
     method = pick_method(plan, method)
@@ -132,11 +146,15 @@ def export_project(
         files[".gitignore"] = GITIGNORE
     result = ExportResult(out, method, git_root=git_root(out))
     manifest: dict[str, str] = {}
+    blocked = [name for name in files if (out / name).is_dir()]
+    if blocked:  # before writing anything: a refused export leaves the folder as it was
+        raise ExportError(
+            "; ".join(f"{out / name}: is a folder where the project needs its file {name}" for name in blocked)
+            + "; move it away"
+        )
     for name, text in files.items():
         path = out / name
         new = sha256(text)
-        if path.is_dir():
-            raise ExportError(f"{path}: is a folder where the project needs its file {name}; move it away")
         if path.exists():
             current = sha256(path.read_bytes())
             if current == new:
@@ -169,12 +187,4 @@ def export_project(
         json.dumps({"ftplan_version": __version__, "method": method, "files": manifest}, indent=2, sort_keys=True)
         + "\n",
     )
-    if result.kept and not force:
-        edited = [n for n in result.kept if n in files]
-        if edited:
-            raise ExportError(
-                result.summary()
-                + f"\nNot overwritten, edited since the last export: {', '.join(edited)}."
-                + " Re-run with --force to replace them (your edits would be lost)."
-            )
     return result

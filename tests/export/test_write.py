@@ -51,15 +51,16 @@ def test_reexport_keeps_user_edits_unless_forced(lora_plan, tmp_path):
     (out / "train_config.toml").write_text(edited)
     (out / "README.md").unlink()  # a deleted file is simply written again
 
-    with pytest.raises(ExportError) as info:
-        export_project(plan, text, out)
-    message = str(info.value)
-    assert "train_config.toml" in message and "--force" in message
+    # Everything but the edit is written; the summary warns, naming the kept file.
+    result = export_project(plan, text, out)
+    assert result.kept == ["train_config.toml"] and "README.md" in result.written
+    warning = next(line for line in result.summary().splitlines() if line.startswith("Warning:"))
+    assert "train_config.toml" in warning and "--force" in warning
     assert (out / "train_config.toml").read_text() == edited
     assert (out / "README.md").is_file()
 
-    with pytest.raises(ExportError):  # still edited: still refused
-        export_project(plan, text, out)
+    again = export_project(plan, text, out)  # still edited: still kept
+    assert again.kept == ["train_config.toml"] and again.written == []
     assert (out / "train_config.toml").read_text() == edited
 
     forced = export_project(plan, text, out, force=True)
@@ -138,7 +139,7 @@ def test_cli_out_and_force(tiny_model, tiny_data, tmp_path):
     assert "Exported the lora project" in first.stderr
     (out / "launch.sh").write_text((out / "launch.sh").read_text() + "# my change\n")
     second = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert second.returncode == 2 and "launch.sh" in second.stderr
+    assert second.returncode == 0 and "Warning: not overwritten" in second.stderr and "launch.sh" in second.stderr
     assert (out / "launch.sh").read_text().endswith("# my change\n")
     third = subprocess.run([*cmd, "--force"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert third.returncode == 0, third.stderr
