@@ -24,23 +24,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
-def _int_at_least(minimum: int, wording: str):
-    """An argparse type: an integer no smaller than ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"should be {wording}, not {value}")
-        return value
-
-    return parse
-
-
-_positive = _int_at_least(1, "at least 1")
-_non_negative = _int_at_least(0, "0 or more")
+def _integer(text: str) -> int:
+    """An argparse type: any integer; the ranges are checked together with the project
+    (``spec.option_problems``), so that every bad option is named in one message."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
 
 
 def _seconds(text: str) -> float:
@@ -65,13 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--smoke", action="store_true", help="run a few steps only (--max-steps); on the CPU when there is no GPU"
     )
-    p.add_argument("--smoke-steps", type=_positive, default=DEFAULT_SMOKE_STEPS, metavar="N",
+    p.add_argument("--smoke-steps", type=_integer, default=DEFAULT_SMOKE_STEPS, metavar="N",
                    help=f"steps of a --smoke run (default {DEFAULT_SMOKE_STEPS})")  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint-* in the output dir")
-    p.add_argument("--nnodes", type=_positive, metavar="N", help="machines in the run (default: the plan's)")
-    p.add_argument("--node-rank", type=_non_negative, default=0, metavar="R", help="this machine's rank (0 = master)")
+    p.add_argument("--nnodes", type=_integer, metavar="N", help="machines in the run (default: the plan's)")
+    p.add_argument("--node-rank", type=_integer, default=0, metavar="R", help="this machine's rank (0 = master)")
     p.add_argument("--master-addr", metavar="A", help="address of node 0 (multi-node runs)")
-    p.add_argument("--master-port", type=_positive, default=DEFAULT_MASTER_PORT, metavar="P",
+    p.add_argument("--master-port", type=_integer, default=DEFAULT_MASTER_PORT, metavar="P",
                    help=f"rendezvous port on node 0 (default {DEFAULT_MASTER_PORT})")  # fmt: skip
     p.add_argument("--grace", type=_seconds, default=DEFAULT_GRACE_S, metavar="SECONDS",
                    help=f"after SIGTERM, wait this long before SIGKILL (default {DEFAULT_GRACE_S:g}, more than torchrun's 30)")  # fmt: skip

@@ -9,7 +9,9 @@ the console display and the TUI drive the same runner.
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import signal
 import threading
 import time
@@ -74,6 +76,7 @@ class Runner:
         resume_from: str | None = None,
         log_dir: Path | None = None,
         base_env: dict[str, str] | None = None,
+        write_end_record: bool = True,
     ):
         self.spec = spec
         self.project = project
@@ -88,6 +91,8 @@ class Runner:
         self.resume_from = resume_from
         self.log_dir = log_dir
         self.base_env = dict(os.environ) if base_env is None else dict(base_env)
+        self.write_end_record = write_end_record
+        """Append the "interrupted" end record when a stopped run did not (node 0 only: rank 0 writes the file)."""
         self._stop = threading.Event()
         self._stop_reason = ""
         self._kill_now = threading.Event()
@@ -171,10 +176,32 @@ class Runner:
             reader.join(timeout=5)
             log.close()
         self._handle_metrics(metrics.poll())
+        if self._stop.is_set() and self._end_status is None and self.write_end_record:
+            self._append_end_record("interrupted", "SIGKILL" if sent_kill else "SIGTERM")
         self._scan.scan_error_files(self.log_dir, since=self._started_wall)
         result = self._result(returncode, sent_kill, leftovers)
         self.on_event(RunFinished(result))
         return result
+
+    def _append_end_record(self, status: str, signal_name: str) -> None:
+        """The metrics file's end line for a run train.py could not close itself (killed, or a
+        train.py that predates the "interrupted" status), in train.py's own format; a half-written
+        last line is ended first so that readers skip it."""
+        path = self.project.metrics_path
+        record = {"event": "end", "status": status, "time": time.monotonic() - self._started,
+                  "step": self._last_step, "signal": signal_name, "written_by": "ftplan launch"}  # fmt: skip
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("ab+") as fh:
+                fh.seek(0, os.SEEK_END)
+                if fh.tell():
+                    fh.seek(-1, os.SEEK_END)
+                    if fh.read(1) != b"\n":
+                        fh.write(b"\n")
+                fh.write((json.dumps(record) + "\n").encode("utf-8"))
+        except OSError:  # the record is a courtesy; the run's result is reported either way
+            return
+        self._end_status = status
 
     def _kill_leftovers(self, proc: Process) -> tuple[int, ...]:
         """SIGKILL whatever of the group outlived the child; wait until it is gone."""
@@ -252,7 +279,10 @@ class Runner:
             leftover_killed=leftovers,
         )
         step = f" at step {self._last_step}" if self._last_step is not None else ""
-        if self._stop.is_set():
+        if self._stop.is_set() or self._end_status == "interrupted":
+            if not self._stop.is_set():  # stopped from outside ftplan (a signal to train.py itself)
+                msg = f"Run interrupted{step}: train.py reported status 'interrupted'. Output: {self.log_path}"
+                return RunResult(EXIT_INTERRUPTED, "interrupted", msg + self._resume_hint(), **common)
             how = (
                 f"did not stop within the {self.grace_s:g} s grace period and was killed (SIGKILL)"
                 if killed
@@ -299,4 +329,5 @@ class Runner:
         ckpt = latest_checkpoint(self.project)
         if ckpt is None:
             return ""
-        return f"\nContinue from {ckpt.name} with: ftplan launch {self.project.directory} --resume"
+        command = shlex.join(["ftplan", "launch", str(self.project.directory), "--resume"])
+        return f"\nContinue from {ckpt.name} with: {command}"

@@ -13,7 +13,7 @@ from ftplan.launch.preflight import Check, HostFacts, failed, gather_host, run_c
 from ftplan.launch.process import popen_process
 from ftplan.launch.project import ProjectError, ProjectInfo, latest_checkpoint, load_project
 from ftplan.launch.runner import DEFAULT_GRACE_S, ProcessFactory, Runner, new_run_dir
-from ftplan.launch.spec import LaunchOptions, LaunchSpec, SpecError, build_launch_spec
+from ftplan.launch.spec import LaunchOptions, LaunchSpec, SpecError, build_launch_spec, option_problems
 
 TORCHRUN_LOG_DIR = "runs/torchrun"
 
@@ -81,6 +81,9 @@ def prepare(
                 "(checkpoints.output_dir in train_config.toml); nothing to resume from"
             )
         resume_from = str(ckpt)
+    problems = option_problems(project, options)
+    if problems:  # before gather: it binds --master-port
+        raise LaunchInputError(_options_message(problems))
     host = gather(project, options)
     options = replace(options, gpus_here=0 if project.is_cpu else len(host.gpus))
     try:
@@ -88,6 +91,12 @@ def prepare(
     except SpecError as exc:
         raise LaunchInputError(f"ftplan launch: error: {exc}") from None
     return Prepared(project, options, spec, run_checks(project, options, host), host, resume_from)
+
+
+def _options_message(problems: list[str]) -> str:
+    if len(problems) == 1:
+        return f"ftplan launch: error: {problems[0]}"
+    return "ftplan launch: error: the launch options do not fit:\n" + "\n".join(f"  - {p}" for p in problems)
 
 
 def make_runner(
@@ -110,4 +119,5 @@ def make_runner(
         start_step=prepared.start_step,
         resume_from=prepared.resume_from,
         log_dir=p.path(o.log_dir) if o.log_dir else None,
+        write_end_record=o.node_rank == 0,
     )

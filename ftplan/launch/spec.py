@@ -70,20 +70,38 @@ def runs_on_cpu(project: ProjectInfo, options: LaunchOptions) -> bool:
     return project.is_cpu or (options.smoke and options.gpus_here == 0)
 
 
-def build_launch_spec(project: ProjectInfo, options: LaunchOptions) -> LaunchSpec:
-    """The exact argv, added environment and working directory that run ``project``."""
+def option_problems(project: ProjectInfo, options: LaunchOptions) -> list[str]:
+    """Every way the launch options do not fit the project, one line each (empty: they fit).
+
+    Checked before anything touches the host (preflight binds ``--master-port``), so that a bad
+    value is one message and exit 2, never a traceback."""
     nnodes = options.nnodes if options.nnodes is not None else project.nodes
+    problems = []
     if nnodes < 1:
-        raise SpecError(f"--nnodes should be at least 1, not {nnodes}")
-    if not 0 <= options.node_rank < nnodes:
-        raise SpecError(f"--node-rank {options.node_rank} is outside 0..{nnodes - 1} (--nnodes {nnodes})")
-    if nnodes > 1 and not options.master_addr:
-        raise SpecError(
+        problems.append(f"--nnodes should be at least 1, not {nnodes}")
+    elif not 0 <= options.node_rank < nnodes:
+        problems.append(f"--node-rank {options.node_rank} is outside 0..{nnodes - 1} (--nnodes {nnodes})")
+    if not 0 < options.master_port < 65536:
+        problems.append(f"--master-port should be 1..65535, not {options.master_port}")
+    if options.smoke_steps < 1:
+        problems.append(f"--smoke-steps should be at least 1, not {options.smoke_steps}")
+    addr = options.master_addr
+    if addr is not None and (not addr.strip() or any(c.isspace() for c in addr)):
+        problems.append(f"--master-addr {addr!r} is not a host name or address")
+    if nnodes > 1 and not (addr or "").strip():
+        problems.append(
             f"this run spans {nnodes} nodes: start it on each node with --nnodes {nnodes} "
             "--node-rank R --master-addr ADDRESS-OF-NODE-0 [--master-port P]"
         )
-    if not 0 < options.master_port < 65536:
-        raise SpecError(f"--master-port should be 1..65535, not {options.master_port}")
+    return problems
+
+
+def build_launch_spec(project: ProjectInfo, options: LaunchOptions) -> LaunchSpec:
+    """The exact argv, added environment and working directory that run ``project``."""
+    problems = option_problems(project, options)
+    if problems:
+        raise SpecError("; ".join(problems))
+    nnodes = options.nnodes if options.nnodes is not None else project.nodes
     nproc = project.gpus_per_node
     cpu = runs_on_cpu(project, options)
 

@@ -2,7 +2,8 @@
 
 Behaviour switches (environment): FAKE_STEP_SECONDS, FAKE_TOTAL_STEPS, FAKE_OOM_AT_STEP,
 FAKE_DIE_RANK + FAKE_DIE_AT_STEP (that rank SIGKILLs itself), FAKE_IGNORE_SIGTERM (1: every
-rank, rankN: rank N only).
+rank, rankN: rank N only), FAKE_END_ON_SIGTERM (1: on SIGTERM rank 0 writes the exported train.py's
+``{"event": "end", "status": "interrupted"}`` line, then exits 143).
 """
 
 import argparse
@@ -42,6 +43,15 @@ def main(argv=None):
                 time.sleep(0.1)
 
         signal.signal(signal.SIGTERM, hang)
+    if os.environ.get("FAKE_END_ON_SIGTERM") == "1":
+
+        def end(*_):
+            if rank == 0:
+                with metrics.open("a") as fh:
+                    fh.write(json.dumps({"event": "end", "status": "interrupted"}) + "\n")
+            os._exit(143)
+
+        signal.signal(signal.SIGTERM, end)
     dist = None
     if world > 1:
         import torch
