@@ -20,6 +20,8 @@ from pathlib import Path
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 TOLERANCE = 0.10
+THROUGHPUT_FACTOR = 2.0
+"""A tokens/s figure within this factor of the measurement is the right order for hours and dollars."""
 COMPONENTS = ("weights", "gradients", "optimizer", "activations")
 
 
@@ -116,7 +118,9 @@ def _recompute_for_cpu(plan: dict, mp: dict, loss: str | None = None) -> dict | 
 
         arch = resolve_model(plan["model"]["name"]).arch
         settings = Settings(**{k: v for k, v in mp["settings"].items() if k in Settings.model_fields})
-        return estimate_memory(arch, settings, Device(CPU), loss=loss).as_dict()
+        hw = plan.get("hardware", {})
+        device = Device(CPU, int(hw.get("gpus_per_node", 1) or 1), int(hw.get("nodes", 1) or 1))
+        return estimate_memory(arch, settings, device, loss=loss).as_dict()
     except Exception:  # the plan's own numbers are still shown
         return None
 
@@ -218,7 +222,139 @@ def run_probe(d: Path, steps: int) -> dict:
     }
 
 
+def engine_processes(d: Path, cfg: dict) -> int:
+    """Processes the project runs as on one machine: the plan's GPUs per node (0: no engine needed,
+    the in-process probe measures it: one process without DeepSpeed)."""
+    nproc = 1
+    plan_path = d / "plan.json"
+    if plan_path.is_file():
+        try:
+            hardware = json.loads(plan_path.read_text(encoding="utf-8")).get("hardware", {})
+            nproc = max(1, int(hardware.get("gpus_per_node", 1) or 1))
+        except (ValueError, TypeError):
+            pass
+    uses_deepspeed = bool(cfg.get("training", {}).get("deepspeed"))
+    return nproc if (nproc > 1 or uses_deepspeed) else 0
+
+
+def _engine_env(nproc: int, on_cpu: bool) -> dict[str, str]:
+    """The environment ``ftplan launch`` gives the project (CPU: no GPUs, gloo, cores shared), plus
+    this ftplan on the path of the workers."""
+    import os
+
+    import ftplan
+
+    env = dict(os.environ)
+    root = str(Path(ftplan.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    if on_cpu:
+        env.update(CUDA_VISIBLE_DEVICES="", DS_ACCELERATOR="cpu", FTPLAN_DIST_BACKEND="gloo")
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+    else:
+        env["FTPLAN_DIST_BACKEND"] = "nccl"
+    return env
+
+
+def run_engine_probe(d: Path, steps: int, nproc: int | None = None) -> dict:
+    """Probe under the project's engine: ``torchrun --standalone --nproc_per_node N -m
+    ftplan.probe.engine`` (each rank builds the project as train.py does and trains ``steps``
+    steps; see ``ftplan.probe.engine``). The result holds the busiest rank's memory and every
+    rank's peak; tokens/s is all ranks' timed tokens over the slowest rank's time."""
+    import subprocess
+    import tempfile
+
+    cfg = _import_train(d).load_config(str(d / "train_config.toml"))
+    nproc = nproc or max(1, engine_processes(d, cfg))
+    on_cpu = _runs_on_cpu(d, cfg)
+    with tempfile.TemporaryDirectory(prefix="ftplan-probe-") as tmp:
+        argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+                "-m", "ftplan.probe.engine", str(d.resolve()), "--steps", str(steps), "--out", tmp]  # fmt: skip
+        run = subprocess.run(argv, cwd=d, env=_engine_env(nproc, on_cpu), capture_output=True, text=True)
+        ranks = [json.loads(p.read_text()) for p in sorted(Path(tmp).glob("rank*.json"))]
+    if run.returncode != 0 or len(ranks) != nproc:
+        tail = [x for x in (run.stdout + run.stderr).splitlines() if x.strip()][-1:] or ["no output"]
+        raise RuntimeError(f"the probe's {nproc} process(es) exited {run.returncode}: {tail[0]}")
+    return engine_result(d, cfg, steps, ranks)
+
+
+def _runs_on_cpu(d: Path, cfg: dict) -> bool:
+    if cfg.get("training", {}).get("use_cpu"):
+        return True
+    try:
+        import torch
+
+        return not torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        return True
+
+
+def engine_result(d: Path, cfg: dict, steps: int, ranks: list[dict]) -> dict:
+    """Merge the ranks' measurements into the probe's result (the same keys as ``run_probe``)."""
+    busiest = max(ranks, key=lambda r: r["total"])
+    device = busiest.get("device", "cpu")
+    pred = predicted_memory(d, cfg, on_cpu=device != "cuda", loss=busiest.get("loss"))
+    pmem = pred.get("memory", {})
+    predicted_peak = int(pmem.get("total", 0)) - (int(pmem.get("overhead", 0)) if device != "cuda" else 0)
+    measured_total = busiest["total"] + (int(pmem.get("overhead", 0)) if device == "cuda" else 0)
+    seconds = max(r["seconds_timed"] for r in ranks)
+    tokens = sum(r["tokens_timed"] for r in ranks)
+    return {
+        "project": str(d),
+        "method": pred.get("method"),
+        "device": device,
+        "steps": steps,
+        "engine": f"torchrun, {len(ranks)} process{'es' if len(ranks) > 1 else ''}"
+        + (", DeepSpeed" if cfg.get("training", {}).get("deepspeed") else ""),
+        "predicted": {
+            **{k: int(pmem.get(k, 0)) for k in (*COMPONENTS, "overhead")},
+            "total": predicted_peak,
+            "source": pred.get("source", ""),
+            "plan_device": pred.get("device", ""),
+        },
+        "measured": {
+            **{k: int(busiest.get(k, 0)) for k in COMPONENTS},
+            "total": measured_total,
+            "peak_phase": busiest["peak_phase"],
+            "phases": busiest["phases"],
+            "rank": busiest["rank"],
+            "ranks": [int(r["total"]) for r in sorted(ranks, key=lambda r: r["rank"])],
+        },
+        "error": (predicted_peak - measured_total) / measured_total if measured_total else 0.0,
+        "tokens_per_s": {
+            "predicted": float(pred.get("tokens_per_second", 0.0) or 0.0),
+            "measured": tokens / seconds if seconds else 0.0,
+        },
+    }
+
+
+def throughput_ratio(result: dict) -> float | None:
+    """predicted / measured tokens/s when both are for this device (None: nothing to judge)."""
+    t = result.get("tokens_per_s", {})
+    plan_device = result.get("predicted", {}).get("plan_device", "")
+    same_device = (plan_device == "cpu") == (result.get("device") == "cpu")
+    if not same_device or not t.get("measured") or not t.get("predicted"):
+        return None
+    return t["predicted"] / t["measured"]
+
+
 def verdict(result: dict) -> str:
+    """The memory verdict, then the throughput one (off by more than THROUGHPUT_FACTOR: a warning)."""
+    lines = [memory_verdict(result)]
+    ratio = throughput_ratio(result)
+    if ratio is not None:
+        if 1 / THROUGHPUT_FACTOR <= ratio <= THROUGHPUT_FACTOR:
+            lines.append(f"OK: the plan's throughput holds (predicted {ratio:.2f}x the measured tokens/s).")
+        else:
+            word = "faster" if ratio < 1 else "slower"
+            lines.append(
+                f"WARNING: the run is {max(ratio, 1 / ratio):.1f}x {word} than planned "
+                f"(predicted {ratio:.2f}x the measured tokens/s): the plan's hours and dollars are off by as much."
+            )
+    return "\n".join(lines)
+
+
+def memory_verdict(result: dict) -> str:
     err = result["error"]
     if abs(err) <= TOLERANCE:
         return f"OK: the plan's memory holds on real steps (error {100 * err:+.1f}%, within {100 * TOLERANCE:.0f}%)."
@@ -253,6 +389,9 @@ def _render(result: dict) -> str:
         f" (the plan's figure is for {p['plan_device']})" if p.get("plan_device") not in ("", result["device"]) else ""
     )
     lines.append(f"tokens/s: predicted {t['predicted']:,.0f}, measured {t['measured']:,.0f}{where}")
+    if result.get("engine"):
+        ranks = ", ".join(fmt_bytes(v) for v in m.get("ranks", []))
+        lines.append(f"engine: {result['engine']}; peak per rank: {ranks} (rank {m.get('rank', 0)} shown)")
     lines.append(verdict(result))
     return "\n".join(lines)
 
@@ -272,7 +411,11 @@ def main(argv: list[str] | None = None) -> int:
 
         # Libraries print progress and notices; keep stdout for the result alone.
         with contextlib.redirect_stdout(sys.stderr):
-            result = run_probe(d, args.steps)
+            train = _import_train(d)
+            if engine_processes(d, train.load_config(str(d / "train_config.toml"))):
+                result = run_engine_probe(d, max(args.steps, 3))
+            else:
+                result = run_probe(d, args.steps)
     except ProbeError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_BAD_INPUT
