@@ -210,6 +210,32 @@ def _offload_seconds_per_step(arch: ModelArch, s: Settings) -> float:
     return seconds
 
 
+# ---- CPU throughput (smoke runs): calibrated from measured steps ---------------------------
+# A CPU step of a small model is largely fixed cost: the Trainer/TRL loop, collation and TRL's
+# per-step metrics per micro-batch, the per-layer dispatch of forward and backward kernels, and
+# under ZeRO-3 the gather / release / reduce-scatter of every layer over gloo; the FLOPs run at a
+# rate the machine's cores share between processes (launch gives each cores // processes threads).
+# Fitted to `benchmarks/cpu_throughput.py` (exported projects, trainer.train() under the probe's
+# engine, steps 2-5 of 6 timed) on the 2-core CI machine when idle (load < 0.3), 2026-12-02,
+# torch 2.13 CPU, transformers 5.24, TRL 1.16, DeepSpeed 0.19.8. Measured tokens/s -> this model:
+#   Llama h64 L2 (vocab ~300), b2 s64: LoRA 2,517 -> 2,500; ZeRO-3 x 2 processes 733 -> 725
+#   Llama h512 L4, b4 s128: full 860 -> 797; LoRA 1,070 -> 1,091
+# The same runs on the machine shared by other jobs (load 5-8) were 2-20x slower: CPU figures are
+# for an idle host.
+CPU_MATMUL_FLOPS = 70e9  # achieved FLOP/s of the whole host (forward + backward), the h512 cases
+CPU_MICRO_BATCH_S = 0.04  # fixed seconds per micro-batch, the h64 LoRA case
+CPU_LAYER_S = 0.005  # seconds per decoder layer and micro-batch (forward + backward dispatch)
+CPU_ZERO3_LAYER_S = 0.15  # ZeRO-3 over gloo: per layer and micro-batch, the h64 ZeRO-3 case
+
+
+def cpu_step_seconds(arch: ModelArch, s: Settings, flops_per_step: float) -> float:
+    """Seconds of one optimizer step on the CPU: each process's fixed costs above (in parallel, one
+    per core), plus all processes' FLOPs of the step at the host's measured rate."""
+    per_layer = CPU_LAYER_S + (CPU_ZERO3_LAYER_S if s.zero_stage == 3 else 0.0)
+    fixed = s.gradient_accumulation_steps * (CPU_MICRO_BATCH_S + arch.layers * per_layer)
+    return fixed + flops_per_step / CPU_MATMUL_FLOPS
+
+
 @dataclass(frozen=True)
 class TimeEstimate:
     tokens: int
@@ -240,6 +266,8 @@ def estimate_time(arch: ModelArch, s: Settings, device: Device, data: DataShape)
     comm_s = _comm_seconds_per_step(arch, s, device) * steps
     offload_s = _offload_seconds_per_step(arch, s) * steps
     seconds = compute_s + (1 - COMM_OVERLAP) * comm_s + max(0.0, COMM_OVERLAP * comm_s - compute_s) + offload_s
+    if device.is_cpu:  # measured CPU steps (communication and offload included), not the GPU model
+        seconds = steps * cpu_step_seconds(arch, s, flops / steps)
     hours = seconds / 3600
     return TimeEstimate(
         tokens=tokens,
