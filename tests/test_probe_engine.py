@@ -65,8 +65,9 @@ def test_zero3_project_probes_on_two_cpu_processes(tmp_path, capsys, monkeypatch
     plan = make_plan(answers, build_context(answers, detect=False))
     project = tmp_path / "zero3"
     export_project(plan, text, project, method="full")
+    capsys.readouterr()  # what building the kit printed
     assert main([str(project), "--steps", "4", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     measured = out["measured"]
     assert out["engine"] == "torchrun, 2 processes, DeepSpeed" and len(measured["ranks"]) == 2
     assert measured["total"] == max(measured["ranks"]) > 0
