@@ -8,8 +8,12 @@ below are all the planner needs, and tests check them against transformers + pef
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ftplan.planner.card import ArchCard
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma2", "phi3")
 
@@ -53,6 +57,9 @@ class ModelArch:
     experts_per_token: int = 0
     expert_params_per_layer: int = 0
     """Fused expert tensors (transformers 5 stores MoE experts as 3-D parameters, not Linears)."""
+    card: ArchCard | None = field(default=None, compare=False, repr=False)
+    """The architecture card this accounting was built from; when set, its exact counts win
+    (heterogeneous layers, vision towers, MLA, shared experts)."""
 
     # ---- counts -------------------------------------------------------------------------
     @cached_property
@@ -74,6 +81,8 @@ class ModelArch:
     @cached_property
     def params(self) -> int:
         """All parameters, as ``sum(p.numel() for p in model.parameters())`` counts them."""
+        if self.card is not None:
+            return self.card.params
         return self.embedding_params + self.lm_head_params + self.layers * self.layer_params + self.final_norm_params
 
     @cached_property
@@ -83,6 +92,8 @@ class ModelArch:
         Biases, norms, embeddings and lm_head stay in 16 bits; so do MoE expert tensors,
         which are not nn.Linear modules in transformers 5.
         """
+        if self.card is not None:
+            return self.card.quantizable_params
         return self.layers * sum(lin.d_in * lin.d_out for lin in self.layer_linears)
 
     @cached_property
@@ -94,11 +105,15 @@ class ModelArch:
     def largest_layer_params(self) -> int:
         """The biggest single module's parameters, which ZeRO-3 gathers whole."""
         candidates = [self.embedding_params, self.layer_params]
+        if self.card is not None:
+            candidates += list(self.card.layer_sizes)
         return max(candidates)
 
     @cached_property
     def active_params(self) -> int:
         """Parameters used per token (MoE activates ``experts_per_token`` of ``experts``)."""
+        if self.card is not None:
+            return self.card.active_params
         if not self.experts:
             return self.params
         inactive = self.expert_params_per_layer * (self.experts - self.experts_per_token)
@@ -111,6 +126,9 @@ class ModelArch:
         ``"all-linear"`` means every nn.Linear except the output layer; a list entry matches
         a module whose dotted name equals it or ends with ``"." + entry``.
         """
+        if self.card is not None:
+            chosen = {u.module.split("{i}.", 1)[-1] for u in self.card.lora_selected(target_modules)}
+            return [lin for lin in self.layer_linears if lin.name in chosen]
         if target_modules == "all-linear":
             return list(self.layer_linears)
         keys = list(target_modules)
@@ -122,6 +140,8 @@ class ModelArch:
 
     def unmatched_targets(self, target_modules: str | Sequence[str]) -> list[str]:
         """Entries of a target list that name no module of this model."""
+        if self.card is not None:
+            return self.card.unmatched_targets(target_modules)
         if target_modules == "all-linear":
             return []
         known = {lin.name for lin in self.layer_linears} | {_short(lin.name) for lin in self.layer_linears}
@@ -161,6 +181,8 @@ class ModelArch:
         return {}
 
     def _lora_params_uncached(self, r: int, target_modules: str | Sequence[str]) -> int:
+        if self.card is not None:
+            return self.card.lora_params(r, target_modules)
         per_layer = sum(r * (lin.d_in + lin.d_out) for lin in self.lora_targets(target_modules))
         per_layer += self._moe_lora_per_layer(r, target_modules)
         total = self.layers * per_layer
@@ -247,3 +269,50 @@ def arch_from_config(config: dict) -> ModelArch:
         experts_per_token=experts_per_token,
         expert_params_per_layer=expert_params,
     )
+
+
+def arch_from_card(card: ArchCard) -> ModelArch:
+    """The planner's accounting for a card: exact counts from the card, shapes of a typical layer.
+
+    The per-layer fields (``layer_linears``, ``layer_other_params``, expert sizes) describe
+    the last decoder layer (the MoE kind where dense and MoE layers mix); the memory and
+    time models read those, while every total comes from the card's tensor list.
+    """
+    last = card.layers - 1
+    layer_tensors = [t for t in card.tensors if t.kind != "vision" and t.layer_ranges and last in t.layers]
+    prefix = _layer_prefix(layer_tensors)
+    biases = {t.leaf for t in layer_tensors if t.name.endswith(".bias")}
+    linears = tuple(
+        Linear(t.leaf.removeprefix(prefix), t.shape[1], t.shape[0], t.leaf in biases)
+        for t in layer_tensors
+        if t.kind == "linear" and t.name.endswith(".weight") and len(t.shape) == 2
+    )
+    linear_params = sum(lin.params for lin in linears)
+    layer_total = sum(t.numel for t in layer_tensors)
+    experts = sum(t.numel for t in layer_tensors if t.kind == "experts")
+    head = next((t for t in card.tensors if t.kind == "head"), None)
+    return ModelArch(
+        model_type=card.model_type,
+        hidden_size=card.hidden_size,
+        intermediate_size=card.moe_intermediate_size if card.experts and card.moe_intermediate_size else card.intermediate_size,
+        layers=card.layers,
+        heads=card.heads,
+        kv_heads=card.kv_heads,
+        head_dim=card.head_dim,
+        vocab_size=card.vocab_size,
+        tied_embeddings=card.tied_embeddings or head is None,
+        layer_linears=linears,
+        layer_other_params=layer_total - linear_params,
+        final_norm_params=card.hidden_size,
+        experts=card.experts,
+        experts_per_token=card.experts_per_token,
+        expert_params_per_layer=experts,
+        card=card,
+    )
+
+
+def _layer_prefix(tensors) -> str:
+    for t in tensors:
+        if "{i}." in t.name:
+            return t.name.split("{i}.", 1)[0] + "{i}."
+    return ""

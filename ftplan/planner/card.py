@@ -1,0 +1,256 @@
+"""The architecture card: what the planner knows about a model, read from the model's own code.
+
+A card is plain data (JSON in, JSON out, no torch). ``ftplan.derive`` writes one by building the
+model on the meta device and asking transformers and peft what they would do; the shipped
+catalog is a folder of such cards. The planner only reads cards, so it stays pure and a
+catalog plan never imports torch.
+
+Tensors that repeat across decoder layers are stored once, with the layer indices they occur
+in (``model.layers.{i}.mlp.down_proj.weight`` for layers 0–31), so a 94-layer MoE stays small.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+
+CARD_FORMAT = 1
+"""Bump when the card's fields or their meaning change: cached cards of another format are rebuilt."""
+
+KINDS = ("linear", "experts", "router", "embedding", "norm", "head", "vision", "other")
+"""Module kinds. ``vision`` is every tensor outside the language model (vision tower and projector)."""
+
+
+def _expand(ranges: Sequence[Sequence[int]]) -> tuple[int, ...]:
+    return tuple(i for start, stop in ranges for i in range(start, stop))
+
+
+@dataclass(frozen=True)
+class TensorGroup:
+    """One parameter tensor, or the same tensor in each of several decoder layers."""
+
+    name: str
+    """Dotted parameter name; ``{i}`` stands for the layer index when ``layers`` is not empty."""
+    shape: tuple[int, ...]
+    kind: str
+    layer_ranges: tuple[tuple[int, int], ...] = ()
+    """Half-open index ranges of the layers holding this tensor; empty for a one-off tensor."""
+    quantized: bool = False
+    """bitsandbytes 4-bit stores it in 4 bits (transformers replaces its nn.Linear by Linear4bit)."""
+
+    @cached_property
+    def layers(self) -> tuple[int, ...]:
+        return _expand(self.layer_ranges)
+
+    @cached_property
+    def count(self) -> int:
+        return len(self.layers) if self.layer_ranges else 1
+
+    @cached_property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @cached_property
+    def total(self) -> int:
+        return self.numel * self.count
+
+    @cached_property
+    def leaf(self) -> str:
+        """The module path (name without its parameter) with ``{i}`` kept."""
+        return self.name.rsplit(".", 1)[0]
+
+
+@dataclass(frozen=True)
+class LoraUnit:
+    """One thing peft puts a LoRA adapter on: an nn.Linear, or a parameter (fused experts, router)."""
+
+    module: str
+    """Module path as peft names it (``{i}`` for the layer index)."""
+    parameter: str = ""
+    """Set for parameter-targeted LoRA (peft's ParamWrapper on fused expert tensors)."""
+    per_rank: int = 0
+    """Trainable parameters per unit of rank (peft's counts are linear in r)."""
+    layer_ranges: tuple[tuple[int, int], ...] = ()
+    all_linear: bool = False
+    """peft's ``"all-linear"`` adapts it."""
+    d_in: int = 0
+    d_out: int = 0
+
+    @cached_property
+    def count(self) -> int:
+        return len(_expand(self.layer_ranges)) if self.layer_ranges else 1
+
+    def module_names(self) -> list[str]:
+        """Concrete module names, one per layer (what peft's name matching sees)."""
+        if not self.layer_ranges:
+            return [self.module]
+        return [self.module.replace("{i}", str(i)) for i in _expand(self.layer_ranges)]
+
+
+@dataclass(frozen=True)
+class ArchCard:
+    """Everything the planner needs about one model, derived from its code (see module docstring)."""
+
+    model_type: str
+    model_class: str
+    """The class the exported train.py loads (e.g. Qwen3MoeForCausalLM, Gemma3ForConditionalGeneration)."""
+    auto_class: str
+    """``AutoModelForCausalLM`` or ``AutoModelForImageTextToText``."""
+    decoder_layer_classes: tuple[str, ...]
+    """Decoder layer class names (FSDP's auto-wrap policy wraps these)."""
+    hidden_size: int
+    intermediate_size: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab_size: int
+    context_length: int
+    tied_embeddings: bool
+    attention: tuple[str, ...]
+    """Attention implementations the class accepts (``eager`` always; ``sdpa``, ``flash_attention_2``, ``flex_attention``)."""
+    tensors: tuple[TensorGroup, ...]
+    lora_units: tuple[LoraUnit, ...]
+    experts: int = 0
+    experts_per_token: int = 0
+    shared_experts: int = 0
+    moe_intermediate_size: int = 0
+    peft_moe_aliases: dict = field(default_factory=dict)
+    """peft's transformers-v4 names for fused MoE weights (``gate_proj`` → ``gate_up_proj``), where peft has them."""
+    sliding_window: int = 0
+    versions: dict = field(default_factory=dict)
+    """Library versions the card was derived with (transformers, peft, torch)."""
+    source: str = ""
+    format: int = CARD_FORMAT
+
+    # ---- JSON -----------------------------------------------------------------------------
+    def to_json(self) -> str:
+        data = asdict(self)
+        return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ArchCard:
+        data = dict(data)
+        data["tensors"] = tuple(
+            TensorGroup(**{**t, "shape": tuple(t["shape"]), "layer_ranges": _ranges(t.get("layer_ranges", ()))})
+            for t in data["tensors"]
+        )
+        data["lora_units"] = tuple(
+            LoraUnit(**{**u, "layer_ranges": _ranges(u.get("layer_ranges", ()))}) for u in data["lora_units"]
+        )
+        data["decoder_layer_classes"] = tuple(data["decoder_layer_classes"])
+        data["attention"] = tuple(data["attention"])
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> ArchCard:
+        return cls.from_dict(json.loads(text))
+
+    # ---- counts ---------------------------------------------------------------------------
+    @cached_property
+    def params(self) -> int:
+        """All parameters, as ``sum(p.numel() for p in model.parameters())`` counts them (tied once)."""
+        return sum(t.total for t in self.tensors)
+
+    @cached_property
+    def quantizable_params(self) -> int:
+        """Elements bitsandbytes 4-bit stores in 4 bits under the transformers the card was made with."""
+        return sum(t.total for t in self.tensors if t.quantized)
+
+    def params_of(self, *kinds: str) -> int:
+        return sum(t.total for t in self.tensors if t.kind in kinds)
+
+    @cached_property
+    def language_params(self) -> int:
+        """Parameters outside the vision tower and projector."""
+        return self.params - self.params_of("vision")
+
+    def layer_params(self, index: int) -> int:
+        """Parameters of decoder layer ``index`` of the language model."""
+        return sum(t.numel for t in self.tensors if t.kind != "vision" and t.layer_ranges and index in t.layers)
+
+    @cached_property
+    def layer_sizes(self) -> tuple[int, ...]:
+        sizes = [0] * self.layers
+        for t in self.tensors:
+            if t.kind == "vision" or not t.layer_ranges:
+                continue
+            for i in t.layers:
+                if i < self.layers:
+                    sizes[i] += t.numel
+        return tuple(sizes)
+
+    @cached_property
+    def expert_params(self) -> int:
+        """Fused expert tensors over all layers (all resident; ``experts_per_token`` of them used per token)."""
+        return self.params_of("experts")
+
+    @cached_property
+    def active_params(self) -> int:
+        if not self.experts:
+            return self.params
+        inactive = self.expert_params * (self.experts - self.experts_per_token) // self.experts
+        return self.params - inactive
+
+    # ---- LoRA (peft's rules) ----------------------------------------------------------------
+    def lora_selected(self, target_modules: str | Sequence[str]) -> list[LoraUnit]:
+        """The units peft adapts for ``target_modules``.
+
+        ``"all-linear"``: what peft itself chose on the meta model. A list: peft's rule — an
+        entry matches a module whose name equals it or ends with ``"." + entry``; for MoE
+        models peft knows, the transformers-v4 expert names map onto the fused parameters.
+        """
+        if isinstance(target_modules, str):
+            return [u for u in self.lora_units if u.all_linear] if target_modules == "all-linear" else []
+        keys = list(target_modules)
+        mapped = {self.peft_moe_aliases[k] for k in keys if k in self.peft_moe_aliases}
+        chosen = []
+        for unit in self.lora_units:
+            if unit.parameter:
+                full = f"{unit.module}.{unit.parameter}"
+                if any(full.endswith("." + t) for t in mapped):
+                    chosen.append(unit)
+                continue
+            if any(_matches(name, k) for name in unit.module_names()[:1] for k in keys):
+                chosen.append(unit)
+        return chosen
+
+    def lora_params(self, r: int, target_modules: str | Sequence[str]) -> int:
+        return r * sum(u.per_rank * u.count for u in self.lora_selected(target_modules))
+
+    def unmatched_targets(self, target_modules: str | Sequence[str]) -> list[str]:
+        """Entries of a target list that name no module peft could adapt here."""
+        if isinstance(target_modules, str):
+            return []
+        names = [n for u in self.lora_units for n in u.module_names()[:1]]
+        return [
+            k for k in target_modules if k not in self.peft_moe_aliases and not any(_matches(n, k) for n in names)
+        ]
+
+    @cached_property
+    def vision(self) -> bool:
+        return any(t.kind == "vision" for t in self.tensors)
+
+
+def _matches(name: str, key: str) -> bool:
+    return name == key or name.endswith("." + key)
+
+
+def _ranges(value) -> tuple[tuple[int, int], ...]:
+    return tuple((int(a), int(b)) for a, b in value)
+
+
+def compress_layers(indices: Sequence[int]) -> tuple[tuple[int, int], ...]:
+    """[0, 1, 2, 5, 6] -> ((0, 3), (5, 7))."""
+    out: list[list[int]] = []
+    for i in sorted(indices):
+        if out and out[-1][1] == i:
+            out[-1][1] = i + 1
+        else:
+            out.append([i, i + 1])
+    return tuple((a, b) for a, b in out)
