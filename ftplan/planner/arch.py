@@ -147,7 +147,7 @@ class ModelArch:
         known = {lin.name for lin in self.layer_linears} | {_short(lin.name) for lin in self.layer_linears}
         known |= {"lm_head", "embed_tokens"}
         if self.experts:
-            known |= {"gate", "experts", "mlp.gate", "mlp.experts"}
+            known |= {"gate", "experts", "mlp.gate", "mlp.experts", "w1", "w2", "w3"}
         return [k for k in target_modules if k not in known and not any(n.endswith("." + k) for n in known)]
 
     def _moe_lora_per_layer(self, r: int, target_modules: str | Sequence[str]) -> int:
@@ -164,8 +164,11 @@ class ModelArch:
         total = 0
         if keys & {"all-linear", "gate", "mlp.gate"}:
             total += r * (h + e)
-        if keys & {"all-linear", "experts", "mlp.experts"}:
-            total += 2 * r * e * (h + 2 * f) + r * e * (f + h)
+        whole = bool(keys & {"all-linear", "experts", "mlp.experts"})
+        if whole or {"w1", "w3"} <= keys:  # peft maps Mixtral's v4 names onto the fused tensors
+            total += 2 * r * e * (h + 2 * f)
+        if whole or "w2" in keys:
+            total += r * e * (f + h)
         return total
 
     def lora_params(self, r: int, target_modules: str | Sequence[str]) -> int:

@@ -76,3 +76,73 @@ def test_largest_layer_is_the_biggest_module():
         + [model.model.embed_tokens.weight.numel()]
     )
     assert arch_from_config(config).largest_layer_params == biggest
+
+
+# ---- shipped architecture cards (catalog/cards) ---------------------------------------------
+from ftplan.planner.catalog.models import ALIASES, CARD_ALIASES, CARD_MODELS  # noqa: E402
+from ftplan.planner.models import resolve_model, shipped_card  # noqa: E402
+
+
+def _published(hub_id: str) -> dict:
+    return {k: v for k, v in CARD_MODELS[hub_id].items() if not k.startswith("_")}
+
+
+def _meta_from_published(hub_id: str):
+    cfg = _published(hub_id)
+    hf_config = transformers.AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    vision = getattr(hf_config, "vision_config", None) is not None
+    auto = transformers.AutoModelForImageTextToText if vision else transformers.AutoModelForCausalLM
+    with torch.device("meta"):
+        return auto.from_config(hf_config)
+
+
+def _heavy(hub_id: str) -> bool:
+    return shipped_card(hub_id).params > 20e9
+
+
+CARD_CASES = [pytest.param(h, marks=pytest.mark.slow) if _heavy(h) else h for h in sorted(CARD_MODELS)]
+
+
+@pytest.mark.parametrize("hub_id", CARD_CASES)
+def test_shipped_card_counts_equal_the_meta_device(hub_id):
+    """Parameters and peft's all-linear LoRA count (r = 16) of each shipped card, from scratch."""
+    model = _meta_from_published(hub_id)
+    card = shipped_card(hub_id)
+    assert card.params == sum(p.numel() for p in model.parameters())
+    with torch.device("meta"):
+        wrapped = peft.get_peft_model(model, peft.LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"))
+    assert card.lora_params(16, "all-linear") == _trainable(wrapped)
+
+
+def test_catalog_spans_forty_models_and_twelve_architectures():
+    types = {c["model_type"] for c in MODEL_CONFIGS.values()} | {c["model_type"] for c in CARD_MODELS.values()}
+    assert len(MODEL_CONFIGS) + len(CARD_MODELS) >= 40
+    assert len(types) >= 12
+
+
+@pytest.mark.parametrize(
+    "tuned,base",
+    [
+        ("Qwen/Qwen3-30B-A3B-Instruct-2507", "Qwen/Qwen3-30B-A3B"),
+        ("google/gemma-3-27b-it", "google/gemma-3-27b-pt"),
+        ("deepseek-ai/DeepSeek-R1", "deepseek-ai/DeepSeek-V3"),
+        ("deepseek-ai/DeepSeek-R1-Distill-Llama-8B", "meta-llama/Llama-3.1-8B"),
+    ],
+)
+def test_instruct_ids_resolve_to_their_base_architecture(tuned, base):
+    assert resolve_model(tuned).arch.params == resolve_model(base).arch.params
+    assert tuned in CARD_ALIASES or tuned in ALIASES
+
+
+@pytest.mark.slow
+def test_shipped_cards_are_what_the_installed_libraries_derive():
+    """scripts/make_catalog.py --check: a library upgrade that changes a card fails here."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "make_catalog.py"
+    spec = importlib.util.spec_from_file_location("make_catalog", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    small = [h for h in sorted(CARD_MODELS) if not _heavy(h)]
+    assert module.main(["--check", *small]) == 0
