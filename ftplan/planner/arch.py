@@ -18,6 +18,12 @@ if TYPE_CHECKING:
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma2", "phi3")
 
 
+ALL_ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+HAND_CODED_ATTENTION = {"gemma2": ("eager", "flash_attention_2", "flash_attention_3", "flex_attention")}
+"""transformers 5: Gemma2ForCausalLM._supports_sdpa is False (softcapping); the six other
+hand-coded types accept every kernel. tests/planner/test_counts_meta.py reads the flags."""
+
+
 class UnsupportedArchitecture(ValueError):
     """The config's model_type has no accounting rules here."""
 
@@ -118,6 +124,13 @@ class ModelArch:
             return self.params
         inactive = self.expert_params_per_layer * (self.experts - self.experts_per_token)
         return self.params - self.layers * inactive // self.experts
+
+    @cached_property
+    def attention_kernels(self) -> tuple[str, ...]:
+        """Attention implementations the model class accepts (transformers' ``_supports_*`` flags)."""
+        if self.card is not None:
+            return self.card.attention
+        return HAND_CODED_ATTENTION.get(self.model_type, ALL_ATTENTION)
 
     # ---- LoRA ---------------------------------------------------------------------------
     def lora_targets(self, target_modules: str | Sequence[str]) -> list[Linear]:

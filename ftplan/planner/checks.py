@@ -34,6 +34,14 @@ def semantic_problems(answers: Answers) -> list[Problem]:
                     f"{', '.join(missing)} not in {answers.model.name} (its linear layers: {', '.join(names)})",
                 )
             )
+    if arch is not None and t.attention is not None and t.attention not in arch.attention_kernels:
+        problems.append(
+            Problem(
+                "training.attention",
+                f"{answers.model.name} does not accept {t.attention!r} attention (its class supports: "
+                f"{', '.join(arch.attention_kernels)})",
+            )
+        )
     if t.offload not in (None, "none") and t.zero_stage in (0,):
         problems.append(Problem("training.offload", "CPU offload needs DeepSpeed: set zero_stage to 2 or 3"))
     if t.offload == "optimizer+params" and t.zero_stage in (1, 2):

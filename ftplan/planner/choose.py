@@ -128,6 +128,8 @@ def choose_settings(
     (None: not known, not checked).
     """
     s, fixed = base_settings(method, answers, device, data)
+    if "attention" not in fixed and s.attention not in arch.attention_kernels:
+        s = _with(s, attention="eager")  # the model class refuses sdpa (Gemma-2's softcapping)
     if device.is_cpu:
         return _cpu_settings(s, fixed)
     chosen = _search(s, fixed, method, arch, device, data, host_ram)

@@ -146,3 +146,13 @@ def test_shipped_cards_are_what_the_installed_libraries_derive():
     spec.loader.exec_module(module)
     small = [h for h in sorted(CARD_MODELS) if not _heavy(h)]
     assert module.main(["--check", *small]) == 0
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_CONFIGS))
+def test_hand_coded_attention_kernels_are_the_class_flags(name):
+    from ftplan.derive.meta import _attention
+
+    config = dict(MODEL_CONFIGS[name])
+    hf_config = transformers.AutoConfig.for_model(config.pop("model_type"), **config)
+    model_cls = transformers.AutoModelForCausalLM._model_mapping[type(hf_config)]
+    assert arch_from_config(MODEL_CONFIGS[name]).attention_kernels == _attention(model_cls)

@@ -68,3 +68,15 @@ def test_did_you_mean_stays_within_family_and_size():
     assert all("Qwen3-8B" in name for name in similar_models("Qwen/Qwen3-8B-Chat"))
     assert similar_models("Qwen/Qwen3-9B") == []  # no other size, no other generation
     assert "Qwen/Qwen2.5-7B" not in similar_models("Qwen/Qwen3-7B")
+
+
+def test_gemma2_is_planned_with_a_kernel_its_class_accepts(tmp_path):
+    from ftplan.planner import load_answers, make_plan
+
+    answers = tmp_path / "a.toml"
+    answers.write_text('[model]\nname = "google/gemma-2-9b"\n[hardware]\ngpu = "A100-80GB"\n')
+    plan = make_plan(load_answers(answers))
+    assert {m.settings.attention for m in plan.methods.values()} == {"eager"}
+    answers.write_text('[model]\nname = "google/gemma-2-9b"\n[training]\nattention = "sdpa"\n')
+    done = subprocess.run([sys.executable, "-m", "ftplan", "--answers", str(answers), "--json"], capture_output=True, text=True)
+    assert done.returncode == 2 and "training.attention" in done.stderr + done.stdout
