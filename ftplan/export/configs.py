@@ -124,6 +124,17 @@ def resolved_train_on(t: Target) -> str:
     return "answers"
 
 
+def model_auto_class(name: str) -> str:
+    """The Auto class train.py loads: image-text-to-text for a vision model (its card says so)."""
+    from ftplan.planner.models import ModelNotFound, resolve_model
+
+    try:
+        card = resolve_model(name).card
+    except ModelNotFound:
+        return "AutoModelForCausalLM"
+    return card.auto_class if card is not None else "AutoModelForCausalLM"
+
+
 def train_config_toml(t: Target) -> str:
     s, plan, mp = t.s, t.plan, t.mp
     a = plan.answers
@@ -143,6 +154,7 @@ def train_config_toml(t: Target) -> str:
             ("name_or_path", portable_path(plan.model.name, t.out_dir), "hub id or local folder"),
             ("trust_remote_code", bool(a["model"]["trust_remote_code"]), "run the model repo's own code"),
             ("attention", s.attention, "sdpa | flash_attention_2 | eager"),
+            ("auto_class", model_auto_class(plan.model.name), "AutoModelForCausalLM | AutoModelForImageTextToText"),
             ("new_tokens", s.new_tokens, "tokens added to the vocabulary as <extra_0>, <extra_1>, ..."),
         ],
     )

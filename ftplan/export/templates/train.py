@@ -33,10 +33,10 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 import torch
+import transformers
 from datasets import concatenate_datasets, load_dataset
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import (
-    AutoModelForCausalLM,
     AutoTokenizer,
     BitsAndBytesConfig,
     TrainerCallback,
@@ -180,7 +180,10 @@ def build_model(cfg: dict, tokenizer):
         # Creating the training arguments first makes from_pretrained load straight into shards
         # (and, for QLoRA, lets the 4-bit weights stored as bfloat16 be sharded).
         _DEEPSPEED_KEEPALIVE.append(training_arguments(cfg, has_eval=False))
-    model = AutoModelForCausalLM.from_pretrained(resolve(cfg, m["name_or_path"]), **kwargs)
+    # A vision model loads whole (AutoModelForImageTextToText); LoRA then trains the adapters
+    # peft puts on it and full training every weight, the vision tower included.
+    auto = getattr(transformers, m.get("auto_class", "AutoModelForCausalLM"))
+    model = auto.from_pretrained(resolve(cfg, m["name_or_path"]), **kwargs)
 
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
