@@ -205,6 +205,7 @@ def train_config_toml(t: Target) -> str:
             ("weight_decay", s.weight_decay, "AdamW weight decay"),
             ("max_grad_norm", s.max_grad_norm, "gradient clipping"),
             ("seed", DEFAULT_SEED, "data order and initialisation"),
+            ("loss", s.loss, "chunked (TRL's fused LM head, no full logits) | full_logits (the model's own loss)"),
             ("deepspeed", "ds_config.json" if t.uses_deepspeed else "", 'DeepSpeed config file, "" for none'),
             ("zero_stage", s.zero_stage, "for reference: the stage ds_config.json sets"),
             ("offload", s.offload, "for reference: the offload ds_config.json sets"),

@@ -19,6 +19,7 @@ from ftplan.export.configs import (
     train_config_toml,
 )
 from ftplan.planner import Plan
+from ftplan.planner.memory import TRL_MODELED
 
 METHOD_NAMES = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA (4-bit base, LoRA adapters)"}
 
@@ -100,7 +101,7 @@ def requirements_txt(t: Target) -> str:
         "# The training stack train.py was written for (install torch first for a specific CUDA build).",
         "torch>=2.4",
         "transformers>=5.0",
-        "trl>=1.0",
+        f"trl{TRL_MODELED}  # the SFTTrainer loss the plan's memory models (fused LM head since 1.15)",
         "peft>=0.17",
         "accelerate>=1.0",
         "datasets>=3.0",

@@ -241,13 +241,43 @@ def check_packages(project: ProjectInfo, host: HostFacts) -> Check:
     installed = {r.name: host.packages.get(_norm(r.name)) for r in reqs}
     missing = [r.name for r in reqs if not installed[r.name]]
     old = [f"{r.name}{r.specifier} (found {installed[r.name]})" for r in reqs
-           if installed[r.name] and not _satisfies(installed[r.name], r.specifier)]  # fmt: skip
+           if installed[r.name] and not _satisfies(installed[r.name], r.specifier)
+           and _norm(r.name) != "trl"]  # fmt: skip  (TRL outside its range: check_trl_loss warns)
     found = ", ".join(f"{n} {v}" for n, v in installed.items() if v)
     problems = ([f"missing: {', '.join(missing)}"] if missing else []) + ([f"too old: {', '.join(old)}"] if old else [])
     if problems:
         return Check("Packages", FAIL, "; ".join(problems) + " (pip install -r requirements.txt)"
                      + (f"; found {found}" if found else ""))  # fmt: skip
+    trl = check_trl_loss(project, host)
+    if trl.status == WARN:
+        return Check("Packages", WARN, f"{found}; {trl.detail}")
     return Check("Packages", OK, found or "none needed")
+
+
+def check_trl_loss(project: ProjectInfo, host: HostFacts) -> Check:
+    """The plan's logits memory is that of the TRL releases in ``TRL_MODELED`` (a fused LM head), the
+    range requirements.txt pins; another release trains with another loss, so the measured peak will
+    not be the planned one. A warning, not a failure: train.py runs on either."""
+    from ftplan.planner.memory import TRL_MODELED
+
+    name = "TRL loss"
+    version = host.packages.get("trl")
+    loss = str(project.settings.get("loss", "chunked"))
+    if not version:
+        return Check(name, OK, "TRL not installed (see Packages)")
+    if loss == "full_logits":
+        return Check(name, OK, f"TRL {version}; the plan uses the model's own loss (training.loss = full_logits)")
+    pinned = next((r.specifier for r in required_packages(project) if _norm(r.name) == "trl" and r.specifier), "")
+    if _satisfies(version, pinned or TRL_MODELED):
+        return Check(name, OK, f"TRL {version} (requirements.txt: trl{pinned or TRL_MODELED})")
+    major_minor = tuple(int(x) for x in re.findall(r"\d+", version)[:2])
+    if major_minor < (1, 6):
+        why = "its default loss builds full fp32 logits: plan with training.loss = \"full_logits\""
+    elif major_minor < (1, 15):
+        why = "its default loss is chunked_nll (no full logits, other per-chunk buffers than the fused head)"
+    else:
+        why = "a release the plan was not checked against"
+    return Check(name, WARN, f"TRL {version} is outside trl{pinned or TRL_MODELED}: {why}; pip install -r requirements.txt")
 
 
 def _norm(name: str) -> str:

@@ -189,6 +189,23 @@ patches in a fused, tiled LM head (trl/kernels/chunked_logprob.py): no (b, s, V)
 fallback's per-logit temporaries, measured); "hf" is the model's own cross-entropy on fp32
 logits (HF Trainer, measured: 4 B/logit saved, 12 B/logit at the start of backward). The GPU side
 of "trl_fused" is read from TRL's code (Triton folds tiles in place) and awaits a GPU check."""
+TRL_MODELED = ">=1.15,<2"
+"""The TRL releases whose SFTTrainer loss the "trl_fused" model describes (read from each wheel's
+trl/trainer/sft_trainer.py and sft_config.py): 1.15 added ``add_fused_lm_head`` and always patches
+it in; 1.6-1.14 default to ``loss_type="chunked_nll"`` (per-chunk fp32 logits under checkpointing:
+no full logits, other constants); 1.0-1.5 default to "nll", the model's own loss on full logits
+(what ``training.loss = "full_logits"`` plans). requirements.txt pins this range; the launch
+preflight warns when the installed TRL is outside it."""
+LOSS_MODELS = {"chunked": "trl_fused", "full_logits": "hf"}
+"""The logits model of each ``training.loss``: chunked = TRL's fused LM head (no b*s*V logits; Liger's
+fused linear cross-entropy and torchtune's chunked CE keep as little); full_logits = the model's own loss."""
+
+
+def loss_model(s: Settings) -> str:
+    """The logits model the settings' ``loss`` runs (``LOSS_IMPLEMENTATION`` for the default)."""
+    return LOSS_IMPLEMENTATION if s.loss == "chunked" else LOSS_MODELS[s.loss]
+
+
 TRL_TOKEN_CHUNK = 4096
 TRL_VOCAB_CHUNK = 32768
 """TRL's fused head projects [min(N, 4096), 32768] tiles into one reused buffer (compute dtype);
@@ -388,7 +405,7 @@ class ActivationModel:
         self.shared = 2 * arch.head_dim * e
         self.vocab = arch.vocab_size + s.new_tokens
         self.logit_bytes = FP32 if s.method == "qlora" else compute_bytes(s.precision)  # lm_head's dtype
-        self.fused_loss = (loss or LOSS_IMPLEMENTATION) == "trl_fused"
+        self.fused_loss = (loss or loss_model(s)) == "trl_fused"
         self.cpu = cpu
         head_trains = full or bool(s.new_tokens)
         self.head_weight_grad = self.vocab * h * (FP32 + self.logit_bytes) if head_trains else 0

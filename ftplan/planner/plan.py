@@ -278,10 +278,10 @@ def make_plan(answers: Answers, context: Context = Context()) -> Plan:
     filled["hardware"]["gpus_per_node"] = per_node
     filled["data"].update(examples=examples, avg_tokens=avg_tokens, epochs=methods[method].settings.epochs)
     filled["budget"]["gpu_hour_usd"] = price
-    chosen = methods[method].settings
+    chosen = methods[method].settings.model_dump(mode="json")  # what the plan's JSON shows
     for key in filled["training"]:
-        if filled["training"][key] is None and hasattr(chosen, key):
-            filled["training"][key] = getattr(chosen, key)
+        if filled["training"][key] is None and key in chosen:
+            filled["training"][key] = chosen[key]
     filled["training"]["method"] = method
     return Plan(
         ftplan_version=__version__,

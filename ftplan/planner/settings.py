@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from ftplan.planner.answers import Attention, Method, Offload, Optimizer, Precision
+from ftplan.planner.answers import Attention, Loss, Method, Offload, Optimizer, Precision, Sharding
 
 
 class Settings(BaseModel):
@@ -41,12 +41,28 @@ class Settings(BaseModel):
     (PEFT ``trainable_token_indices``) instead of whole embedding matrices."""
     general_data_ratio: float = 0.0
     """Share of general text mixed into the training data against catastrophic forgetting."""
+    sharding: Sharding = Field("deepspeed", exclude_if=lambda value: value == "deepspeed")
+    """The engine that shards at zero_stage: DeepSpeed ZeRO, or PyTorch FSDP2 through accelerate
+    (zero_stage 3 = reshard after forward, 2 = keep gathered weights until backward). Left out of
+    the plan's JSON at its default so that plans made before the option existed read the same."""
+    loss: Loss = Field("chunked", exclude_if=lambda value: value == "chunked")
+    """chunked: TRL's fused, tiled LM head (no batch x seq x vocab logits); full_logits: the model's
+    own cross-entropy on fp32 logits. Left out of the JSON at its default, like ``sharding``."""
     chosen_by_planner: tuple[str, ...] = ()
     """Names of the settings the planner chose (the rest came from the answers)."""
 
     @property
     def is_peft(self) -> bool:
         return self.method in ("lora", "qlora")
+
+    @property
+    def uses_fsdp(self) -> bool:
+        """FSDP2 shards this run (a zero_stage of 0 is plain DDP whatever the engine)."""
+        return self.sharding == "fsdp2" and self.zero_stage > 0
+
+    @property
+    def uses_deepspeed(self) -> bool:
+        return self.sharding == "deepspeed" and self.zero_stage > 0
 
     @property
     def global_batch_per_gpu(self) -> int:

@@ -195,6 +195,8 @@ def run_probe(d: Path, steps: int) -> dict:
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     loss = "trl_fused" if "fused_lm_head" in inspect.signature(base.forward).parameters else "hf"
+    if cfg["training"].get("loss") == "full_logits":  # train.py's ModelLossSFTTrainer: the model's own loss
+        loss = "hf"
     pred = predicted_memory(d, cfg, on_cpu=device.type != "cuda", loss=loss)
     pmem = pred.get("memory", {})
     predicted_peak = int(pmem.get("total", 0)) - (int(pmem.get("overhead", 0)) if device.type != "cuda" else 0)

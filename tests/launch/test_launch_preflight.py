@@ -197,3 +197,19 @@ def test_dataset_that_cannot_train_fails_the_preflight(project):
     data.write_text('{"text": "a"}\n{"text": "b"}\n')
     ok = check_dataset(p)
     assert ok.status == OK and "2 examples" in ok.detail
+
+
+def test_trl_outside_the_modelled_range_warns(tmp_path):
+    from ftplan.launch.preflight import check_trl_loss
+
+    p = gpu_project(tmp_path)
+    assert check_trl_loss(p, HostFacts(packages={"trl": "1.16.0"})).status == OK
+    old = check_trl_loss(p, HostFacts(packages={"trl": "1.4.0"}))
+    assert old.status == WARN and 'training.loss = "full_logits"' in old.detail
+    assert "chunked_nll" in check_trl_loss(p, HostFacts(packages={"trl": "1.10.0"})).detail
+    assert check_trl_loss(p, HostFacts(packages={"trl": "2.1.0"})).status == WARN
+    full = gpu_project(tmp_path / "full", extra='loss = "full_logits"\n')
+    assert check_trl_loss(full, HostFacts(packages={"trl": "1.4.0"})).status == OK
+    (tmp_path / "p" / "requirements.txt").write_text("trl>=1.15,<2\n")
+    packages = check_packages(p, HostFacts(packages={"trl": "1.4.0"}))
+    assert packages.status == WARN and "TRL 1.4.0 is outside" in packages.detail  # a warning, not a failure

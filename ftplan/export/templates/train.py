@@ -479,7 +479,7 @@ def build_trainer(cfg: dict, model, tokenizer, train, evaluation, max_steps: int
     every = cfg["logging"].get("lora_spectrum_steps", 0)
     if cfg["method"]["kind"] != "full" and every:
         callbacks.append(LoraSpectrum(every, metrics_path(cfg)))
-    return SFTTrainer(
+    return trainer_class(cfg)(
         model=model,
         args=args,
         train_dataset=train,
@@ -487,6 +487,27 @@ def build_trainer(cfg: dict, model, tokenizer, train, evaluation, max_steps: int
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+
+
+# ---------------------------------------------------------------------------- loss
+
+
+def trainer_class(cfg: dict) -> type:
+    """training.loss = "chunked": TRL's SFTTrainer as it is (its fused, tiled LM head never builds the
+    batch x seq x vocab logits); "full_logits": the model's own cross-entropy on full fp32 logits."""
+    return ModelLossSFTTrainer if cfg["training"].get("loss", "chunked") == "full_logits" else SFTTrainer
+
+
+class ModelLossSFTTrainer(SFTTrainer):
+    """SFTTrainer with the loss the model computes itself from its logits (as the HF Trainer,
+    axolotl or LLaMA-Factory without a fused loss run it): more memory, the plan counts it.
+    SFTTrainer's entropy and token-accuracy metrics come from the fused head and are not logged."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        from transformers import Trainer
+
+        inputs["use_cache"] = False
+        return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
 
 # ---------------------------------------------------------------------------- callbacks
