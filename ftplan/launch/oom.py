@@ -2,7 +2,8 @@
 
 The planner trades speed for memory in a fixed order (ftplan/planner/choose.py): activation
 checkpointing, a smaller micro-batch, ZeRO-2 then ZeRO-3 (full fine-tuning on several GPUs),
-CPU offload of the optimizer then of the parameters, and finally QLoRA. When a run still runs
+FSDP2 where it keeps less than ZeRO-3 (bf16 full fine-tuning, QLoRA), CPU offload of the
+optimizer then of the parameters (FSDP2: both at once), and finally QLoRA. When a run still runs
 out of memory, the advice is the first rung the plan's chosen settings have not taken yet,
 written as answers-file lines the user can paste.
 """
@@ -60,6 +61,9 @@ def next_rung(project: ProjectInfo) -> tuple[list[str], str]:
             ],
             f"half the micro-batch ({mb} -> {mb // 2}) halves the activations; twice the accumulation keeps the global batch",
         )
+    fsdp = _fsdp2_rung(project, line)
+    if fsdp is not None:
+        return fsdp
     if method == "full":
         if project.world_size > 1 and zero < 2:
             return [line("training.zero_stage", 2)], "ZeRO-2 shards gradients and optimizer states across the GPUs"
@@ -79,6 +83,34 @@ def next_rung(project: ProjectInfo) -> tuple[list[str], str]:
     return [line("data.max_seq_len", max(16, seq // 2))], (
         "every rung of the ladder is taken; shorter sequences are what is left (or more GPUs)"
     )
+
+
+def _fsdp2_rung(project: ProjectInfo, line) -> tuple[list[str], str] | None:
+    """FSDP2's rungs: under FSDP2 its own stages and its one offload (parameters with the
+    optimizer); under DeepSpeed, FSDP2 where it keeps less than ZeRO-3 does (bf16 full
+    fine-tuning: no fp32 master weights; QLoRA: no fp32 upcasts). None: the shared ladder goes on."""
+    s = project.settings
+    zero = int(s.get("zero_stage", 0))
+    offload = str(s.get("offload", "none"))
+    if s.get("sharding", "deepspeed") == "fsdp2":
+        if project.world_size > 1 and 0 < zero < 3:
+            return [line("training.zero_stage", 3)], "FSDP2 at stage 3 reshards the weights after each layer's forward"
+        if project.method == "full" and offload == "none":
+            return [line("training.zero_stage", 3), line("training.offload", "optimizer+params")], (
+                "FSDP2's CPU offload keeps the sharded parameters, gradients and optimizer states in host memory"
+            )
+        return None
+    if zero != 3 or offload != "none":
+        return None
+    if project.method == "full" and project.precision == "bf16":
+        return [line("training.sharding", "fsdp2")], (
+            "FSDP2 keeps the bf16 parameters without DeepSpeed's fp32 master weights: 8 bytes per parameter, not 16"
+        )
+    if project.method == "qlora":
+        return [line("training.sharding", "fsdp2")], (
+            "QLoRA under FSDP2 keeps norms, embeddings and activations in bf16 (ZeRO-3 runs them in fp32)"
+        )
+    return None
 
 
 def oom_message(project: ProjectInfo) -> tuple[str, list[str]]:

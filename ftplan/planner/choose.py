@@ -114,6 +114,26 @@ def _stages_for_offload(rungs, s: Settings, fixed: set[str]):
     return list(dict.fromkeys((ckpt, max(stage, need), offload) for ckpt, stage, offload in rungs))
 
 
+def _fsdp2_ladder(method: Method, device: Device, fixed: set[str]):
+    """FSDP2's (checkpointing, zero_stage, offload) rungs, fastest first: stage 0 is plain DDP as
+    for DeepSpeed; 2 keeps gathered weights until backward (full fine-tuning only), 3 reshards
+    them after forward; FSDP2's only offload (CPUOffloadPolicy) moves the parameters with the
+    optimizer. One GPU: stage 3 only to reach that offload."""
+    if device.world_size == 1:
+        stages = [0, 3] if method == "full" and not device.is_cpu else [0]
+    else:
+        stages = [0, 2, 3] if method == "full" else [0, 3]
+    rungs = []
+    for stage in stages:
+        offloads = ["none"] if stage != 3 else ["none", "optimizer+params"]
+        if stage == 3 and device.world_size == 1:
+            offloads = ["optimizer+params"]
+        for offload in offloads:
+            for ckpt in (False, True):
+                rungs.append((ckpt, stage, offload))
+    return rungs
+
+
 def _with(s: Settings, **changes) -> Settings:
     return s.model_copy(update=changes)
 
@@ -132,24 +152,49 @@ def choose_settings(
         s = _with(s, attention="eager")  # the model class refuses sdpa (Gemma-2's softcapping)
     if device.is_cpu:
         return _cpu_settings(s, fixed)
-    chosen = _search(s, fixed, method, arch, device, data, host_ram)
-    if s.precision == "bf16-mixed" and "precision" not in fixed and chosen[1] is None:
+    chosen, fits = _choose_engine(s, fixed, method, arch, device, data, host_ram)
+    if s.precision == "bf16-mixed" and "precision" not in fixed and not fits:
         # The deliberate fallback (method_warnings says why): pure bf16 when mixed fits nowhere.
-        pure = _search(_with(s, precision="bf16"), fixed, method, arch, device, data, host_ram)
-        if pure[1] is not None:
-            return pure[0]
-    return chosen[0]
+        pure, pure_fits = _choose_engine(_with(s, precision="bf16"), fixed, method, arch, device, data, host_ram)
+        if pure_fits:
+            return pure
+    return chosen
+
+
+def _choose_engine(
+    s: Settings, fixed: set[str], method: Method, arch: ModelArch, device: Device, data: DataShape, host_ram
+) -> tuple[Settings, bool]:
+    """(settings, fits) under the user's engine, else DeepSpeed, else FSDP2 where ZeRO does not fit.
+
+    DeepSpeed stays the engine wherever it fits (the plans made before FSDP2 was planned); where it
+    does not, FSDP2 may (its stage-2/3 layouts keep fewer gathered buffers). Without CPU offload
+    only: an offloaded plan trades days of wall clock for the GPU memory and the planner does not
+    switch engines to reach one.
+    """
+    if s.sharding == "fsdp2":
+        return _search(arch, s, fixed, device, data, _fsdp2_ladder(method, device, fixed), host_ram)
+    deepspeed = _stages_for_offload(_ladder(method, device, fixed), s, fixed)
+    found, fits = _search(arch, s, fixed, device, data, deepspeed, host_ram)
+    if fits or "sharding" in fixed:
+        return found, fits
+    rungs = [rung for rung in _fsdp2_ladder(method, device, fixed) if rung[2] == "none"]
+    fsdp, fsdp_fits = _search(arch, _with(s, sharding="fsdp2"), fixed, device, data, rungs, host_ram)
+    if fsdp_fits:
+        return _with(fsdp, chosen_by_planner=tuple(sorted({*fsdp.chosen_by_planner, "sharding"}))), True
+    return found, False
 
 
 def _search(
-    s: Settings, fixed: set[str], method: Method, arch: ModelArch, device: Device, data: DataShape, host_ram: int | None
-):
-    """(settings, fitting): the fastest fitting rung, or (the most frugal rung, None)."""
+    arch: ModelArch, s: Settings, fixed: set[str], device: Device, data: DataShape, rungs, host_ram: int | None
+) -> tuple[Settings, bool]:
+    """(the fastest rung of ``rungs`` that fits at its largest fitting micro-batch, True), or
+    (the most memory-frugal rung, False) when none fits. ``host_ram``: a CPU-offload rung's
+    host memory must fit in it (None: not checked)."""
     limit = usable_memory(device)
     best: tuple[float, Settings] | None = None
     frugal: tuple[Settings, int] | None = None  # the last rung tried, at its smallest micro-batch
     maxed: list[tuple[bool, int, int]] = []  # rungs that fit at the largest micro-batch
-    for ckpt, stage, offload in _stages_for_offload(_ladder(method, device, fixed), s, fixed):
+    for ckpt, stage, offload in rungs:
         rank = (ckpt, stage, OFFLOAD_COST[offload])
         if any(all(a <= b for a, b in zip(done, rank, strict=True)) for done in maxed):
             continue  # a rung no slower in every respect already fits at the largest batch
@@ -184,8 +229,8 @@ def _search(
         if best is None or seconds < best[0] - 1e-12:
             best = (seconds, candidate)
     if best:
-        return best[1], best[1]
-    return (_batch(*frugal, fixed, device) if frugal else s), None
+        return best[1], True
+    return (_batch(*frugal, fixed, device) if frugal else s), False
 
 
 def _batch(trial: Settings, mb: int, fixed: set[str], device: Device) -> Settings:

@@ -134,8 +134,9 @@ def _weight_bytes(arch: ModelArch, s: Settings) -> int:
     if s.method == "qlora":
         quantized = arch.quantizable_params
         rest = arch.params - quantized + vocab_extra
-        # prepare_model_for_kbit_training upcasts every non-4-bit parameter to fp32.
-        return int(quantized * NF4_BITS_DOUBLE_QUANT / 8) + rest * 4
+        # prepare_model_for_kbit_training upcasts every non-4-bit parameter to fp32; under FSDP2
+        # train.py skips it (FSDP2 shards one floating dtype: the bf16 quant storage), so they stay bf16.
+        return int(quantized * NF4_BITS_DOUBLE_QUANT / 8) + rest * (2 if s.uses_fsdp else 4)
     per = dtype_bytes(s.precision)
     return (arch.params + vocab_extra) * per
 
@@ -250,7 +251,7 @@ def act_bytes(s: Settings) -> int:
     bitsandbytes' Linear4bit returns its input's dtype, so the residual stream is fp32 whatever
     the compute dtype (measured: QLoRA bf16 activations = LoRA fp32 activations).
     """
-    if s.method == "qlora":
+    if s.method == "qlora" and not s.uses_fsdp:  # under FSDP2 train.py keeps them in 16 bits
         return FP32
     return compute_bytes(s.precision)
 
@@ -306,6 +307,8 @@ def _layer_saved_per_token(arch: ModelArch, s: Settings, cpu: bool = False) -> t
     per-token figures with many batch sizes and sequence lengths."""
     targets = s.lora_target_modules if isinstance(s.lora_target_modules, str) else tuple(s.lora_target_modules)
     key = ("saved", s.method, s.precision, s.attention, s.lora_r, s.lora_dropout > 0, targets, cpu)
+    if s.uses_fsdp:
+        key += ("fsdp2",)
     memo = arch.memo
     found = memo.get(key)
     if found is None:
@@ -404,7 +407,7 @@ class ActivationModel:
         self.final_norm = RMSNORM_INPUT_BYTES * h + FP32 + (2 * e * h if full else 0)
         self.shared = 2 * arch.head_dim * e
         self.vocab = arch.vocab_size + s.new_tokens
-        self.logit_bytes = FP32 if s.method == "qlora" else compute_bytes(s.precision)  # lm_head's dtype
+        self.logit_bytes = FP32 if s.method == "qlora" and not s.uses_fsdp else compute_bytes(s.precision)  # lm_head's dtype
         self.fused_loss = (loss or loss_model(s)) == "trl_fused"
         self.cpu = cpu
         head_trains = full or bool(s.new_tokens)
@@ -479,6 +482,90 @@ def _zero_shards(s: Settings, world: int) -> tuple[int, int, int]:
     return n, n, n
 
 
+# ---- FSDP2 ------------------------------------------------------------------------------
+#
+# What torch.distributed.fsdp.fully_shard keeps, as accelerate's fsdp2_prepare_model sets it up
+# (accelerate/utils/fsdp_utils.py) for the exported train.py: one unit per decoder layer
+# (transformer_layer_cls_to_wrap), the embeddings and the [final norm, lm_head] tail as their own
+# units, the tail not resharded after forward. Each parameter is a DTensor sharded on dim 0 in
+# its original dtype: bf16 when the model is loaded in bf16 and accelerate's mixed precision is
+# "no" (precision "bf16": no fp32 master copy, bf16 AdamW states; 8 B/param, unlike DeepSpeed's
+# 16), fp32 with a MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=bf16) under *-mixed
+# (accelerate upcasts trainable parameters to fp32). zero_stage 3 = reshard_after_forward=True,
+# 2 = False (every unit stays gathered from its forward to its backward).
+
+FSDP_GATHERED_UNITS = 3
+"""Decoder-layer units unsharded at once: the one computing, the next one prefetched (FSDP2
+issues the next all-gather before the current unit runs, in forward and in backward), and the
+all-gather output of the prefetched one while it is copied out into the parameters."""
+FSDP_REDUCE_UNITS = 2
+"""Units whose unsharded gradients exist at once in backward: the one being reduce-scattered and
+the one computing its gradients."""
+
+
+def fsdp_param_bytes(s: Settings) -> tuple[int, int]:
+    """(bytes of a trainable parameter as FSDP2 stores its shard, bytes as it is gathered for compute)."""
+    if s.is_peft:
+        value = adapter_bytes(s)
+        return value, value
+    if s.precision in ("bf16-mixed", "fp16-mixed"):
+        return FP32, 2  # fp32 master shards, gathered in param_dtype
+    stored = dtype_bytes(s.precision)
+    return stored, stored
+
+
+def fsdp_frozen_gather_bytes(s: Settings) -> float:
+    """Bytes per parameter of a gathered decoder layer's frozen weights (LoRA/QLoRA's base)."""
+    if s.method == "qlora":
+        return NF4_BITS_DOUBLE_QUANT / 8  # the 4-bit weights travel in their bf16 quant storage
+    return FP32 if s.precision == "fp32" else 2  # bf16 as loaded, or cast to param_dtype under *-mixed
+
+
+@dataclass(frozen=True)
+class Fsdp2States:
+    weights: int
+    """Sharded parameters + the units gathered while they compute (per GPU)."""
+    gradients: int
+    optimizer: int
+    reduce_buffer: int
+    """Unsharded gradients of the units being reduce-scattered (backward only)."""
+    cpu_memory: int
+    """Host RAM per node: the offloaded shards, or rank 0's full copy while loading."""
+
+
+def fsdp2_states(arch: ModelArch, s: Settings, device: Device, trainable: int, weights: int) -> Fsdp2States:
+    """Model states per GPU under FSDP2 at ``s.zero_stage`` 2 or 3 (``weights`` as loaded, unsharded)."""
+    n = max(device.world_size, 1)
+    stored, gathered = fsdp_param_bytes(s)
+    frozen_gather = fsdp_frozen_gather_bytes(s)
+    if s.method == "full":
+        loaded = (weights // dtype_bytes(s.precision)) * stored  # *-mixed: the fp32 copy accelerate keeps
+        unit = arch.largest_layer_params * gathered
+        tail = (arch.lm_head_params or arch.embedding_params) * gathered
+        everything = (arch.params + s.new_tokens * arch.hidden_size) * gathered
+        unit_grads = arch.layer_params
+    else:
+        loaded = weights + trainable * stored
+        per_layer = trainable // max(arch.layers, 1)
+        unit = int(arch.layer_params * frozen_gather) + per_layer * gathered
+        tail = (arch.lm_head_params or arch.embedding_params) * (FP32 if s.precision == "fp32" else 2)
+        everything = int(weights) + trainable * gathered
+        unit_grads = per_layer
+    sharded = loaded // n
+    gathered_bytes = FSDP_GATHERED_UNITS * unit + tail
+    if s.zero_stage < 3:  # reshard_after_forward=False (stage 2; FSDP2 has no 1): the model stays gathered until backward
+        gathered_bytes = everything + unit
+    reduce_bytes = gathered if s.method == "full" else stored
+    gradients = trainable * stored // n
+    optimizer = int(trainable * optimizer_bytes_per_param(s.optimizer, stored)) // n
+    reduce_buffer = FSDP_REDUCE_UNITS * unit_grads * reduce_bytes
+    loading = weights  # cpu_ram_efficient_loading: rank 0 reads the checkpoint, the others wait on meta
+    if s.offload != "none":  # CPUOffloadPolicy: shards, their gradients and the optimizer step live on the host
+        host = (sharded + gradients + optimizer) * device.gpus_per_node
+        return Fsdp2States(gathered_bytes, 0, 0, reduce_buffer, max(host, loading))
+    return Fsdp2States(sharded + gathered_bytes, gradients, optimizer, reduce_buffer, loading)
+
+
 def _largest_trainable_tensors(arch: ModelArch, s: Settings) -> tuple[int, int]:
     """(largest trainable tensor, largest trainable decoder-layer matrix), in elements."""
     if s.method == "full":
@@ -494,15 +581,18 @@ def _largest_trainable_tensors(arch: ModelArch, s: Settings) -> tuple[int, int]:
 
 def _step_temp(arch: ModelArch, s: Settings, device: Device, trainable_bytes: int, value_bytes: int) -> int:
     """Temporaries of optimizer.step() beyond the states themselves."""
-    if s.zero_stage > 0:
+    if s.uses_deepspeed:
         # DeepSpeed's fused Adam on fp32 partitions, plus the fp32 -> 16-bit copy-back buffer.
         return 0
+    if s.uses_fsdp and s.offload != "none":
+        return 0  # the step runs on the host
+    shards = device.world_size if s.uses_fsdp else 1
     if s.optimizer == "adamw_torch_fused" or s.optimizer not in ("adamw_torch",):
         return 0
     if device.is_cpu:
         largest, layer = _largest_trainable_tensors(arch, s)
-        return (CPU_ADAMW_TEMP_TENSORS * largest + layer) * value_bytes
-    return FOREACH_ADAMW_TEMP * trainable_bytes
+        return (CPU_ADAMW_TEMP_TENSORS * largest + layer) * value_bytes // shards
+    return FOREACH_ADAMW_TEMP * trainable_bytes  # already the sharded gradients' size under FSDP2
 
 
 def estimate_memory(arch: ModelArch, s: Settings, device: Device, loss: str | None = None) -> MemoryEstimate:
@@ -543,7 +633,7 @@ class MemoryModel:
         world = device.world_size
         trainable = trainable_params(arch, s)
         weights = _weight_bytes(arch, s)
-        deepspeed = s.zero_stage > 0
+        deepspeed = s.uses_deepspeed
         value_bytes = _trainable_bytes(s)
         if deepspeed:
             # DeepSpeed bf16/fp16: 16-bit params and grads, fp32 master + Adam moments (12 B);
@@ -570,9 +660,14 @@ class MemoryModel:
         if s.offload in ("optimizer", "optimizer+params") and deepspeed:
             cpu_memory += optimizer * device.gpus_per_node + int(trainable * 4 // o_div) * device.gpus_per_node
             optimizer = 0
-        if s.offload == "optimizer+params" and s.zero_stage == 3:
+        if s.offload == "optimizer+params" and s.zero_stage == 3 and deepspeed:
             cpu_memory += weights_gpu * device.gpus_per_node
             weights_gpu = 4 * arch.largest_layer_params * 2
+        self.reduce_buffer = 0
+        if s.uses_fsdp:
+            fsdp = fsdp2_states(arch, s, device, trainable, weights)
+            weights_gpu, gradients, optimizer = fsdp.weights, fsdp.gradients, fsdp.optimizer
+            cpu_memory, self.reduce_buffer = fsdp.cpu_memory, fsdp.reduce_buffer
 
         # Gradients present at each point of backward (sharded like the full set). Backward runs
         # lm_head first, then the layers top-down, each MLP before its attention.
@@ -614,8 +709,8 @@ class MemoryModel:
             (held, stored + act.logits_forward_extra, 0),
             (held, stored - act.logits_saved + act.forward_work if ckpt else 0, 0),
             (held, stored + act.logits_backward_extra, 0),
-            (max(held, self.g_top), top_acts, 0),
-            (max(held, self.g_bottom), bottom_acts, 0),
+            (max(held, self.g_top) + self.reduce_buffer, top_acts, 0),
+            (max(held, self.g_bottom) + self.reduce_buffer, bottom_acts, 0),
             (gradients, act.layer_input, 0),  # the gradient flowing down the residual stream
             (gradients, 0, self.step_temp),
         )

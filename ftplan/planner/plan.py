@@ -198,6 +198,8 @@ def _fewest_gpus(
         mem = estimate_memory(arch, s, device)
         if mem.total <= usable_memory(device) and host_memory_needed(mem, device) <= (host_ram or math.inf):
             stage = f", ZeRO-{s.zero_stage}" if s.zero_stage else ""
+            if s.uses_fsdp:
+                stage = f", FSDP2 zero_stage {s.zero_stage}"
             off = f", offload {s.offload}" if s.offload != "none" else ""
             nodes = f" ({count // per_node} nodes)" if count > 8 else ""
             return f"{count}× {gpu.name}{nodes}{stage}{off}".replace(", ", " (", 1).rstrip() + (

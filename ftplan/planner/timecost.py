@@ -193,16 +193,40 @@ def _comm_seconds_per_step(arch: ModelArch, s: Settings, device: Device) -> floa
     trainable = trainable_params(arch, s)
     grad_bytes = 2 * trainable * (2 if s.method == "full" else 4)  # ring all-reduce: 2x data
     volume = grad_bytes
-    if s.zero_stage == 3:
+    if s.uses_fsdp:
+        volume = fsdp2_comm_bytes_per_step(arch, s, trainable)
+    elif s.zero_stage == 3:
         # all-gather weights in forward and backward for every micro-batch.
         volume += 2 * 2 * arch.params * s.gradient_accumulation_steps
     bandwidth = device.gpu.interconnect_gbs if device.nodes == 1 else min(device.gpu.interconnect_gbs, NETWORK_GBS)
     return volume / (bandwidth * 1e9)
 
 
+def fsdp2_comm_bytes_per_step(arch: ModelArch, s: Settings, trainable: int) -> float:
+    """Bytes each GPU moves per optimizer step under FSDP2 (ring all-gather and reduce-scatter move
+    (N-1)/N of the unsharded size each, ~1x, where an all-reduce moves 2x).
+
+    Every micro-batch all-gathers the weights in forward and, at zero_stage 3, again in backward;
+    gradients are reduce-scattered every micro-batch (train.py syncs each batch, so accumulation
+    holds sharded, not unsharded, gradients)."""
+    from ftplan.planner.memory import fsdp_frozen_gather_bytes, fsdp_param_bytes
+
+    stored, gathered = fsdp_param_bytes(s)
+    if s.method == "full":
+        weights = arch.params * gathered
+        reduce_bytes = gathered
+    else:
+        weights = arch.params * fsdp_frozen_gather_bytes(s) + trainable * gathered
+        reduce_bytes = stored
+    gathers = 2 if s.zero_stage == 3 else 1
+    return (gathers * weights + trainable * reduce_bytes) * s.gradient_accumulation_steps
+
+
 def _offload_seconds_per_step(arch: ModelArch, s: Settings) -> float:
     if s.offload == "none" or s.zero_stage == 0:
         return 0.0
+    if s.uses_fsdp:
+        return _fsdp2_offload_seconds_per_step(arch, s)
     trainable = trainable_params(arch, s)
     seconds = trainable * (2 + 2) / (PCIE_GBS * 1e9) + trainable / CPU_ADAM_PARAMS_PER_S
     if s.offload == "optimizer+params":
@@ -237,6 +261,16 @@ def cpu_step_seconds(arch: ModelArch, s: Settings, flops_per_step: float) -> flo
     per_layer = CPU_LAYER_S + (CPU_ZERO3_LAYER_S if s.zero_stage == 3 else 0.0)
     fixed = s.gradient_accumulation_steps * (CPU_MICRO_BATCH_S + arch.layers * per_layer)
     return fixed + flops_per_step / CPU_MATMUL_FLOPS
+
+
+def _fsdp2_offload_seconds_per_step(arch: ModelArch, s: Settings) -> float:
+    """CPUOffloadPolicy: every all-gather copies the shards to the GPU, every reduce-scatter copies
+    the gradient shards back, and torch's AdamW steps on the host (rate as DeepSpeed's CPUAdam:
+    an optimistic bound for torch's own CPU kernels)."""
+    trainable = trainable_params(arch, s)
+    gathers = 2 if s.zero_stage == 3 else 1
+    copies = (gathers * 2 * arch.params + 4 * trainable) * s.gradient_accumulation_steps
+    return copies / (PCIE_GBS * 1e9) + trainable / CPU_ADAM_PARAMS_PER_S
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ def method_warnings(
             f"does not fit in host RAM: {what} needs {_gib(host_need)} per node, the host has {_gib(host_ram)} "
             "(hardware.host_ram_gb)"
         )
-    if t.offload not in (None, "none") and t.zero_stage is None and s.zero_stage and not device.is_cpu:
+    if t.offload not in (None, "none") and t.zero_stage is None and s.zero_stage and s.uses_deepspeed and not device.is_cpu:
         out.append(
             f"training.offload = {t.offload!r} needs DeepSpeed ZeRO: planned with ZeRO-{s.zero_stage} "
             "(set training.zero_stage to choose)"
@@ -47,7 +47,8 @@ def method_warnings(
             f"max_seq_len {s.max_seq_len:,} is past the model's context window ({context_window:,} positions, "
             "max_position_embeddings): positions beyond it were never trained; lower max_seq_len or extend RoPE"
         )
-    if s.method == "qlora" and s.zero_stage == 3:
+    out += fsdp2_warnings(s, device)
+    if s.method == "qlora" and s.zero_stage == 3 and s.uses_deepspeed:
         out.append(
             "QLoRA under ZeRO-3 needs bnb_4bit_quant_storage=bfloat16 so DeepSpeed can shard the 4-bit weights "
             "(the exported bnb_config.json sets it)"
@@ -75,7 +76,7 @@ def method_warnings(
             "pure bf16 chosen because bf16-mixed (fp32 master weights) does not fit: bf16 weights lose updates "
             "smaller than 2^-8 of a weight; more GPUs, ZeRO or offload would allow bf16-mixed"
         )
-    elif s.method == "full" and s.precision == "bf16" and s.zero_stage == 0:
+    elif s.method == "full" and s.precision == "bf16" and not s.uses_deepspeed:
         out.append(
             "pure bf16 weights lose updates smaller than 2^-8 of a weight; use bf16-mixed if loss plateaus early"
         )
@@ -91,4 +92,26 @@ def method_warnings(
         out.append(f"learning_rate {s.learning_rate:g} is low for LoRA (1e-4 to 3e-4 is usual)")
     if s.method == "full" and s.learning_rate > 1e-4:
         out.append(f"learning_rate {s.learning_rate:g} is high for full fine-tuning (1e-5 to 5e-5); expect forgetting")
+    return out
+
+
+def fsdp2_warnings(s: Settings, device: Device) -> list[str]:
+    """Why the plan runs FSDP2 when the planner chose it, and what FSDP2 cannot do as asked."""
+    if not s.uses_fsdp:
+        return []
+    out = []
+    if "sharding" in s.chosen_by_planner:
+        out.append(
+            "sharding: FSDP2 chosen because DeepSpeed ZeRO does not fit here: FSDP2 keeps the parameters in the "
+            "dtype they are loaded in (bf16: 8 bytes per parameter with AdamW, no fp32 master copy)"
+        )
+    if s.zero_stage == 1:
+        out.append("FSDP2 has no stage 1: zero_stage 1 runs as 2 (gradients and states sharded, weights kept gathered)")
+    if s.offload == "optimizer":
+        out.append("FSDP2 offloads the parameters with the optimizer (CPUOffloadPolicy): planned as optimizer+params")
+    if s.method == "qlora":
+        out.append(
+            "QLoRA under FSDP2: bnb_4bit_quant_storage=bfloat16 lets FSDP2 shard the 4-bit weights, and train.py skips "
+            "prepare_model_for_kbit_training (norms, embeddings and lm_head stay bf16, as peft's FSDP QLoRA recipe runs)"
+        )
     return out

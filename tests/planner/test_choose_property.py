@@ -6,17 +6,34 @@ from hypothesis import strategies as st
 from ftplan.planner import read_answers_text
 from ftplan.planner.catalog.gpus import GPUS
 from ftplan.planner.catalog.models import MODEL_CONFIGS
-from ftplan.planner.choose import MICRO_BATCHES, _batch, _ladder, _with, base_settings, choose_settings
+from ftplan.planner.choose import (
+    MICRO_BATCHES,
+    _batch,
+    _fsdp2_ladder,
+    _ladder,
+    _with,
+    base_settings,
+    choose_settings,
+)
 from ftplan.planner.memory import Device, estimate_memory, usable_memory
 from ftplan.planner.models import resolve_model
 from ftplan.planner.timecost import DataShape, estimate_time
 
 
 def exhaustive(method, answers, arch, device, data):
-    """Every rung x every micro-batch: (hours, settings) of those that fit."""
+    """Every rung x every micro-batch: (hours, settings) of those that fit. DeepSpeed's ladder first;
+    where none of its rungs fits, FSDP2's rungs without offload (the planner's engine choice)."""
     s, fixed = base_settings(method, answers, device, data)
+    fitting = _exhaustive(s, fixed, _ladder(method, device, fixed), arch, device, data)
+    if not fitting:
+        rungs = [rung for rung in _fsdp2_ladder(method, device, fixed) if rung[2] == "none"]
+        fitting = _exhaustive(_with(s, sharding="fsdp2"), fixed, rungs, arch, device, data)
+    return fitting
+
+
+def _exhaustive(s, fixed, rungs, arch, device, data):
     fitting = []
-    for ckpt, stage, offload in _ladder(method, device, fixed):
+    for ckpt, stage, offload in rungs:
         trial = _with(s, gradient_checkpointing=ckpt, zero_stage=stage, offload=offload if stage else "none")
         for mb in MICRO_BATCHES:
             candidate = _batch(trial, mb, fixed, device)
