@@ -47,7 +47,11 @@ class Target:
 
     @property
     def uses_deepspeed(self) -> bool:
-        return self.s.zero_stage > 0
+        return self.s.uses_deepspeed
+
+    @property
+    def uses_fsdp(self) -> bool:
+        return self.s.uses_fsdp
 
 
 # ---------------------------------------------------------------------------- paths
@@ -207,11 +211,15 @@ def train_config_toml(t: Target) -> str:
             ("seed", DEFAULT_SEED, "data order and initialisation"),
             ("loss", s.loss, "chunked (TRL's fused LM head, no full logits) | full_logits (the model's own loss)"),
             ("deepspeed", "ds_config.json" if t.uses_deepspeed else "", 'DeepSpeed config file, "" for none'),
+            ("sharding", s.sharding, "deepspeed (ds_config.json) | fsdp2 (the [fsdp] section) at zero_stage > 0"),
             ("zero_stage", s.zero_stage, "for reference: the stage ds_config.json sets"),
             ("offload", s.offload, "for reference: the offload ds_config.json sets"),
             ("use_cpu", t.cpu, "train on CPU processes (gloo backend), no GPU"),
         ],
     )
+    if t.uses_fsdp:
+        body += _section("fsdp", "PyTorch FSDP2 (transformers' fsdp_config; accelerate_config.yaml says the same).",
+                         fsdp_config_rows(t))  # fmt: skip
     body += _section(
         "checkpoints",
         "Saving: the best keep_best by eval loss plus the last keep_last are kept, others deleted.",
@@ -321,8 +329,8 @@ def bnb_config(t: Target) -> dict | None:
         "bnb_4bit_compute_dtype": compute,
         "llm_int8_skip_modules": None,
     }
-    if t.s.zero_stage == 3:
-        config["bnb_4bit_quant_storage"] = "bfloat16"  # ZeRO-3 shards only floating-point storage
+    if t.s.zero_stage == 3 or t.uses_fsdp:
+        config["bnb_4bit_quant_storage"] = "bfloat16"  # ZeRO-3 and FSDP2 shard only floating-point storage
     return config
 
 
@@ -342,6 +350,8 @@ def accelerate_config_yaml(t: Target) -> str:
     s = t.s
     if t.uses_deepspeed:
         distributed = "DEEPSPEED"
+    elif t.uses_fsdp:
+        distributed = "FSDP"
     elif t.world_size > 1:
         distributed = "MULTI_CPU" if t.cpu else "MULTI_GPU"
     else:
@@ -382,4 +392,46 @@ def accelerate_config_yaml(t: Target) -> str:
         ]
         if t.plan.hardware.nodes > 1:
             lines.append("  deepspeed_multinode_launcher: standard")
+    if t.uses_fsdp:
+        lines += fsdp_accelerate_lines(t)
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------- FSDP2
+
+
+def decoder_layer_class(model_type: str) -> str:
+    """The transformers class of one decoder layer (FSDP2's wrap unit), from the config's model_type:
+    llama -> LlamaDecoderLayer, qwen3_moe -> Qwen3MoeDecoderLayer. train.py checks it against the
+    model's own ``_no_split_modules`` and falls back to those when they differ."""
+    return "".join(part[:1].upper() + part[1:] for part in model_type.split("_")) + "DecoderLayer"
+
+
+def fsdp_config_rows(t: Target) -> list[tuple[str, object, str]]:
+    """The [fsdp] section: transformers' ``fsdp_config`` keys, which accelerate's FSDP plugin receives."""
+    s = t.s
+    return [
+        ("version", 2, "FSDP2 (torch.distributed.fsdp.fully_shard)"),
+        ("reshard_after_forward", s.zero_stage == 3, "true = zero_stage 3 (full shard); false = 2 (keep gathered)"),
+        ("transformer_layer_cls_to_wrap", [decoder_layer_class(t.plan.model.model_type)], "one FSDP unit per layer"),
+        ("cpu_ram_efficient_loading", True, "rank 0 reads the checkpoint, the others start empty"),
+        ("cpu_offload", s.offload != "none", "CPUOffloadPolicy: parameters, gradients and optimizer on the host"),
+        ("state_dict_type", "FULL_STATE_DICT", "save_model writes one model transformers loads"),
+        ("sync_each_batch", True, "reduce-scatter every micro-batch: accumulation holds sharded gradients"),
+    ]
+
+
+def fsdp_accelerate_lines(t: Target) -> list[str]:
+    """accelerate's own FSDP keys (accelerate/commands/config/cluster.py) for the same run."""
+    rows = dict((key, value) for key, value, _ in fsdp_config_rows(t))
+    keys = {
+        "fsdp_version": 2,
+        "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+        "fsdp_transformer_layer_cls_to_wrap": ",".join(rows["transformer_layer_cls_to_wrap"]),
+        "fsdp_reshard_after_forward": rows["reshard_after_forward"],
+        "fsdp_cpu_ram_efficient_loading": True,
+        "fsdp_offload_params": rows["cpu_offload"],
+        "fsdp_state_dict_type": rows["state_dict_type"],
+        "fsdp_activation_checkpointing": False,  # train.py checkpoints through the Trainer's flag
+    }
+    return ["fsdp_config:"] + [f"  {k}: {_yaml_scalar(v)}" for k, v in keys.items()]

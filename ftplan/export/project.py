@@ -70,6 +70,8 @@ def launch_sh(t: Target) -> str:
         desc += f" ({hw.nodes} nodes x {hw.gpus_per_node})"
     if t.uses_deepspeed:
         desc += f", DeepSpeed ZeRO-{t.s.zero_stage}" + (f" with {t.s.offload} offload" if t.s.offload != "none" else "")
+    if t.uses_fsdp:
+        desc += f", FSDP2 zero_stage {t.s.zero_stage}" + (" with CPU offload" if t.s.offload != "none" else "")
     if t.cpu:
         env = "\n".join(
             [
@@ -90,7 +92,7 @@ def launch_sh(t: Target) -> str:
             "gpus_per_node": hw.gpus_per_node,
             "nodes": hw.nodes,
             "master_port": MASTER_PORT,
-            "uses_deepspeed": int(t.uses_deepspeed),
+            "uses_deepspeed": int(t.uses_deepspeed or t.uses_fsdp),  # both need torchrun's environment
             "environment": env,
         },
     )
@@ -166,6 +168,9 @@ def readme_md(t: Target) -> str:
     optional = ""
     if t.uses_deepspeed:
         optional += f"| `ds_config.json` | DeepSpeed ZeRO-{s.zero_stage} (offload: {s.offload}); Trainer-synced keys are `auto` |\n"
+    if t.uses_fsdp:
+        optional += (f"| `[fsdp]` in `train_config.toml` | PyTorch FSDP2, zero_stage {s.zero_stage} (offload: {s.offload}); "
+                     "`accelerate_config.yaml` holds the same for `accelerate launch` |\n")  # fmt: skip
     if t.method == "qlora":
         optional += "| `bnb_config.json` | the 4-bit NF4 quantization (`BitsAndBytesConfig.from_dict`) |\n"
     if t.method == "full":

@@ -128,7 +128,8 @@ def build_launch_spec(project: ProjectInfo, options: LaunchOptions) -> LaunchSpe
         env["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
 
     # DeepSpeed wants the distributed environment (RANK, MASTER_ADDR...) even for one process.
-    if nproc == 1 and nnodes == 1 and not project.deepspeed:
+    fsdp = project.settings.get("sharding") == "fsdp2" and int(project.settings.get("zero_stage", 0)) > 0
+    if nproc == 1 and nnodes == 1 and not project.deepspeed and not fsdp:  # FSDP2 too
         argv = [options.python, *train]
     else:
         argv = list(options.torchrun)

@@ -18,7 +18,7 @@ MASTER_PORT="${MASTER_PORT:-{{master_port}}}"
 if [[ -z "${MASTER_ADDR:-}" && -n "${SLURM_JOB_NODELIST:-}" ]] && command -v scontrol >/dev/null 2>&1; then
   MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)"  # sed reads all: no SIGPIPE under pipefail
 fi
-USES_DEEPSPEED={{uses_deepspeed}}
+USES_DEEPSPEED={{uses_deepspeed}}  # 1 for DeepSpeed and FSDP2: they need torchrun's environment
 export PYTHONUNBUFFERED=1
 {{environment}}
 if [[ "$NPROC_PER_NODE" -eq 1 && "$NNODES" -eq 1 && "$USES_DEEPSPEED" -eq 0 ]]; then

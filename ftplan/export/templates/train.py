@@ -173,7 +173,7 @@ def build_model(cfg: dict, tokenizer):
             bnb = BitsAndBytesConfig.from_dict(json.load(fh))
         kwargs["quantization_config"] = bnb
         kwargs["dtype"] = bnb.bnb_4bit_compute_dtype
-        if not on_cpu(cfg) and deepspeed_config(cfg) is None:
+        if not on_cpu(cfg) and deepspeed_config(cfg) is None and not uses_fsdp(cfg):
             kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     ds = deepspeed_config(cfg)
     if ds and ds.get("zero_optimization", {}).get("stage") == 3:
@@ -192,7 +192,11 @@ def build_model(cfg: dict, tokenizer):
 
     if kind == "full":
         return model
-    if kind == "qlora":
+    if kind == "qlora" and uses_fsdp(cfg):
+        # FSDP2 shards one floating dtype (the bf16 quant storage): no fp32 upcasts (peft's FSDP QLoRA recipe).
+        if t["gradient_checkpointing"]:
+            model.enable_input_require_grads()
+    elif kind == "qlora":
         model = prepare_model_for_kbit_training(
             model,
             use_gradient_checkpointing=t["gradient_checkpointing"],
@@ -449,6 +453,7 @@ def training_arguments(cfg: dict, max_steps: int | None = None, has_eval: bool =
         report_to=log["report_to"],
         include_num_input_tokens_seen="non_padding",
         disable_tqdm=not sys.stderr.isatty(),
+        **fsdp_arguments(cfg),
     )
 
 
@@ -474,12 +479,15 @@ def resolve_output(cfg: dict) -> str:
 
 
 def build_trainer(cfg: dict, model, tokenizer, train, evaluation, max_steps: int | None = None) -> SFTTrainer:
+    check_wrap_class(cfg, model)
     args = training_arguments(cfg, max_steps, has_eval=evaluation is not None)
     callbacks = [MetricsFile(metrics_path(cfg)), KeepBestAndLast(cfg["checkpoints"])]
+    if uses_fsdp(cfg):
+        callbacks.append(FsdpReport())
     every = cfg["logging"].get("lora_spectrum_steps", 0)
     if cfg["method"]["kind"] != "full" and every:
         callbacks.append(LoraSpectrum(every, metrics_path(cfg)))
-    return trainer_class(cfg)(
+    trainer = trainer_class(cfg)(
         model=model,
         args=args,
         train_dataset=train,
@@ -487,6 +495,86 @@ def build_trainer(cfg: dict, model, tokenizer, train, evaluation, max_steps: int
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+    enable_fsdp_on_cpu(cfg, trainer)
+    return trainer
+
+
+# ---------------------------------------------------------------------------- FSDP2
+
+
+def uses_fsdp(cfg: dict) -> bool:
+    """training.sharding = "fsdp2" at a zero_stage above 0 (0 is plain DDP)."""
+    t = cfg["training"]
+    return t.get("sharding", "deepspeed") == "fsdp2" and int(t.get("zero_stage", 0)) > 0
+
+
+def fsdp_arguments(cfg: dict) -> dict:
+    """The Trainer's FSDP2 arguments from the [fsdp] section ({} without FSDP2). accelerate wraps one
+    unit per decoder layer, shards every parameter in the dtype it was loaded in, and saves a full
+    state dict that from_pretrained loads."""
+    if not uses_fsdp(cfg):
+        return {}
+    f = dict(cfg.get("fsdp", {}))
+    sync_each_batch = bool(f.pop("sync_each_batch", True))
+    return {
+        "fsdp": True,
+        "fsdp_config": f,
+        # Each micro-batch's gradients are reduce-scattered at once, so accumulation keeps sharded
+        # gradients (the plan's memory) instead of FSDP2's unsharded ones.
+        "accelerator_config": {"gradient_accumulation_kwargs": {"sync_each_batch": sync_each_batch}},
+    }
+
+
+def check_wrap_class(cfg: dict, model) -> None:
+    """[fsdp] transformer_layer_cls_to_wrap must name the model's decoder layer; else use the model's own."""
+    if not uses_fsdp(cfg):
+        return
+    names = {type(m).__name__ for m in model.modules()}
+    wanted = cfg["fsdp"].get("transformer_layer_cls_to_wrap", [])
+    if not set(wanted) <= names:
+        own = [n for n in getattr(model, "_no_split_modules", None) or [] if n in names]
+        print(f"[train] fsdp.transformer_layer_cls_to_wrap {wanted} not in the model; wrapping {own}")
+        cfg["fsdp"]["transformer_layer_cls_to_wrap"] = own
+
+
+def enable_fsdp_on_cpu(cfg: dict, trainer) -> None:
+    """CPU runs (CI, smoke tests): accelerate enables FSDP only on GPU-like process groups, so on
+    CPU processes with gloo the trainer's accelerator is switched to FSDP here, before train()
+    prepares the model; fully_shard itself runs on the CPU. GPU runs never take this path."""
+    if not (uses_fsdp(cfg) and on_cpu(cfg) and int(os.environ.get("WORLD_SIZE", "1")) > 1):
+        return
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    state = trainer.accelerator.state
+    if getattr(state, "fsdp_plugin", None) is None:
+        state.fsdp_plugin = FullyShardedDataParallelPlugin(**trainer.args.fsdp_plugin_args)
+    state.distributed_type = DistributedType.FSDP
+    trainer.is_fsdp_enabled = True
+    trainer.accelerator.get_state_dict = full_state_dict_on_cpu
+
+
+def full_state_dict_on_cpu(model, unwrap: bool = True) -> dict:
+    """The gathered model on rank 0 as plain tensors (accelerate's FSDP2 path asks for a CPU offload
+    copy, which on CPU tensors returns storages safetensors cannot read)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    return {k: v.detach().clone() for k, v in state.items()} if is_main_process() else {}
+
+
+class FsdpReport(TrainerCallback):
+    """Says on rank 0, when training starts, that FSDP2 holds the model: units, and this rank's share."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if model is None or not state.is_world_process_zero:
+            return
+        from torch.distributed.fsdp import FSDPModule
+
+        units = sum(isinstance(m, FSDPModule) for m in model.modules())
+        local = sum(getattr(p, "_local_tensor", p).numel() for p in model.parameters())
+        full = sum(p.numel() for p in model.parameters())
+        dtypes = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters()})
+        print(f"[train] FSDP2: {units} units; this rank holds {local:,} of {full:,} parameters ({', '.join(dtypes)})")
 
 
 # ---------------------------------------------------------------------------- loss

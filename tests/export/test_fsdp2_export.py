@@ -1,0 +1,50 @@
+"""FSDP2 exported and trained: two CPU processes (gloo), full fine-tuning and LoRA; the saved model
+loads; accelerate_config.yaml is read by accelerate's own config loader."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+from export_support import metrics, run
+
+from ftplan.export import export_project
+
+pytestmark = pytest.mark.slow
+
+
+def export_fsdp2(tiny_plan, tmp_path, method: str):
+    plan, text = tiny_plan(method=method, micro_batch_size=2, gradient_accumulation_steps=1, gpus_per_node=2,
+                           zero_stage=3, sharding="fsdp2")  # fmt: skip
+    assert plan.methods[method].settings.sharding == "fsdp2"
+    project = tmp_path / "project"
+    export_project(plan, text, project, method=method)
+    return project
+
+
+def test_accelerate_reads_the_fsdp2_config(tiny_plan, tmp_path):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    project = export_fsdp2(tiny_plan, tmp_path, "full")
+    config = load_config_from_file(str(project / "accelerate_config.yaml"))
+    assert str(config.distributed_type).endswith("FSDP") and config.num_processes == 2
+    assert config.fsdp_config["fsdp_version"] == 2
+    assert config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "LlamaDecoderLayer"
+    assert config.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+    train_config = tomllib.loads((project / "train_config.toml").read_text())
+    assert train_config["training"]["sharding"] == "fsdp2" and train_config["fsdp"]["reshard_after_forward"] is True
+
+
+def test_fsdp2_full_finetuning_trains_on_two_cpu_processes_and_saves_a_loadable_model(tiny_plan, tmp_path):
+    project = export_fsdp2(tiny_plan, tmp_path, "full")
+    proc = run(["bash", "launch.sh", "--max-steps", "2"], project, timeout=600)
+    output = proc.stdout + proc.stderr
+    # 2 decoder layers, embeddings, the [norm, lm_head] tail and the root: each rank holds half the parameters
+    assert "[train] FSDP2: 6 units; this rank holds 56,224 of 112,448 parameters (float32)" in output
+    lines = [r for r in metrics(project) if "event" not in r]
+    assert [r["step"] for r in lines] == [1, 2] and lines[0]["loss"] > 0
+    assert (project / "output" / "checkpoint-2" / "pytorch_model_fsdp.bin").is_file()  # FSDP's own checkpoint
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(project / "output")
+    assert model.get_input_embeddings().weight.shape == (300, 64)  # the gathered model, not a shard
