@@ -48,3 +48,21 @@ def test_fsdp2_full_finetuning_trains_on_two_cpu_processes_and_saves_a_loadable_
 
     model = AutoModelForCausalLM.from_pretrained(project / "output")
     assert model.get_input_embeddings().weight.shape == (300, 64)  # the gathered model, not a shard
+
+
+def test_fsdp2_lora_trains_on_two_cpu_processes_and_saves_a_loadable_adapter(tiny_plan, tmp_path):
+    project = export_fsdp2(tiny_plan, tmp_path, "lora")
+    proc = run(["bash", "launch.sh", "--max-steps", "2"], project, timeout=600)
+    assert "[train] FSDP2: 5 units; this rank holds" in proc.stdout + proc.stderr
+    lines = [r for r in metrics(project) if "event" not in r]
+    assert [r["step"] for r in lines] == [1, 2] and lines[0]["loss"] > 0
+    import json
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out = project / "output"
+    base = AutoModelForCausalLM.from_pretrained(json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"])
+    model = PeftModel.from_pretrained(base, out)
+    adapters = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    assert adapters and all(p.ndim == 2 and min(p.shape) > 0 for p in adapters.values())  # whole, not shards

@@ -485,7 +485,8 @@ def build_trainer(cfg: dict, model, tokenizer, train, evaluation, max_steps: int
     if uses_fsdp(cfg):
         callbacks.append(FsdpReport())
     every = cfg["logging"].get("lora_spectrum_steps", 0)
-    if cfg["method"]["kind"] != "full" and every:
+    # (not under FSDP2: reading a sharded adapter on rank 0 alone would start a collective the other ranks never join)
+    if cfg["method"]["kind"] != "full" and every and not uses_fsdp(cfg):
         callbacks.append(LoraSpectrum(every, metrics_path(cfg)))
     trainer = trainer_class(cfg)(
         model=model,
