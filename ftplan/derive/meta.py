@@ -98,8 +98,11 @@ def _kind(name: str, module, param, text_prefix: str, out_emb, in_emb) -> str:
         return "embedding"
     if "norm" in cls.lower() or "norm" in name.rsplit(".", 1)[-1].lower():
         return "norm"
-    if "router" in cls.lower() or "gate" == name.rsplit(".", 1)[-1] and param.dim() == 2 and not isinstance(
-        module, torch.nn.Linear
+    if (
+        "router" in cls.lower()
+        or "gate" == name.rsplit(".", 1)[-1]
+        and param.dim() == 2
+        and not isinstance(module, torch.nn.Linear)
     ):
         return "router"
     if isinstance(module, torch.nn.Linear):

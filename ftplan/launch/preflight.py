@@ -16,11 +16,10 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import tomllib
 
 from ftplan.launch.oom import next_rung
 from ftplan.launch.project import MANIFEST, ProjectInfo
@@ -240,9 +239,11 @@ def check_packages(project: ProjectInfo, host: HostFacts) -> Check:
     reqs = required_packages(project)
     installed = {r.name: host.packages.get(_norm(r.name)) for r in reqs}
     missing = [r.name for r in reqs if not installed[r.name]]
-    old = [f"{r.name}{r.specifier} (found {installed[r.name]})" for r in reqs
-           if installed[r.name] and not _satisfies(installed[r.name], r.specifier)
-           and _norm(r.name) != "trl"]  # fmt: skip  (TRL outside its range: check_trl_loss warns)
+    old = [
+        f"{r.name}{r.specifier} (found {installed[r.name]})"
+        for r in reqs
+        if installed[r.name] and not _satisfies(installed[r.name], r.specifier) and _norm(r.name) != "trl"
+    ]  # fmt: skip  (TRL outside its range: check_trl_loss warns)
     found = ", ".join(f"{n} {v}" for n, v in installed.items() if v)
     problems = ([f"missing: {', '.join(missing)}"] if missing else []) + ([f"too old: {', '.join(old)}"] if old else [])
     if problems:
@@ -272,12 +273,14 @@ def check_trl_loss(project: ProjectInfo, host: HostFacts) -> Check:
         return Check(name, OK, f"TRL {version} (requirements.txt: trl{pinned or TRL_MODELED})")
     major_minor = tuple(int(x) for x in re.findall(r"\d+", version)[:2])
     if major_minor < (1, 6):
-        why = "its default loss builds full fp32 logits: plan with training.loss = \"full_logits\""
+        why = 'its default loss builds full fp32 logits: plan with training.loss = "full_logits"'
     elif major_minor < (1, 15):
         why = "its default loss is chunked_nll (no full logits, other per-chunk buffers than the fused head)"
     else:
         why = "a release the plan was not checked against"
-    return Check(name, WARN, f"TRL {version} is outside trl{pinned or TRL_MODELED}: {why}; pip install -r requirements.txt")
+    return Check(
+        name, WARN, f"TRL {version} is outside trl{pinned or TRL_MODELED}: {why}; pip install -r requirements.txt"
+    )
 
 
 def _norm(name: str) -> str:

@@ -310,7 +310,9 @@ def arch_from_card(card: ArchCard) -> ModelArch:
     return ModelArch(
         model_type=card.model_type,
         hidden_size=card.hidden_size,
-        intermediate_size=card.moe_intermediate_size if card.experts and card.moe_intermediate_size else card.intermediate_size,
+        intermediate_size=card.moe_intermediate_size
+        if card.experts and card.moe_intermediate_size
+        else card.intermediate_size,
         layers=card.layers,
         heads=card.heads,
         kv_heads=card.kv_heads,

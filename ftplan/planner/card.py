@@ -228,9 +228,7 @@ class ArchCard:
         if isinstance(target_modules, str):
             return []
         names = [n for u in self.lora_units for n in u.module_names()[:1]]
-        return [
-            k for k in target_modules if k not in self.peft_moe_aliases and not any(_matches(n, k) for n in names)
-        ]
+        return [k for k in target_modules if k not in self.peft_moe_aliases and not any(_matches(n, k) for n in names)]
 
     @cached_property
     def vision(self) -> bool:

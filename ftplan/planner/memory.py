@@ -407,7 +407,9 @@ class ActivationModel:
         self.final_norm = RMSNORM_INPUT_BYTES * h + FP32 + (2 * e * h if full else 0)
         self.shared = 2 * arch.head_dim * e
         self.vocab = arch.vocab_size + s.new_tokens
-        self.logit_bytes = FP32 if s.method == "qlora" and not s.uses_fsdp else compute_bytes(s.precision)  # lm_head's dtype
+        self.logit_bytes = (
+            FP32 if s.method == "qlora" and not s.uses_fsdp else compute_bytes(s.precision)
+        )  # lm_head's dtype
         self.fused_loss = (loss or loss_model(s)) == "trl_fused"
         self.cpu = cpu
         head_trains = full or bool(s.new_tokens)
@@ -553,7 +555,9 @@ def fsdp2_states(arch: ModelArch, s: Settings, device: Device, trainable: int, w
         unit_grads = per_layer
     sharded = loaded // n
     gathered_bytes = FSDP_GATHERED_UNITS * unit + tail
-    if s.zero_stage < 3:  # reshard_after_forward=False (stage 2; FSDP2 has no 1): the model stays gathered until backward
+    if (
+        s.zero_stage < 3
+    ):  # reshard_after_forward=False (stage 2; FSDP2 has no 1): the model stays gathered until backward
         gathered_bytes = everything + unit
     reduce_bytes = gathered if s.method == "full" else stored
     gradients = trainable * stored // n

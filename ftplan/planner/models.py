@@ -20,7 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ftplan.planner.arch import SUPPORTED_MODEL_TYPES, ModelArch, UnsupportedArchitecture, arch_from_card, arch_from_config
+from ftplan.planner.arch import (
+    SUPPORTED_MODEL_TYPES,
+    ModelArch,
+    UnsupportedArchitecture,
+    arch_from_card,
+    arch_from_config,
+)
 from ftplan.planner.card import ArchCard
 from ftplan.planner.catalog.models import ALIASES, CARD_ALIASES, CARD_MODELS, MODEL_CONFIGS
 from ftplan.planner.configcheck import BadConfig, check_config

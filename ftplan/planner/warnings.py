@@ -37,7 +37,13 @@ def method_warnings(
             f"does not fit in host RAM: {what} needs {_gib(host_need)} per node, the host has {_gib(host_ram)} "
             "(hardware.host_ram_gb)"
         )
-    if t.offload not in (None, "none") and t.zero_stage is None and s.zero_stage and s.uses_deepspeed and not device.is_cpu:
+    if (
+        t.offload not in (None, "none")
+        and t.zero_stage is None
+        and s.zero_stage
+        and s.uses_deepspeed
+        and not device.is_cpu
+    ):
         out.append(
             f"training.offload = {t.offload!r} needs DeepSpeed ZeRO: planned with ZeRO-{s.zero_stage} "
             "(set training.zero_stage to choose)"

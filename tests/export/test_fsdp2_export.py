@@ -62,7 +62,9 @@ def test_fsdp2_lora_trains_on_two_cpu_processes_and_saves_a_loadable_adapter(tin
     from transformers import AutoModelForCausalLM
 
     out = project / "output"
-    base = AutoModelForCausalLM.from_pretrained(json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"])
+    base = AutoModelForCausalLM.from_pretrained(
+        json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
+    )
     model = PeftModel.from_pretrained(base, out)
     adapters = {n: p for n, p in model.named_parameters() if "lora_" in n}
     assert adapters and all(p.ndim == 2 and min(p.shape) > 0 for p in adapters.values())  # whole, not shards

@@ -107,18 +107,16 @@ def test_fused_expert_tensors_stay_16_bit_under_bitsandbytes_4bit(tmp_path):
     from ftplan.derive.meta import derive_card
 
     config = card_support.tiny_config("qwen3_moe")
-    cfg = transformers.AutoConfig.for_model(**{"model_type": config["model_type"]}, **{
-        k: v for k, v in config.items() if k != "model_type"
-    })
+    cfg = transformers.AutoConfig.for_model(
+        **{"model_type": config["model_type"]}, **{k: v for k, v in config.items() if k != "model_type"}
+    )
     model = transformers.AutoModelForCausalLM.from_config(cfg)
     model.save_pretrained(tmp_path / "m")
     quant = transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16)
     loaded = transformers.AutoModelForCausalLM.from_pretrained(
         tmp_path / "m", quantization_config=quant, dtype=torch.bfloat16, device_map="cpu"
     )
-    four_bit = sum(
-        m.in_features * m.out_features for m in loaded.modules() if isinstance(m, bnb.nn.Linear4bit)
-    )
+    four_bit = sum(m.in_features * m.out_features for m in loaded.modules() if isinstance(m, bnb.nn.Linear4bit))
     experts_dtypes = {p.dtype for n, p in loaded.named_parameters() if "experts" in n}
     card = derive_card(config)
     assert card.quantizable_params == four_bit

@@ -104,4 +104,6 @@ def test_oom_advice_has_fsdp2_rungs(tmp_path):
     assert lines == ["training.zero_stage = 3"]
     lines, _ = next_rung(project("fsdp3", zero_stage=3, sharding="fsdp2", offload="none"))
     assert lines == ["training.zero_stage = 3", 'training.offload = "optimizer+params"']
-    assert json.loads((tmp_path / "fsdp3" / "plan.json").read_text())["methods"]["full"]["settings"]["sharding"] == "fsdp2"
+    assert (
+        json.loads((tmp_path / "fsdp3" / "plan.json").read_text())["methods"]["full"]["settings"]["sharding"] == "fsdp2"
+    )

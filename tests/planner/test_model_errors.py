@@ -51,7 +51,9 @@ def test_cli_exits_2_without_a_traceback(tmp_path):
     folder = _folder(tmp_path / "m", {**GOOD, "num_attention_heads": 0})
     answers = tmp_path / "answers.toml"
     answers.write_text(f'[model]\nname = "{folder}"\n')
-    done = subprocess.run([sys.executable, "-m", "ftplan", "--answers", str(answers), "--json"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "ftplan", "--answers", str(answers), "--json"], capture_output=True, text=True
+    )
     assert done.returncode == 2
     assert "num_attention_heads" in done.stderr + done.stdout
     assert "Traceback" not in done.stderr
@@ -78,5 +80,7 @@ def test_gemma2_is_planned_with_a_kernel_its_class_accepts(tmp_path):
     plan = make_plan(load_answers(answers))
     assert {m.settings.attention for m in plan.methods.values()} == {"eager"}
     answers.write_text('[model]\nname = "google/gemma-2-9b"\n[training]\nattention = "sdpa"\n')
-    done = subprocess.run([sys.executable, "-m", "ftplan", "--answers", str(answers), "--json"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "ftplan", "--answers", str(answers), "--json"], capture_output=True, text=True
+    )
     assert done.returncode == 2 and "training.attention" in done.stderr + done.stdout

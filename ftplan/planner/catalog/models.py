@@ -520,9 +520,7 @@ CARD_MODELS: dict[str, dict] = {
     ),
     "allenai/OLMo-2-0425-1B": _dense("allenai/OLMo-2-0425-1B", "olmo2", 2048, 8192, 16, 16, 16, 100352, False, 4096),
     "allenai/OLMo-2-1124-7B": _dense("allenai/OLMo-2-1124-7B", "olmo2", 4096, 11008, 32, 32, 32, 100352, False, 4096),
-    "allenai/OLMo-2-1124-13B": _dense(
-        "allenai/OLMo-2-1124-13B", "olmo2", 5120, 13824, 40, 40, 40, 100352, False, 4096
-    ),
+    "allenai/OLMo-2-1124-13B": _dense("allenai/OLMo-2-1124-13B", "olmo2", 5120, 13824, 40, 40, 40, 100352, False, 4096),
     "allenai/OLMo-2-0325-32B": _dense("allenai/OLMo-2-0325-32B", "olmo2", 5120, 27648, 64, 40, 8, 100352, False, 4096),
     "HuggingFaceTB/SmolLM3-3B-Base": _dense(
         "HuggingFaceTB/SmolLM3-3B-Base", "smollm3", 2048, 11008, 36, 16, 4, 128256, True, 65536
