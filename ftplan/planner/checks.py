@@ -4,25 +4,35 @@ from __future__ import annotations
 
 from ftplan.planner.answers import Answers
 from ftplan.planner.catalog.gpus import GPUS, gpu_by_name
-from ftplan.planner.loader import Problem
+from ftplan.planner.problems import Problem
 from ftplan.planner.models import ModelNotFound, resolve_model
 
 
-def semantic_problems(answers: Answers) -> list[Problem]:
-    """Every cross-field problem of valid-typed answers (empty when all is well)."""
+def name_problems(model_name: object, gpu: object) -> tuple[list[Problem], object]:
+    """An unknown model or GPU, and the model's architecture when it is known.
+
+    Needs only the two names, so the loader also runs it when other fields fail validation:
+    every problem of a file is reported in one round (`gpu = "RTX-5090"` beside a bad `method`).
+    """
     problems: list[Problem] = []
     arch = None
-    try:
-        arch = resolve_model(answers.model.name).arch
-    except ModelNotFound as exc:
-        problems.append(Problem("model.name", str(exc)))
-    gpu = answers.hardware.gpu
-    if gpu != "auto" and gpu_by_name(gpu) is None:
+    if isinstance(model_name, str):
+        try:
+            arch = resolve_model(model_name).arch
+        except ModelNotFound as exc:
+            problems.append(Problem("model.name", str(exc)))
+    if isinstance(gpu, str) and gpu != "auto" and gpu_by_name(gpu) is None:
         import difflib
 
         close = difflib.get_close_matches(gpu, list(GPUS), n=3, cutoff=0.4)
         hint = f"; did you mean {', '.join(close)}?" if close else f" (known: auto, cpu, {', '.join(GPUS)})"
         problems.append(Problem("hardware.gpu", f"unknown GPU {gpu!r}{hint}"))
+    return problems, arch
+
+
+def semantic_problems(answers: Answers) -> list[Problem]:
+    """Every cross-field problem of valid-typed answers (empty when all is well)."""
+    problems, arch = name_problems(answers.model.name, answers.hardware.gpu)
     t = answers.training
     if arch is not None and isinstance(t.lora_target_modules, list):
         missing = arch.unmatched_targets(t.lora_target_modules)

@@ -73,6 +73,9 @@ def problems_from_validation(exc: ValidationError, lines: dict[str, int]) -> lis
                 message += f" (known: {', '.join(choices)})"
         elif kind == "missing":
             message = "is required"
+        elif kind in ("model_type", "model_attributes_type", "dict_type"):
+            # pydantic says "a valid dictionary or instance of ModelChoice": name the TOML shape instead
+            message = f"should be a table ([{dotted}] with keys under it), got {type(error.get('input')).__name__}"
         else:
             message = error["msg"]
             if "input" in error and kind not in ("model_type", "dict_type"):
@@ -91,13 +94,30 @@ def parse_answers(data: dict[str, Any], text: str = "", source: str = "") -> Ans
     try:
         answers = Answers.model_validate(data)
     except ValidationError as exc:
-        raise AnswersError(problems_from_validation(exc, lines), source) from None
+        problems = problems_from_validation(exc, lines)
+        problems += _name_problems_of_raw(data, {p.field for p in problems}, lines)
+        raise AnswersError(problems, source) from None
     from ftplan.planner.checks import semantic_problems
 
     problems = semantic_problems(answers)
     if problems:
         raise AnswersError([Problem(p.field, p.message, _line_for(p.field, lines)) for p in problems], source)
     return answers
+
+
+def _name_problems_of_raw(data: dict[str, Any], reported: set[str], lines: dict[str, int]) -> list[Problem]:
+    """An unknown model or GPU in answers that failed validation elsewhere, so that one round
+    reports everything (the README's promise) instead of the schema first, the names after."""
+    from ftplan.planner.checks import name_problems
+
+    def name(section: str, key: str) -> object:
+        table = data.get(section)
+        if f"{section}.{key}" in reported or f"{section}" in reported or not isinstance(table, dict):
+            return None
+        return table.get(key, "auto" if section == "hardware" else None)
+
+    found, _ = name_problems(name("model", "name"), name("hardware", "gpu"))
+    return [Problem(p.field, p.message, _line_for(p.field, lines)) for p in found]
 
 
 def read_answers_text(text: str, source: str = "") -> Answers:

@@ -9,6 +9,7 @@ an error in the app reads exactly like the one the headless CLI prints.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -163,7 +164,29 @@ def raw_value(f: Field, value: Any) -> tuple[bool, Any]:
         if text.strip("\"'") == "all-linear":
             return True, "all-linear"
         return True, [part.strip().strip("\"'") for part in text.strip("[]").split(",") if part.strip()]
-    return True, text.replace("_", "") if f.kind in ("int", "float") else text
+    return True, number_text(text, f.kind) if f.kind in ("int", "float") else text
+
+
+_NUMBER = re.compile(
+    r"^\$?\s*((?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9][0-9_]*)(?:\.[0-9]*)?|\.[0-9]+)(?:e([+-]?[0-9]+))?\s*([km])?$",
+    re.IGNORECASE,
+)
+_SUFFIX = {"k": 1_000, "m": 1_000_000}
+
+
+def number_text(text: str, kind: Kind) -> Any:
+    """A number field's text as a number when it reads as one the way people write them:
+    `30000`, `30,000`, `30_000`, `30k`, `3e4`, `1.5M`, `$200`. Anything else goes to the
+    validator untouched, so its message quotes exactly what was typed (`my_bad_value`)."""
+    match = _NUMBER.match(text.strip())
+    if not match:
+        return text
+    digits, exponent, suffix = match.groups()
+    value = float(f"{digits.replace(',', '').replace('_', '')}e{exponent or 0}")
+    value *= _SUFFIX.get((suffix or "").lower(), 1)
+    if kind == "int":
+        return int(value) if value == int(value) else text  # 2.5 examples: the validator says why not
+    return value
 
 
 @dataclass

@@ -31,6 +31,15 @@ and mount right after the first frame (``mount_below_the_fold``): about fifty fe
 widgets to style and lay out before the app first appears."""
 
 
+def choices_with(spec: Field, value: Any) -> tuple[tuple[str, Any], ...]:
+    """A select's choices, plus `value` when the answers file holds one it lacks (`gpu =
+    "RTX-5090"`): the question opens showing it, marked by the planner's problem, and the
+    user picks a real one. Without it Textual refuses the value and the app cannot open."""
+    if value is None or any(v == value for _, v in spec.choices):
+        return spec.choices
+    return (*spec.choices, (f"{value} (not a known choice)", value))
+
+
 class Question(Vertical):
     """One question: label, control, then its help text with its note or problem under it."""
 
@@ -47,7 +56,8 @@ class Question(Vertical):
         spec = self.spec
         yield Label(spec.name.replace("_", " "), classes="q-label")
         if spec.kind == "select":
-            yield Select(spec.choices, value=self.initial, allow_blank=False, id=spec.widget_id, compact=True)
+            choices = choices_with(spec, self.initial)
+            yield Select(choices, value=self.initial, allow_blank=False, id=spec.widget_id, compact=True)
         elif spec.kind == "switch":
             yield Switch(value=bool(self.initial), id=spec.widget_id)
         else:
