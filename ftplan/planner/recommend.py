@@ -53,6 +53,12 @@ def objective_choice(answers: Answers, examples: int) -> tuple[Method, str]:
     return "lora", "instruction/chat tuning is a low-rank behavioural change: LoRA matches full fine-tuning quality"
 
 
+def _usd(amount: float) -> str:
+    """Dollars as the plan line writes them where it matters: cents below $100 ("$3.60 > budget
+    $2.00", not "$4 > budget $2" beside a plan line of $3.60), whole dollars above."""
+    return f"${amount:,.2f}" if amount < 100 else f"${amount:,.0f}"
+
+
 def recommend(answers: Answers, methods: dict, examples: int, hardware_desc: str) -> tuple[Method, list[str]]:
     """Pick a method from the per-method plans (dicts with fits/time/cost/memory)."""
     reasons: list[str] = []
@@ -107,20 +113,20 @@ def recommend(answers: Answers, methods: dict, examples: int, hardware_desc: str
                 and (deadline is None or methods[m].time.hours <= deadline)
             ]
             what = (
-                f"${current.cost.usd:,.0f} > budget ${budget:,.0f}"
+                f"costs {_usd(current.cost.usd)} > budget {_usd(budget)}"
                 if over_budget
-                else f"{current.time.hours:,.1f} h > deadline {deadline:,.1f} h"
+                else f"takes {current.time.hours:,.1f} h > deadline {deadline:,.1f} h"
             )
             if within:
                 alt = within[0]
                 reasons.append(
-                    f"Budget: one {NAMES[choice]} run costs {what}; {NAMES[alt]} costs "
-                    f"${methods[alt].cost.usd:,.0f} in {methods[alt].time.hours:,.1f} h."
+                    f"Budget: one {NAMES[choice]} run {what}; {NAMES[alt]} costs "
+                    f"{_usd(methods[alt].cost.usd)} in {methods[alt].time.hours:,.1f} h."
                 )
                 choice = alt
             else:
                 reasons.append(
-                    f"Budget: one {NAMES[choice]} run costs {what}, and no method fits within it; reduce epochs or data."
+                    f"Budget: one {NAMES[choice]} run {what}, and no method fits within it; reduce epochs or data."
                 )
         else:
             spare = methods[choice].cost.runs_within_budget

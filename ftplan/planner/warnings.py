@@ -107,10 +107,13 @@ def fsdp2_warnings(s: Settings, device: Device) -> list[str]:
         return []
     out = []
     if "sharding" in s.chosen_by_planner:
-        out.append(
-            "sharding: FSDP2 chosen because DeepSpeed ZeRO does not fit here: FSDP2 keeps the parameters in the "
-            "dtype they are loaded in (bf16: 8 bytes per parameter with AdamW, no fp32 master copy)"
+        why = (
+            "FSDP2 keeps the parameters in the dtype they are loaded in (bf16: 8 bytes per parameter with AdamW, "
+            "no fp32 master copy)"
+            if s.precision == "bf16"
+            else "FSDP2 gathers only the decoder units in use (the memory table has its terms)"
         )
+        out.append(f"sharding: FSDP2 chosen because DeepSpeed ZeRO does not fit here: {why}")
     if s.zero_stage == 1:
         out.append("FSDP2 has no stage 1: zero_stage 1 runs as 2 (gradients and states sharded, weights kept gathered)")
     if s.offload == "optimizer":
