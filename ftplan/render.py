@@ -81,9 +81,22 @@ def memory_table(plan: Plan) -> Table:
     t.add_row("fits", *[Text("yes", "green") if plan.methods[m].fits else Text("no", "bold red") for m in METHODS])
     t.add_row("host RAM (offload)", *[gib(plan.methods[m].cpu_memory) for m in METHODS])
     if plan.hardware.gpu != "cpu":
-        t.add_row("longest seq that fits (b=1)", *[f"{plan.methods[m].max_seq_len_that_fits:,}" for m in METHODS])
+        t.add_row("longest seq, b=1, most frugal¹", *[f"{plan.methods[m].max_seq_len_that_fits:,}" for m in METHODS])
         t.add_row("needs", *[plan.methods[m].hardware_needed or "—" for m in METHODS])
     return t
+
+
+FRUGAL_NOTE = (
+    "¹ each method at its own most memory-frugal settings (gradient checkpointing, and ZeRO-3 / CPU offload "
+    "where the method can use them): a comparison of the methods, not of the settings they were planned with."
+)
+
+
+def memory_section(plan: Plan) -> Group:
+    """The memory table and, on a GPU, the note that says what its "longest seq" row compares."""
+    if plan.hardware.gpu == "cpu":
+        return Group(memory_table(plan))
+    return Group(memory_table(plan), Text(FRUGAL_NOTE, style="dim"))
 
 
 def settings_table(plan: Plan) -> Table:
@@ -165,7 +178,7 @@ def recommendation_panel(plan: Plan) -> Panel:
 def plan_renderable(plan: Plan) -> Group:
     return Group(
         model_table(plan),
-        memory_table(plan),
+        memory_section(plan),
         settings_table(plan),
         cost_table(plan),
         hidden_cost_table(plan),

@@ -308,6 +308,26 @@ def fitting_limits(arch: ModelArch, s: Settings, device: Device, memory: MemoryM
     return min(most // SEQ_STEP * SEQ_STEP, LONGEST_SEQ_CAP), min(most // seq, LARGEST_MICRO_BATCH_CAP)
 
 
+def most_frugal(method: Method, answers: Answers, s: Settings, device: Device, data: DataShape) -> Settings:
+    """``s`` at the method's most memory-frugal rung: checkpointing, sharding and offload as
+    far as its ladder goes, whatever the user fixed kept.
+
+    The plan's "longest sequence that fits" is asked of these settings, so the three methods
+    are compared as methods, not as settings: full planned with checkpointing against LoRA
+    planned without told the reader full fits longer sequences (28,160 vs 5,888 on an A100).
+    """
+    if device.is_cpu:
+        return s
+    _, fixed = base_settings(method, answers, device, data)
+    ladder = _fsdp2_ladder if s.uses_fsdp else _ladder
+    ckpt, stage, offload = ladder(method, device, fixed)[-1]
+    rung = {"gradient_checkpointing": ckpt, "zero_stage": stage, "offload": offload}
+    frugal = _with(s, **{k: v for k, v in rung.items() if k not in fixed})
+    if "offload" not in fixed and frugal.offload != "none" and not frugal.zero_stage:
+        frugal = _with(frugal, offload="none")
+    return frugal
+
+
 def longest_sequence_that_fits(arch: ModelArch, s: Settings, device: Device) -> int:
     """The largest max_seq_len (multiple of 256) at micro-batch 1 that fits, or 0."""
     return fitting_limits(arch, s, device)[0]

@@ -11,7 +11,7 @@ from ftplan import __version__
 from ftplan.planner.answers import METHODS, Answers, Method
 from ftplan.planner.arch import ModelArch
 from ftplan.planner.catalog.gpus import GPU, GPUS, gpu_by_name
-from ftplan.planner.choose import choose_settings, fitting_limits
+from ftplan.planner.choose import choose_settings, fitting_limits, most_frugal
 from ftplan.planner.memory import (
     Device,
     MemoryEstimate,
@@ -229,7 +229,8 @@ def plan_method(
     s = choose_settings(method, answers, arch, device, data, host_ram)
     memory = MemoryModel(arch, s, device)
     mem = memory.estimate()
-    longest, largest = fitting_limits(arch, s, device, memory)
+    frugal = most_frugal(method, answers, s, device, data)
+    longest, largest = fitting_limits(arch, frugal, device, memory if frugal == s else None)
     gpu_fits = device.is_cpu or mem.total <= usable_memory(device)
     host_need = host_memory_needed(mem, device)
     fits = gpu_fits and (host_ram is None or host_need <= host_ram)
