@@ -81,14 +81,14 @@ def memory_table(plan: Plan) -> Table:
     t.add_row("fits", *[Text("yes", "green") if plan.methods[m].fits else Text("no", "bold red") for m in METHODS])
     t.add_row("host RAM (offload)", *[gib(plan.methods[m].cpu_memory) for m in METHODS])
     if plan.hardware.gpu != "cpu":
-        t.add_row("longest seq, b=1, most frugal¹", *[f"{plan.methods[m].max_seq_len_that_fits:,}" for m in METHODS])
+        t.add_row("longest seq (b=1)¹", *[f"{plan.methods[m].max_seq_len_that_fits:,}" for m in METHODS])
         t.add_row("needs", *[plan.methods[m].hardware_needed or "—" for m in METHODS])
     return t
 
 
 FRUGAL_NOTE = (
-    "¹ each method at its own most memory-frugal settings (gradient checkpointing, and ZeRO-3 / CPU offload "
-    "where the method can use them): a comparison of the methods, not of the settings they were planned with."
+    "¹ at micro-batch 1, each method at its own most memory-frugal settings (gradient checkpointing, and "
+    "ZeRO-3 / CPU offload where the method can use them): it compares the methods, not their planned settings."
 )
 
 

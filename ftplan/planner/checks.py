@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ftplan.planner.answers import Answers
 from ftplan.planner.catalog.gpus import GPUS, gpu_by_name
-from ftplan.planner.problems import Problem
 from ftplan.planner.models import ModelNotFound, resolve_model
+from ftplan.planner.problems import Problem
 
 
 def name_problems(model_name: object, gpu: object) -> tuple[list[Problem], object]:

@@ -17,7 +17,7 @@ from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Tab, Tabs
 
@@ -58,14 +58,20 @@ class FtplanApp(App[int]):
     SUB_TITLE = "plan a fine-tune: full, LoRA or QLoRA"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
 
+    # Priority: an Input takes ctrl+e as end-of-line (and hides it from the footer) otherwise;
+    # `check_action` lets the keys through on the export and launch screens.
     BINDINGS = [
-        Binding("ctrl+s", "save", "Save", id="answers.save"),
-        Binding("ctrl+e", "export", "Export", id="plan.export"),
-        Binding("ctrl+l", "launch", "Launch", id="plan.launch"),
-        Binding("f2", "toggle_view", "Questions/Plan", id="view.toggle"),
+        Binding("ctrl+s", "save", "Save", id="answers.save", priority=True),
+        Binding("ctrl+e", "export", "Export", id="plan.export", priority=True),
+        Binding("ctrl+l", "launch", "Launch", id="plan.launch", priority=True),
+        Binding("f2", "toggle_view", "Questions/Plan", id="view.toggle", priority=True),
+        Binding("f1", "help", "Help", id="app.help", priority=True),
+        Binding("question_mark", "help", "Help", id="app.help_key", show=False),
         Binding("ctrl+t", "toggle_dark", "Dark/Light", id="app.theme", show=False),
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
     ]
+    MAIN_SCREEN_ACTIONS = {"save", "export", "launch", "toggle_view", "help"}
+    """Actions of the main screen: elsewhere (export, launch, dialogs) their keys are that screen's."""
 
     def __init__(
         self,
@@ -81,6 +87,8 @@ class FtplanApp(App[int]):
     ) -> None:
         super().__init__()
         self.initial_state = FormState.from_raw(raw) if raw is not None else FormState.from_answers(answers)
+        self._saved_raw = self.initial_state.to_raw()
+        """The form as last read or saved: Ctrl-Q asks before losing anything else."""
         self._raw = raw
         self.read_problems: list[Problem] = []
         """Keys of the file that no question holds: reported at the top, dropped on save
@@ -127,8 +135,21 @@ class FtplanApp(App[int]):
         self.run_progress: Progress | None = None
         self.run_started: Started | None = None
         self.run_finished: Finished | None = None
-        self.export_dir: Path | None = None
+        self.export_dir: Path | None = self._project_of(self.answers_path)
+        self.run_folder: Path | None = None
+        """The folder of the active (or last) run: the launch screen shows it when reopened."""
         self._quit_after_run = False
+        self._stop_dialog = None
+
+    @staticmethod
+    def _project_of(answers_path: Path | None) -> Path | None:
+        """The exported project the answers file belongs to (`ftplan --answers ft-x/answers.toml
+        --interactive`): export and launch then start from that folder."""
+        from ftplan.tui.exporting import MANIFEST
+
+        if answers_path is not None and (answers_path.parent / MANIFEST).is_file():
+            return answers_path.parent
+        return None
 
     @staticmethod
     def _unknown_keys(raw: dict[str, Any]) -> list[Problem]:
@@ -188,16 +209,47 @@ class FtplanApp(App[int]):
     def results(self) -> ResultsPanel:
         return self.screen_stack[0].query_one(ResultsPanel)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The main screen's keys only act (and show in the footer) on the main screen: on the
+        export screen ctrl+s writes files, in the launch screen's folder field ctrl+e is end."""
+        if action in self.MAIN_SCREEN_ACTIONS and self.screen_stack and self.screen is not self.screen_stack[0]:
+            return action == "help" and not isinstance(self.screen, ModalScreen)
+        return True
+
     @on(Tabs.TabActivated, "#view-tabs")
     def _tab(self, event: Tabs.TabActivated) -> None:
         plan = event.tab.id == "tab-plan"
         main = self.query_one("#main")
         main.set_class(plan, "show-plan")
         main.set_class(not plan, "show-questions")
+        if self.screen.has_class("-narrow"):
+            # the hidden pane cannot keep the focus: PageDown must scroll what is shown
+            (self.results if plan else self._last_question_focus()).focus()
 
     def action_toggle_view(self) -> None:
+        """Narrow: switch panes. Wide (both shown): move the focus between the questions and
+        the plan, so PageDown scrolls the plan without tabbing through every question."""
+        if not self.screen.has_class("-narrow"):
+            if self.results.has_focus:
+                self._last_question_focus().focus()
+            else:
+                self._question_focus = self.focused
+                self.results.focus()
+            return
         tabs = self.query_one("#view-tabs", Tabs)
         tabs.active = "tab-questions" if tabs.active == "tab-plan" else "tab-plan"
+
+    def _last_question_focus(self):
+        """The question that had the focus before the plan took it (else the first one)."""
+        widget = getattr(self, "_question_focus", None)
+        if widget is not None and widget.is_attached and widget.focusable:
+            return widget
+        return self.screen_stack[0].query_one("#objective-kind")
+
+    def action_help(self) -> None:
+        from ftplan.tui.screens.help import HelpScreen
+
+        self.push_screen(HelpScreen(self.screen))
 
     def action_toggle_dark(self) -> None:
         self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
@@ -467,6 +519,7 @@ class FtplanApp(App[int]):
             return
         self.answers_path = target
         self.saved_answers = self.answers
+        self._saved_raw = self.form.state().to_raw()
         if self.read_problems:  # the unknown keys are gone from the file now
             self.read_problems = []
             self.form.show_problems(self.problems)
@@ -528,6 +581,7 @@ class FtplanApp(App[int]):
         elif isinstance(event, Finished):
             self.run_finished = event
             self.run_active = False
+            self._close_stop_dialog()
         from ftplan.tui.screens.launch import LaunchScreen
 
         for screen in self.screen_stack:
@@ -535,6 +589,12 @@ class FtplanApp(App[int]):
                 screen.run_event(event)
         if isinstance(event, Finished) and self._quit_after_run:
             self.exit(0)
+
+    def _close_stop_dialog(self) -> None:
+        """The run ended by itself while "Stop the training run?" was open: that question is moot."""
+        dialog, self._stop_dialog = self._stop_dialog, None
+        if dialog is not None and dialog.is_current:
+            dialog.dismiss(False)
 
     def stop_run(self) -> None:
         """Stop the active run without asking (callers ask first)."""
@@ -550,18 +610,33 @@ class FtplanApp(App[int]):
             return
         from ftplan.tui.screens.confirm import ConfirmScreen
 
-        self.push_screen(
-            ConfirmScreen(
-                "Stop the training run? (SIGTERM, then SIGKILL after the grace period)", "Stop", "Keep running"
-            ),
-            lambda yes: self.stop_run() if yes else None,
+        self._stop_dialog = ConfirmScreen(
+            "Stop the training run? (SIGTERM, then SIGKILL after the grace period)", "Stop", "Keep running"
         )
+        self.push_screen(self._stop_dialog, lambda yes: self.stop_run() if yes else None)
+
+    @property
+    def unsaved(self) -> bool:
+        """Answers edited since they were read or saved (a file's, or a fresh form's defaults)."""
+        if not self.user_edited:
+            return False
+        return self.form.state().to_raw() != self._saved_raw
 
     async def action_quit(self) -> None:
-        if not self.run_active:
-            self.exit(0)
-            return
         from ftplan.tui.screens.confirm import ConfirmScreen
+
+        if not self.run_active:
+            if not self.unsaved:
+                self.exit(0)
+                return
+            where = f" to {self.answers_path}" if self.answers_path else ""
+            self.push_screen(
+                ConfirmScreen(
+                    f"The answers have changes not saved{where} (ctrl+s saves). Quit anyway?", "Quit", "Stay"
+                ),
+                lambda yes: self.exit(0) if yes else None,
+            )
+            return
 
         def answer(yes: bool | None) -> None:
             if yes:

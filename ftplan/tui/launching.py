@@ -39,6 +39,14 @@ def project_checks(project_dir: Path, smoke: bool = False) -> tuple[list[tuple[s
     return [(c.status, c.name, c.detail) for c in prepared.checks], ""
 
 
+def command_lines(spec) -> list[str]:
+    """What `ftplan launch DIR --dry-run` prints after the checklist: the environment ftplan
+    adds, then the command (the in-app dry run used to show the command alone)."""
+    lines = ["Environment (added to yours):"]
+    lines += [f"  {k}={shlex.quote(v)}" for k, v in sorted(spec.env.items())] or ["  (nothing)"]
+    return [*lines, "Command:", f"  cd {shlex.quote(spec.cwd)}", f"  {shlex.join(spec.argv)}"]
+
+
 class LaunchSource:
     """Runs an exported project through `ftplan.launch` (process group, SIGTERM → SIGKILL)."""
 
@@ -69,7 +77,7 @@ class LaunchSource:
             return
         spec = prepared.spec
         post(Output([f"{MARK.get(c.status, '?')} {c.name}: {c.detail}" for c in prepared.checks]))
-        post(Output([f"cd {shlex.quote(spec.cwd)}", shlex.join(spec.argv)]))
+        post(Output(command_lines(spec)))
         if self.dry_run:
             post(Finished(0, "dry run: the command above was not started"))
             return

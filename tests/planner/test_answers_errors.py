@@ -164,12 +164,17 @@ def test_mutated_files_never_raise_anything_but_answers_error(ops):
 
 def test_schema_problems_and_unknown_names_come_in_one_round():
     """Issue 14: the unknown GPU used to be reported only after the schema errors were fixed."""
-    text = VALID.replace('gpu = "A100-80GB"', 'gpu = "RTX-5090"').replace(
-        'kind = "instruction"', 'kind = "chat"'
-    ).replace('name = "meta-llama/Llama-3.1-8B"', 'name = "meta-llama/Llama-3.1-8Bx"')
+    text = (
+        VALID.replace('gpu = "A100-80GB"', 'gpu = "RTX-5090"')
+        .replace('kind = "instruction"', 'kind = "chat"')
+        .replace('name = "meta-llama/Llama-3.1-8B"', 'name = "meta-llama/Llama-3.1-8Bx"')
+    )
     found = {p.field: p for p in problems(text + 'method = "qlorra"\n')}
     assert set(found) == {"objective.kind", "training.method", "hardware.gpu", "model.name"}
-    assert "RTX-4090" in found["hardware.gpu"].message and found["hardware.gpu"].line == VALID.splitlines().index('gpu = "A100-80GB"') + 1
+    assert (
+        "RTX-4090" in found["hardware.gpu"].message
+        and found["hardware.gpu"].line == VALID.splitlines().index('gpu = "A100-80GB"') + 1
+    )
 
 
 def test_a_section_given_as_a_value_names_the_toml_shape_not_a_class():

@@ -2,7 +2,8 @@
 
 from ftplan.tui.screens.confirm import ConfirmScreen
 from ftplan.tui.screens.export import ExportScreen
+from ftplan.tui.screens.help import HelpScreen
 from ftplan.tui.screens.launch import LaunchScreen
 from ftplan.tui.screens.save import SavePathScreen
 
-__all__ = ["ConfirmScreen", "ExportScreen", "LaunchScreen", "SavePathScreen"]
+__all__ = ["ConfirmScreen", "ExportScreen", "HelpScreen", "LaunchScreen", "SavePathScreen"]

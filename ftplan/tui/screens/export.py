@@ -60,6 +60,8 @@ class ExportScreen(Screen[None]):
         self.folder = str(folder) if folder else default_folder(plan, self.method)
         self.files: list[FilePreview] = []
         self.last_result: str = ""
+        self.written = False
+        """Just written: the files now equal the preview; they read "written", not "unchanged"."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -92,6 +94,7 @@ class ExportScreen(Screen[None]):
             )
             self.query_one("#export-write", Button).disabled = True
             return
+        self.query_one("#export-dir", Input).focus()  # the footer shows this screen's keys at once
         self.refresh_preview()
 
     # Preview ----------------------------------------------------------------------------------
@@ -103,6 +106,7 @@ class ExportScreen(Screen[None]):
     @on(Select.Changed, "#export-method")
     def _options_changed(self) -> None:
         self.last_result = ""
+        self.written = False
         self.query_one("#export-result", Static).set_class(False, "-error")
         self.refresh_preview()
 
@@ -140,9 +144,9 @@ class ExportScreen(Screen[None]):
         for f in self.files:
             prompt = Text(f.name.ljust(24))
             forced = force and f.status == "edited"
-            prompt.append(
-                "edited by hand: OVERWRITTEN (force)" if forced else STATUS_TEXT[f.status], style=STATUS_STYLE[f.status]
-            )
+            status = "written" if self.written and f.status == "same" else STATUS_TEXT[f.status]
+            style = "green" if self.written and f.status == "same" else STATUS_STYLE[f.status]
+            prompt.append("edited by hand: OVERWRITTEN (force)" if forced else status, style=style)
             option_list.add_option(Option(prompt, id=f.name))
         if self.files:
             option_list.highlighted = min(highlighted, len(self.files) - 1)
@@ -187,6 +191,7 @@ class ExportScreen(Screen[None]):
 
     # Write ------------------------------------------------------------------------------------
 
+    @on(Input.Submitted, "#export-dir")
     @on(Button.Pressed, "#export-write")
     def action_write(self) -> None:
         if not exporter_available():
@@ -217,6 +222,7 @@ class ExportScreen(Screen[None]):
         result = self.query_one("#export-result", Static)
         result.update(message.message)
         result.set_class(not message.ok, "-error")
+        self.written = message.ok
         if message.ok:
             self.app.export_dir = Path(self._key()[0]).expanduser()
             self.app.notify("Project written.")

@@ -15,7 +15,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Log, ProgressBar, Static, Switch
@@ -51,6 +51,23 @@ def progress_text(p: Progress) -> str:
     return " · ".join(parts)
 
 
+def fold(line: str, width: int) -> list[str]:
+    """A long log line as several that fit the pane (a traceback's path, a long argv): the
+    Log widget cuts lines at its edge, and a cut error message is no help."""
+    width = max(20, width - 1)
+    if len(line) <= width:
+        return [line]
+    return [line[i : i + width] if not i else "  " + line[i : i + width - 2] for i in _starts(len(line), width)]
+
+
+def _starts(length: int, width: int) -> list[int]:
+    starts, i = [0], width
+    while i < length:
+        starts.append(i)
+        i += width - 2
+    return starts
+
+
 MARKS = {"ok": Text("✓", "green"), "warn": Text("!", "yellow"), "fail": Text("✗", "bold red")}
 
 
@@ -65,8 +82,9 @@ class ProjectChecked(Message):
 class LaunchScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "close", "Close (run continues)", id="launch.close"),
-        Binding("ctrl+r", "start", "Start", id="launch.start"),
-        Binding("ctrl+x", "stop", "Stop", id="launch.stop"),
+        # Priority: the folder field takes ctrl+x as cut (and the footer lost "^x Stop").
+        Binding("ctrl+r", "start", "Start", id="launch.start", priority=True),
+        Binding("ctrl+x", "stop", "Stop", id="launch.stop", priority=True),
     ]
 
     def __init__(self) -> None:
@@ -74,13 +92,13 @@ class LaunchScreen(Screen[None]):
         self._pending: list[str] = []
 
     def compose(self) -> ComposeResult:
-        app = self.app
         yield Header()
-        yield Static("", id="launch-preflight")
+        with VerticalScroll(id="launch-preflight-scroll", can_focus=False):
+            yield Static("", id="launch-preflight")
         with Horizontal(id="launch-options"):
             with Vertical(classes="opt"):
                 yield Label("Project folder")
-                yield Input(str(app.export_dir or ""), placeholder="the exported project (ctrl+e)", id="launch-dir")
+                yield Input(self._folder(), placeholder="the exported project (ctrl+e)", id="launch-dir")
             with Vertical(classes="opt opt-switch"):
                 yield Label("Dry run")
                 yield Switch(True, id="launch-dry-run")
@@ -91,10 +109,25 @@ class LaunchScreen(Screen[None]):
         yield Static("not started", id="launch-status", markup=False)
         yield Log(max_lines=10_000, id="launch-log")
         with Horizontal(id="launch-buttons"):
-            yield Button("Start", variant="success", id="launch-start")
-            yield Button("Stop", variant="error", id="launch-stop")
-            yield Button("Close", id="launch-close")
+            yield Button("Start (^r)", variant="success", id="launch-start", compact=True)
+            yield Button("Stop (^x)", variant="error", id="launch-stop", compact=True)
+            yield Button("Close (esc)", id="launch-close", compact=True)
         yield Footer()
+
+    def _folder(self) -> str:
+        """The active (or last) run's folder, else the last export's: reopened during a run,
+        the screen shows what is running, not an empty field."""
+        app = self.app
+        folder = app.run_folder or app.export_dir
+        return str(folder) if folder else ""
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Stop shows (greyed) only while a run is active; Start only while none is."""
+        if action == "stop":
+            return True if self.app.run_active else None
+        if action == "start":
+            return None if self.app.run_active else True
+        return True
 
     def on_mount(self) -> None:
         self.app.apply_cursor_blink(self)
@@ -111,6 +144,7 @@ class LaunchScreen(Screen[None]):
             self.query_one("#launch-status", Static).update("running")
         self._sync_buttons()
         self.set_interval(FLUSH_SECONDS, self.flush, name="log-flush")
+        self.query_one("#launch-start" if not app.run_active else "#launch-stop", Button).focus()
 
     # Preflight --------------------------------------------------------------------------------
 
@@ -173,7 +207,8 @@ class LaunchScreen(Screen[None]):
             from ftplan.tui.launching import make_source as factory
         self.query_one("#launch-log", Log).clear()
         self._pending.clear()
-        app.start_run(factory(Path(folder).expanduser(), dry_run=dry_run, smoke=smoke))
+        app.run_folder = Path(folder).expanduser()
+        app.start_run(factory(app.run_folder, dry_run=dry_run, smoke=smoke))
         self.query_one("#launch-status", Static).update("starting…")
         self.query_one("#launch-progress", ProgressBar).update(total=None, progress=0)
         self._sync_buttons()
@@ -190,8 +225,13 @@ class LaunchScreen(Screen[None]):
 
     def _sync_buttons(self) -> None:
         active = self.app.run_active
-        self.query_one("#launch-start", Button).disabled = active
-        self.query_one("#launch-stop", Button).disabled = not active
+        start, stop = self.query_one("#launch-start", Button), self.query_one("#launch-stop", Button)
+        moved = self.focused in (start, stop) and (stop if active else start).disabled
+        start.disabled = active
+        stop.disabled = not active
+        if moved:  # the focused button just went grey: the other one takes the focus
+            (stop if active else start).focus()
+        self.refresh_bindings()
 
     # Events from the App ----------------------------------------------------------------------
 
@@ -211,7 +251,9 @@ class LaunchScreen(Screen[None]):
         if not self._pending:
             return
         lines, self._pending = self._pending, []
-        self.query_one("#launch-log", Log).write_lines([terminal_line(line) for line in lines])
+        log = self.query_one("#launch-log", Log)
+        width = log.scrollable_content_region.width or 80
+        log.write_lines([part for line in lines for part in fold(terminal_line(line), width)])
 
     def _progress(self, p: Progress) -> None:
         self.query_one("#launch-progress", ProgressBar).update(total=max(1, p.max_steps), progress=p.step)
@@ -226,6 +268,9 @@ class LaunchScreen(Screen[None]):
             status = f"ended with exit code {f.exit_code}"
         if f.advice:
             status += f" — {f.advice}"
+        bar = self.query_one("#launch-progress", ProgressBar)
+        if bar.total is None:  # stop the indeterminate animation: the run is over
+            bar.update(total=1, progress=1 if f.exit_code == 0 else 0)
         widget = self.query_one("#launch-status", Static)
         widget.update(status)
         widget.set_class(f.exit_code != 0 and not f.stopped, "-error")

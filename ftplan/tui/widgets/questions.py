@@ -15,20 +15,39 @@ from textual import on
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
-from textual.suggester import SuggestFromList
 from textual.widget import AwaitMount
 from textual.widgets import Collapsible, Input, Label, Select, Static, Switch
 
 from ftplan.planner import Problem, catalog_names
 from ftplan.tui.fields import BY_KEY, FIELDS, SECTIONS, Field, FormState
 from ftplan.tui.widgets.chrome import FieldInput
+from ftplan.tui.widgets.modelname import ModelNameInput, ModelSuggester
 
 LAZY = {"training"}
 """Sections that start collapsed and mount their questions when opened."""
-FIRST_FRAME = {"objective", "model"}
+QUICK = "quick"
+QUICK_START: tuple[str, ...] = (
+    "model.name",
+    "objective.kind",
+    "hardware.gpu",
+    "hardware.gpus_per_node",
+    "data.examples",
+    "data.avg_tokens",
+    "budget.usd",
+    "budget.hours",
+)
+"""The questions most plans turn on, first and together: a recommendation is a few keys away
+(Enter moves to the next one); every other question keeps its default and its section."""
+FIRST_FRAME = {QUICK}
 """Sections whose questions come with the form. The other open sections are below the fold
 and mount right after the first frame (``mount_below_the_fold``): about fifty fewer
 widgets to style and lay out before the app first appears."""
+TITLES = {QUICK: "Quick start (Enter: next question)", **SECTIONS}
+
+
+def section_of(key: str) -> str:
+    """The form section a question is shown in (the quick start holds some of every section)."""
+    return QUICK if key in QUICK_START else BY_KEY[key].section
 
 
 def choices_with(spec: Field, value: Any) -> tuple[tuple[str, Any], ...]:
@@ -61,14 +80,14 @@ class Question(Vertical):
         elif spec.kind == "switch":
             yield Switch(value=bool(self.initial), id=spec.widget_id)
         else:
-            suggester = SuggestFromList(catalog_names(), case_sensitive=False) if spec.key == "model.name" else None
-            yield FieldInput(
+            model = spec.key == "model.name"
+            yield (ModelNameInput if model else FieldInput)(
                 str(self.initial),
                 placeholder=spec.placeholder,
-                suggester=suggester,
+                suggester=ModelSuggester(catalog_names()) if model else None,
                 id=spec.widget_id,
                 compact=True,
-                select_on_focus=False,
+                select_on_focus=spec.kind in ("int", "float"),  # tab in, type: the number is replaced
             )
         self._composed_with = (self.note, self.error)
         yield Static(self._text(), classes="q-help")
@@ -128,7 +147,7 @@ class QuestionsForm(VerticalScroll):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="form-problems", markup=False)
-        for section, title in SECTIONS.items():
+        for section, title in TITLES.items():
             now = section in FIRST_FRAME
             questions = self._questions(section) if now else []
             if now:
@@ -138,15 +157,16 @@ class QuestionsForm(VerticalScroll):
     def mount_below_the_fold(self) -> None:
         """Mount the open sections left out of the first frame (the app calls this after it)."""
         self._first_frame_pending = False
-        for section in SECTIONS:
+        for section in TITLES:
             if section not in LAZY and section not in self._mounted_sections:
                 self.open_section(section)
 
     def _questions(self, section: str) -> list[Question]:
+        fields = [BY_KEY[key] for key in QUICK_START] if section == QUICK else FIELDS
         made = [
             Question(f, self.values.get(f.key), self.errors.get(f.key, ""), self.notes.get(f.key, ""))
-            for f in FIELDS
-            if f.section == section
+            for f in fields
+            if section_of(f.key) == section
         ]
         self._made.update((q.spec.key, q) for q in made)
         return made
@@ -190,7 +210,7 @@ class QuestionsForm(VerticalScroll):
 
     async def control(self, key: str):
         """The control of a question, mounting its section first if needed (tests, focus)."""
-        mounting = self.open_section(BY_KEY[key].section)
+        mounting = self.open_section(section_of(key))
         if mounting is not None:
             await mounting
         return self.query_one(f"#{BY_KEY[key].widget_id}")
@@ -222,10 +242,19 @@ class QuestionsForm(VerticalScroll):
             top = self.query_one("#form-problems", Static)
             top.update(text)
             top.set_class(bool(general), "-visible")
-        for section in {BY_KEY[key].section for key in by_field}:
+        for section in {section_of(key) for key in by_field}:
             self.open_section(section)
 
     # Edits -----------------------------------------------------------------------------------
+
+    @on(Input.Submitted)
+    def _next_question(self, event: Input.Submitted) -> None:
+        """Enter takes the model name's completion and moves on, as Tab does: the quick start
+        is typed top to bottom without reaching for another key."""
+        event.stop()
+        if isinstance(event.input, ModelNameInput):
+            event.input.accept_completion()
+        self.screen.focus_next()
 
     @on(Input.Changed)
     @on(Select.Changed)

@@ -21,7 +21,7 @@ from ftplan.render import (
     SETTING_KEYS,
     cost_table,
     hidden_cost_table,
-    memory_table,
+    memory_section,
     recommendation_panel,
     settings_table,
 )
@@ -88,7 +88,7 @@ SECTIONS: tuple[tuple[str, Callable[[Plan], str], Callable[[Plan], Any]], ...] =
                 p, "memory", "fits", "trainable_params", "cpu_memory", "max_seq_len_that_fits", "hardware_needed"
             )
         ),
-        memory_table,
+        memory_section,
     ),
     ("cost", lambda p: _methods(p, "time", "cost"), cost_table),
     ("hidden", lambda p: _methods(p, "cost"), hidden_cost_table),
