@@ -218,3 +218,23 @@ def test_the_in_app_dry_run_prints_the_environment_like_the_cli():
         "  cd /p",
         "  torchrun train.py",
     ]
+
+
+async def test_the_launch_screen_at_80x24_leaves_the_log_rows_and_shows_its_keys(example_answers):
+    """The checklist used to fill the screen: no log rows, buttons below the edge, footer cut."""
+    app = make_app(example_answers)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+l")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, LaunchScreen)
+        screen_region = screen.region
+        assert screen.query_one("#launch-log").content_region.height >= 5
+        for selector in ("#launch-start", "#launch-stop", "#launch-close", "Footer"):
+            region = screen.query_one(selector).region
+            assert region.height >= 1 and screen_region.contains_region(region), selector
+        assert {"ctrl+r", "ctrl+x", "escape"} <= set(footer_keys(app))
+        assert app.screen.focused is screen.query_one("#launch-start")  # Enter starts

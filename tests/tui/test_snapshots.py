@@ -82,6 +82,19 @@ def test_launch_screen_running(snap_compare, example_answers):
     assert snap_compare(app, terminal_size=WIDE, run_before=run_before)
 
 
+def test_launch_screen_80x24(snap_compare, example_answers):
+    """Issue 14: at 80×24 the checklist scrolls in a few rows; log, buttons and footer show."""
+
+    async def run_before(pilot):
+        await settle(pilot)
+        await pilot.press("ctrl+l")
+        await pilot.pause()
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+    assert snap_compare(make_app(example_answers), terminal_size=NARROW, run_before=run_before)
+
+
 def test_export_screen(snap_compare, example_answers, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default folder (./ft-llama-3.1-8b-lora) is new and relative
 
