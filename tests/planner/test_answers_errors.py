@@ -78,7 +78,7 @@ def test_unknown_section_suggests_the_right_one():
 def test_unknown_model_lists_close_catalog_names():
     (p,) = problems(VALID.replace("meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.1-8b-instruct-x"))
     assert p.field == "model.name"
-    assert "did you mean" in p.message and "Llama-3.1-8B" in p.message
+    assert "did you mean" in p.message.lower() and "Llama-3.1-8B" in p.message
 
 
 def test_unknown_gpu_and_bad_target_modules_are_both_reported():

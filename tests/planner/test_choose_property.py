@@ -24,6 +24,15 @@ def exhaustive(method, answers, arch, device, data):
     """Every rung x every micro-batch: (hours, settings) of those that fit. DeepSpeed's ladder first;
     where none of its rungs fits, FSDP2's rungs without offload (the planner's engine choice)."""
     s, fixed = base_settings(method, answers, device, data)
+    if s.attention not in arch.attention_kernels:
+        s = _with(s, attention="eager")  # the class refuses sdpa (Gemma-2)
+    fitting = _engines(s, fixed, method, arch, device, data)
+    if not fitting and s.precision == "bf16-mixed":
+        fitting = _engines(_with(s, precision="bf16"), fixed, method, arch, device, data)  # the pure-bf16 fallback
+    return fitting
+
+
+def _engines(s, fixed, method, arch, device, data):
     fitting = _exhaustive(s, fixed, _ladder(method, device, fixed), arch, device, data)
     if not fitting:
         rungs = [rung for rung in _fsdp2_ladder(method, device, fixed) if rung[2] == "none"]

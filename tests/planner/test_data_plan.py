@@ -207,8 +207,9 @@ def test_the_ladder_picks_no_offload_rung_past_host_ram():
     from ftplan.planner.memory import Device, MemoryModel, usable_memory
     from ftplan.planner.models import resolve_model
 
-    answers = read_answers_text(
+    answers = read_answers_text(  # pure bf16 fixed: bf16-mixed's fallback to bf16 would also cut host RAM
         '[model]\nname = "meta-llama/Llama-3.1-8B"\n[data]\nexamples = 5000\navg_tokens = 400\nmax_seq_len = 1024\n'
+        '[training]\nprecision = "bf16"\n'
     )
     arch = resolve_model("meta-llama/Llama-3.1-8B").arch
     device = Device(GPUS["A100-40GB"], 1, 1)
