@@ -408,16 +408,24 @@ def data_context(answers: Answers) -> tuple[DataSample | None, list[str]]:
     d = answers.data
     if not d.path:
         return None, []
-    if not looks_local(d.path):
-        return None, [f"data.path: {d.path} is a hub dataset id; it was not downloaded or measured."]
-    p = Path(d.path).expanduser()
-    if not p.exists() and d.examples and d.avg_tokens:
-        return None, [
-            f"data.path: {d.path} is not on this machine; planned from data.examples and data.avg_tokens "
-            "(the launch preflight checks the file where the run starts)."
-        ]
+    note = unread_data_note(d.path, d.examples, d.avg_tokens)
+    if note:
+        return None, [note]
     sample = measure_sample(d.path, d.format, d.train_on, answers.model.name, answers.objective.kind)
     return sample, []
+
+
+def unread_data_note(path: str, examples: object, avg_tokens: object) -> str | None:
+    """Why ``path`` is not read (a hub id; a local file elsewhere with both counts given), or None
+    when it is read. The app's context adds the same note as the headless plan's."""
+    if not looks_local(path):
+        return f"data.path: {path} is a hub dataset id; it was not downloaded or measured."
+    if not Path(path).expanduser().exists() and examples and avg_tokens:
+        return (
+            f"data.path: {path} is not on this machine; planned from data.examples and data.avg_tokens "
+            "(the launch preflight checks the file where the run starts)."
+        )
+    return None
 
 
 def build_context(answers: Answers, detect: bool = True) -> Context:

@@ -291,13 +291,18 @@ class FtplanApp(App[int]):
     def context_for(self, raw: dict) -> Context:
         from ftplan.planner.plan import Context
 
-        path = str(raw.get("data", {}).get("path", ""))
+        from ftplan.context import unread_data_note
+
+        data = raw.get("data", {})
+        path = str(data.get("path", ""))
         measured = self.measured.get(path) if path else None
+        note = unread_data_note(path, data.get("examples"), data.get("avg_tokens")) if path else None
         return Context(
             detected_gpu=self.detected[0] if self.detected else None,
             detected_gpus=len(self.detected),
             examples=measured[0] if measured else None,
             avg_tokens=measured[1] if measured else None,
+            data_notes=(note,) if note else (),
         )
 
     @work(thread=True, exclusive=True, group="plan", exit_on_error=False)

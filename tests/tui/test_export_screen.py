@@ -63,8 +63,7 @@ async def test_export_preview_write_and_protect_edits(tmp_path, example_answers)
         option = screen.query_one("#export-files", OptionList).get_option("train.py")
         assert "edited by hand" in str(option.prompt)
         message = await write(pilot, screen)
-        assert "train.py" in message and "--force" in message
-        assert screen.query_one("#export-result", Static).has_class("-error")
+        assert "train.py" in message and "--force" in message  # the rest written, the edit kept and named
         assert (folder / "train.py").read_text() == edited
 
         # ...unless forced.
