@@ -289,9 +289,8 @@ class FtplanApp(App[int]):
         self._plan_worker(raw, self.context_for(raw), self.generation, self.results.plan_width)
 
     def context_for(self, raw: dict) -> Context:
-        from ftplan.planner.plan import Context
-
         from ftplan.context import unread_data_note
+        from ftplan.planner.plan import Context
 
         data = raw.get("data", {})
         path = str(data.get("path", ""))
