@@ -285,6 +285,11 @@ class CharCounter:
         answers = sum(len(t["content"]) for t in turns if t["role"] == "assistant") / CHARS_PER_TOKEN
         return total, round(answers) if train_answers else total
 
+    def prompt(self, turns: list[dict]) -> int:
+        """Tokens before the first answer."""
+        first = next((i for i, t in enumerate(turns) if t["role"] == "assistant"), len(turns))
+        return self.text("".join(t["content"] for t in turns[:first])) if first else 0
+
 
 class TokenizerCounter:
     """Tokens as the run tokenizes them: the chat template for turns, as TRL's SFTTrainer does;
@@ -303,6 +308,13 @@ class TokenizerCounter:
         ids = self.tok(text)["input_ids"]
         eos = self.tok.eos_token_id
         return len(ids) + (1 if eos is not None and (not ids or ids[-1] != eos) else 0)  # TRL appends EOS
+
+    def prompt(self, turns: list[dict]) -> int:
+        """Tokens before the first answer's first token, as the chat template lays them out."""
+        first = next((i for i, t in enumerate(turns) if t["role"] == "assistant"), None)
+        if first is None:
+            return self._ids(turns)
+        return self._ids(turns[:first], add_generation_prompt=True) if first else 0
 
     def chat(self, turns: list[dict], train_answers: bool) -> tuple[int, int]:
         total = self._ids(turns)
@@ -344,20 +356,23 @@ def measure_sample(path: str, fmt: str, train_on: str | None, model: str, object
         raise _problem(path, str(exc)) from None
     train_answers = _trains_answers(train_on, chosen, objective)
     counter = _counter(model)
-    lengths, trained = [], []
+    lengths, trained, prompts = [], [], []
     for row in _spread(rows, SAMPLE_LIMIT):
         if isinstance(row, str):
             n = counter.text(row)
             lengths.append(n)
             trained.append(n)
+            prompts.append(0)
         else:
             n, t = counter.chat(row, train_answers)
             lengths.append(n)
             trained.append(t)
+            prompts.append(counter.prompt(row) if train_answers else 0)
     return DataSample(
         examples=total,
         lengths=tuple(lengths),
         trained=tuple(trained),
+        prompts=tuple(prompts),
         tokenizer=counter.name,
         checked=len(rows),
         format=chosen,

@@ -23,7 +23,14 @@ from ftplan.planner.memory import (
 from ftplan.planner.models import resolve_model
 from ftplan.planner.recommend import recommend
 from ftplan.planner.settings import Settings
-from ftplan.planner.timecost import DataSample, DataShape, estimate_cost, estimate_time, sequences_per_epoch
+from ftplan.planner.timecost import (
+    DataSample,
+    DataShape,
+    dropped_share,
+    estimate_cost,
+    estimate_time,
+    sequences_per_epoch,
+)
 from ftplan.planner.warnings import method_warnings
 
 DEFAULT_GPU = "A100-80GB"
@@ -239,6 +246,13 @@ def plan_method(
     warnings = method_warnings(
         answers, arch, s, device, mem, gpu_fits, host_need=host_need, host_ram=host_ram, context_window=context_window
     )
+    dropped = 0.0 if s.packing else dropped_share(data, s.max_seq_len)
+    if dropped:
+        warnings.append(
+            f"{dropped:.0%} of the examples have a prompt of max_seq_len ({s.max_seq_len:,}) tokens or more: "
+            "truncation cuts their whole answer away and TRL drops them; the steps count the rest "
+            "(raise max_seq_len or shorten those prompts)"
+        )
     return MethodPlan(
         trainable_params=trainable_params(arch, s),
         settings=s,
@@ -372,7 +386,7 @@ def data_shape(answers: Answers, context: Context, notes: list[str]) -> tuple[Da
     notes.append(
         f"data.path: {sample.examples:,} examples; tokens of {len(sample.lengths):,} of them counted with {how}{part}."
     )
-    return DataShape.from_sample(examples, avg_tokens, sample.lengths), sample
+    return DataShape.from_sample(examples, avg_tokens, sample.lengths, sample.prompts), sample
 
 
 def _quantile(ordered: list[int], q: float) -> int:

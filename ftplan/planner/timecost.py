@@ -52,6 +52,8 @@ class DataSample:
     """Records parsed and checked (all of them unless the file is large)."""
     format: str
     train_on: str
+    prompts: tuple[int, ...] = ()
+    """Untrained tokens before each sampled example's first trained one (0 when all train)."""
 
     @property
     def mean_tokens(self) -> int:
@@ -68,14 +70,30 @@ class DataShape:
     avg_tokens: int
     lengths: tuple[int, ...] = ()
     """Sorted example lengths (quantiles of the measured sample); empty when not measured."""
+    prompts: tuple[int, ...] = ()
+    """Sorted untrained-prefix lengths (prompt tokens before the first answer); empty: none known."""
 
     @staticmethod
-    def from_sample(examples: int, avg_tokens: int, lengths: tuple[int, ...]) -> DataShape:
-        ordered = sorted(lengths)
-        n = len(ordered)
-        if n > QUANTILES:
-            ordered = [ordered[int((i + 0.5) * n / QUANTILES)] for i in range(QUANTILES)]
-        return DataShape(examples, avg_tokens, tuple(ordered))
+    def from_sample(
+        examples: int, avg_tokens: int, lengths: tuple[int, ...], prompts: tuple[int, ...] = ()
+    ) -> DataShape:
+        return DataShape(examples, avg_tokens, _quantiles(lengths), _quantiles(prompts))
+
+
+def _quantiles(values: tuple[int, ...]) -> tuple[int, ...]:
+    ordered = sorted(values)
+    n = len(ordered)
+    if n > QUANTILES:
+        ordered = [ordered[int((i + 0.5) * n / QUANTILES)] for i in range(QUANTILES)]
+    return tuple(ordered)
+
+
+def dropped_share(data: DataShape, max_seq_len: int) -> float:
+    """Share of examples whose prompt alone reaches max_seq_len: truncation cuts their whole answer
+    away and TRL's SFTTrainer drops them as fully masked (packing off; measured on the sample)."""
+    if not data.prompts:
+        return 0.0
+    return sum(p >= max_seq_len for p in data.prompts) / len(data.prompts)
 
 
 def real_tokens_per_example(data: DataShape, max_seq_len: int) -> float:
@@ -128,7 +146,7 @@ def _bins_per_example(lengths: tuple[int, ...], max_seq_len: int) -> float:
 def sequences_per_epoch(data: DataShape, s: Settings) -> int:
     """Sequences the dataloader yields per epoch: one per example, or the packed ones."""
     if not s.packing:
-        return data.examples
+        return max(1, round(data.examples * (1 - dropped_share(data, s.max_seq_len))))
     if data.lengths:
         return max(1, math.ceil(data.examples * _bins_per_example(data.lengths, s.max_seq_len)))
     return max(1, math.ceil(data.examples * real_tokens_per_example(data, s.max_seq_len) / s.max_seq_len))
