@@ -107,3 +107,28 @@ def test_packed_documents_do_not_attend_to_each_other(tiny_plan, tmp_path, lette
         with torch.no_grad():
             cached = model(**inputs, use_cache=True).logits[0, a_end:b_end]
         assert not torch.allclose(cached, alone, atol=1e-2), kernel
+
+
+def test_train_py_detects_the_format_the_planner_detects():
+    """The exported train.py runs without ftplan, so it keeps its own copy of the format rule:
+    both copies must read the same columns the same way, and refuse the same ones."""
+    from pathlib import Path
+
+    import ftplan.export
+    from ftplan.context import DataProblem, detect_format
+
+    train = load_train_module(Path(ftplan.export.__file__).parent / "templates", "train_template")
+    rows = [
+        {"text": "a b"},
+        {"instruction": "i", "input": "", "output": "o"},
+        {"messages": []},
+        {"conversations": []},
+        {"prompt": "p", "completion": "c"},
+        {"text": "t", "prompt": "p", "completion": "c"},
+    ]
+    for row in rows:
+        assert train.detect_format(list(row)) == detect_format(row), row
+    with pytest.raises(DataProblem):
+        detect_format({"body": "b"})
+    with pytest.raises(ValueError):
+        train.detect_format(["body"])
