@@ -76,3 +76,20 @@ def test_the_app_module_defers_pydantic_and_the_planner():
     )
     late = ("pydantic", "ftplan.planner.answers", "ftplan.planner.loader", "ftplan.planner.plan")
     assert modules_imported(code, late) == []
+
+
+async def test_a_note_that_lands_while_a_question_loses_its_children_does_not_crash(example_answers):
+    """The data-measure worker's note can arrive while the app shuts down (the question is still
+    mounted, its help text already gone): a query there raised NoMatches and printed a traceback."""
+    from tests.tui.conftest import make_app
+
+    app = make_app(example_answers)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        question = app.query_one("#q-data-path")
+        await question.query_one(".q-help", Static).remove()
+        question.set_note("measured while closing")
+        assert question.note == "measured while closing"
+        app.query_one("#q-data-epochs").set_note("shown")  # a live question still shows its note
+        await pilot.pause()
+        assert "shown" in text_of(app.query_one("#q-data-epochs .q-help", Static))

@@ -89,15 +89,13 @@ class Question(Vertical):
                 compact=True,
                 select_on_focus=spec.kind in ("int", "float"),  # tab in, type: the number is replaced
             )
-        self._composed_with = (self.note, self.error)
-        yield Static(self._text(), classes="q-help")
+        self._help = Static(self._text(), classes="q-help")
+        yield self._help
 
     def on_mount(self) -> None:
         self.set_class(bool(self.error), "-invalid")
         self.app.apply_cursor_blink(self)
-        if (self.note, self.error) != self._composed_with:
-            # a note or problem that arrived between compose and mount (is_mounted is still False)
-            self.query_one(".q-help", Static).update(self._text())
+        self._redraw()  # a note or problem that arrived between compose and mount
 
     def _text(self) -> Text:
         text = Text(self.spec.help, style="dim")
@@ -108,8 +106,11 @@ class Question(Vertical):
         return text
 
     def _redraw(self) -> None:
-        if self.is_mounted:
-            self.query_one(".q-help", Static).update(self._text())
+        """Through the widget made in compose, not a query: between the question's mount and its
+        children's (or while the app shuts down) a query finds nothing and raised NoMatches."""
+        help_text = getattr(self, "_help", None)
+        if help_text is not None:
+            help_text.update(self._text())
 
     def set_error(self, message: str) -> None:
         if message == self.error:
