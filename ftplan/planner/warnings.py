@@ -68,10 +68,7 @@ def method_warnings(
     if s.method != "full" and s.new_tokens and not s.train_new_token_rows:
         out.append("new tokens with a frozen embedding cannot learn: their rows must train")
     if arch.experts and s.method == "qlora":
-        out.append(
-            "Mixtral's experts are fused 3-D tensors in transformers 5, not nn.Linear: bitsandbytes leaves them in "
-            "16 bits and LoRA's all-linear adapts attention only"
-        )
+        out.append(unquantized_experts_warning(arch, s))
     if s.method == "full" and s.general_data_ratio > 0:
         out.append(
             f"full fine-tuning on a narrow distribution forgets general skills: mix {s.general_data_ratio:.0%} general "
@@ -99,6 +96,35 @@ def method_warnings(
     if s.method == "full" and s.learning_rate > 1e-4:
         out.append(f"learning_rate {s.learning_rate:g} is high for full fine-tuning (1e-5 to 5e-5); expect forgetting")
     return out
+
+
+def unquantized_experts_warning(arch: ModelArch, s: Settings) -> str:
+    """What QLoRA does to a MoE whose experts are fused 3-D tensors, in this model's own figures.
+
+    bitsandbytes quantizes nn.Linear weights only; transformers 5 stores experts as 3-D parameters,
+    so they stay 16-bit, and peft's prepare_model_for_kbit_training (which TRL runs on a quantized
+    model) upcasts every 16-bit parameter to fp32 — the experts then take twice LoRA's bytes.
+    """
+    card = arch.card
+    if card is not None:
+        left = sum(t.total for t in card.tensors if t.kind == "experts" and not t.quantized)
+        version = (
+            f"transformers {card.versions['transformers']}" if card.versions.get("transformers") else "transformers 5"
+        )
+    else:
+        left, version = arch.layers * arch.expert_params_per_layer, "transformers 5"
+    upcast = 2 if s.uses_fsdp else 4
+    text = (
+        f"{left:,} expert parameters are fused 3-D tensors under {version}, not nn.Linear: bitsandbytes leaves "
+        f"them unquantized and prepare_model_for_kbit_training holds them in {'bf16' if upcast == 2 else 'fp32'} "
+        f"({_gib(left * upcast)}), so QLoRA "
+        + ("needs more memory than LoRA" if upcast == 4 else "saves little over LoRA")
+        + " on this model"
+    )
+    adapted = card is not None and any(u.parameter and u.all_linear for u in card.lora_units)
+    if s.lora_target_modules == "all-linear" and not adapted:
+        text += "; LoRA's all-linear adapts attention only"
+    return text
 
 
 def fsdp2_warnings(s: Settings, device: Device) -> list[str]:

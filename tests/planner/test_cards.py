@@ -122,6 +122,27 @@ def test_fused_expert_tensors_stay_16_bit_under_bitsandbytes_4bit(tmp_path):
     assert card.quantizable_params == four_bit
     assert experts_dtypes == {torch.bfloat16}
     assert card.params_of("experts") > 0 and not any(t.quantized for t in card.tensors if t.kind == "experts")
+    # What TRL / the exported train.py run next: every 16-bit parameter left becomes fp32, the experts
+    # included, which is what the planner charges (4 bytes each for what is not 4-bit).
+    from peft import prepare_model_for_kbit_training
+
+    prepared = prepare_model_for_kbit_training(loaded, use_gradient_checkpointing=False)
+    assert {p.dtype for n, p in prepared.named_parameters() if "experts" in n} == {torch.float32}
+    kept = sum(p.numel() * p.element_size() for p in prepared.parameters() if type(p).__name__ != "Params4bit")
+    assert kept == (card.params - card.quantizable_params) * 4
+
+
+def test_moe_qlora_warns_with_the_models_own_unquantized_expert_bytes():
+    from ftplan.planner import make_plan, parse_answers
+
+    plan = make_plan(parse_answers({"model": {"name": "Qwen/Qwen3-30B-A3B"}, "hardware": {"gpu": "H100-SXM"}}))
+    qlora, lora = plan.methods["qlora"], plan.methods["lora"]
+    warning = next(w for w in qlora.warnings if "expert parameters" in w)
+    experts = 48 * (128 * 1536 * 2048 + 128 * 2048 * 768)  # the published config: 48 layers, 128 experts
+    assert f"{experts:,} expert parameters" in warning and "transformers 5." in warning
+    assert f"{experts * 4 / 2**30:,.1f} GiB" in warning and "needs more memory than LoRA" in warning
+    assert "attention only" not in warning  # peft's all-linear adapts the fused experts of this class
+    assert qlora.memory.weights > lora.memory.weights
 
 
 def test_second_plan_of_a_config_reads_the_cached_card(tmp_path):
