@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
-from export_support import metrics, run, set_config, train_env, write_letters_dataset
+from export_support import load_train_module, metrics, run, set_config, train_env, write_letters_dataset
 
 from ftplan.export import export_project
 
@@ -96,29 +97,67 @@ def test_merge_adapter_merges_the_best(lora_with_eval):
     assert f"the best checkpoint by eval loss ({best}" in proc.stdout
 
 
-@pytest.mark.skip(
-    reason="after integration only one checkpoint is left (best == last under keep_best=1, keep_last=1?); issue 12 note"
-)
+def test_the_promised_checkpoints_are_kept(lora_with_eval):
+    """keep_best=1, keep_last=1: the newest and the best checkpoint, nothing else."""
+    project, _ = lora_with_eval
+    evals = {r["step"]: r["eval_loss"] for r in metrics(project) if r.get("event") == "eval"}
+    left = {int(p.name.split("-")[1]) for p in (project / "output").glob("checkpoint-*")}
+    assert left == {max(evals), min(evals, key=evals.get)}, (left, evals)
+
+
+def kill_mid_save(checkpoint, step: int):
+    """checkpoint-{step} as a save killed half-way would leave it: the weights cut short and
+    trainer_state.json (the Trainer writes it last) not there yet."""
+    cut = checkpoint.parent / f"checkpoint-{step}"
+    shutil.copytree(checkpoint, cut)
+    (cut / "trainer_state.json").unlink()
+    weights = cut / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return cut
+
+
 def test_resume_skips_a_checkpoint_killed_mid_save_and_smoke_runs_apart(lora_with_eval):
     project, _ = lora_with_eval
     out = project / "output"
     steps = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
-    newest, older = out / f"checkpoint-{steps[-1]}", out / f"checkpoint-{steps[-2]}"
-    # A save killed half-way: weights cut short, trainer_state.json (written last) not there yet.
-    (newest / "trainer_state.json").unlink()
-    weights = newest / "adapter_model.safetensors"
-    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    newest = out / f"checkpoint-{steps[-1]}"  # the newest complete one
+    cut = kill_mid_save(newest, steps[-1] + 1)
 
     smoke = run(["bash", "launch.sh", "--smoke", "--max-steps", "2"], project)
     assert (out / "smoke" / "checkpoint-2").is_dir() and (out / "smoke" / "adapter_model.safetensors").is_file()
-    assert sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*")) == steps  # untouched
+    assert sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*")) == steps + [steps[-1] + 1]
     assert "resuming" not in smoke.stdout
 
     proc = run(["bash", "launch.sh", "--max-steps", "6", "--resume"], project)
-    assert f"skipping {newest.name}: incomplete" in proc.stdout
-    assert re.search(rf"resuming from .*{older.name}\b", proc.stdout)
+    assert f"skipping {cut.name}: incomplete" in proc.stdout
+    assert re.search(rf"resuming from .*{newest.name}\b", proc.stdout)
     state = json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())
     assert state["global_step"] == 6
+
+
+def test_an_incomplete_checkpoint_does_not_push_out_the_newest_complete(tiny_plan, tmp_path):
+    """A checkpoint left incomplete by a killed save, newer than the one a resume took: pruning
+    after the next save keeps the new one, the newest complete (keep_last=1 before counted the
+    incomplete one as the last and deleted every complete checkpoint, the one just saved too)."""
+    from types import SimpleNamespace
+
+    project = export(tiny_plan, tmp_path, "prune", method="lora")
+    train = load_train_module(project, "train_prune")
+    out = tmp_path / "out"
+    for step in (5, 10):
+        path = out / f"checkpoint-{step}"
+        path.mkdir(parents=True)
+        (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        (path / "weights.bin").write_bytes(b"x")
+    (out / "checkpoint-10" / "trainer_state.json").unlink()  # killed while saving step 10
+    (out / "checkpoint-6").mkdir()  # the resumed run (from 5, save_steps edited) saves step 6
+    args = SimpleNamespace(output_dir=str(out), load_best_model_at_end=False)
+    state = SimpleNamespace(is_world_process_zero=True, global_step=6, log_history=[])
+    train.KeepBestAndLast({"keep_best": 0, "keep_last": 1}).on_save(args, state, None)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-10", "checkpoint-6"]
+    assert train.latest_checkpoint({"checkpoints": {"output_dir": str(out)}, "config_dir": "/"}) == str(
+        out / "checkpoint-6"
+    )
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -670,7 +670,9 @@ class MetricsFile(TrainerCallback):
 
 class KeepBestAndLast(TrainerCallback):
     """After each save, delete every checkpoint that is neither among the best `keep_best` by eval
-    loss nor among the last `keep_last` (the last one is always kept, for --resume)."""
+    loss nor among the last `keep_last` complete ones (the newest complete one is always kept, for
+    --resume). An incomplete checkpoint (left by a run killed while saving) counts as none of the
+    last: it is never what a resume takes, so it must not push a complete one out."""
 
     def __init__(self, checkpoints: dict):
         self.keep_best = int(checkpoints.get("keep_best", 1))
@@ -684,9 +686,11 @@ class KeepBestAndLast(TrainerCallback):
             step = path.name.rpartition("-")[2]
             if path.is_dir() and step.isdigit():
                 found[int(step)] = path
-        keep = set(sorted(found)[-self.keep_last :])
+        # The one just saved is kept as it is (other ranks may still be finishing their files).
+        complete = [step for step in sorted(found) if step == state.global_step or checkpoint_complete(found[step])]
+        keep = set(complete[-self.keep_last :]) | {step for step in found if step not in complete}
         losses = {e["step"]: e["eval_loss"] for e in state.log_history if "eval_loss" in e}
-        ranked = sorted((losses[step], step) for step in found if step in losses)
+        ranked = sorted((losses[step], step) for step in complete if step in losses)
         # The best one is kept whatever keep_best says: the Trainer loads it at the end (the result).
         keep_best = max(self.keep_best, 1 if args.load_best_model_at_end else 0)
         keep |= {step for _, step in ranked[:keep_best]}
