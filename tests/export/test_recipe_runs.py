@@ -144,13 +144,13 @@ def test_an_incomplete_checkpoint_does_not_push_out_the_newest_complete(tiny_pla
     project = export(tiny_plan, tmp_path, "prune", method="lora")
     train = load_train_module(project, "train_prune")
     out = tmp_path / "out"
-    for step in (5, 10):
+    for step in (5, 6, 10):
         path = out / f"checkpoint-{step}"
         path.mkdir(parents=True)
         (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))
         (path / "weights.bin").write_bytes(b"x")
     (out / "checkpoint-10" / "trainer_state.json").unlink()  # killed while saving step 10
-    (out / "checkpoint-6").mkdir()  # the resumed run (from 5, save_steps edited) saves step 6
+    # and the resumed run (from 5, save_steps edited) has just saved step 6
     args = SimpleNamespace(output_dir=str(out), load_best_model_at_end=False)
     state = SimpleNamespace(is_world_process_zero=True, global_step=6, log_history=[])
     train.KeepBestAndLast({"keep_best": 0, "keep_last": 1}).on_save(args, state, None)
