@@ -107,7 +107,9 @@ def build_launch_spec(project: ProjectInfo, options: LaunchOptions) -> LaunchSpe
 
     train = [project.train_script, "--config", project.config_file]
     if options.smoke:
-        train += ["--max-steps", str(options.smoke_steps)]
+        # --smoke too, not only --max-steps: train.py then writes in output_dir/smoke, so a later
+        # --resume of the real run never continues the smoke schedule.
+        train += ["--smoke", "--max-steps", str(options.smoke_steps)]
     if options.resume:
         train.append("--resume")
     train += list(options.extra_args)

@@ -25,11 +25,14 @@ def main(argv=None):
     p.add_argument("--config", default="train_config.toml")
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--resume", nargs="?", const="latest", default=None)
+    p.add_argument("--smoke", action="store_true")
     args = p.parse_args(argv)
     cfg = tomllib.loads(Path(args.config).read_text())
     out = Path(cfg["checkpoints"]["output_dir"])
-    save_steps = int(cfg["checkpoints"].get("save_steps", 2))
     metrics = out / cfg["logging"]["metrics_file"]  # in output_dir, as the exported train.py does
+    if args.smoke:  # checkpoints in output_dir/smoke, as the exported train.py does
+        out = out / "smoke"
+    save_steps = int(cfg["checkpoints"].get("save_steps", 2))
     total = args.max_steps or int(os.environ.get("FAKE_TOTAL_STEPS", "20"))
     step_s = float(os.environ.get("FAKE_STEP_SECONDS", "0.05"))
     world = int(os.environ.get("WORLD_SIZE", "1"))

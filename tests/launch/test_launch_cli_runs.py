@@ -24,7 +24,10 @@ def test_dry_run_prints_checklist_command_and_environment(project):
     assert "lora 3-step smoke run on the CPU\n" in out
     assert "Environment (added to yours):\n  CUDA_VISIBLE_DEVICES=''\n  DS_ACCELERATOR=cpu\n" in out
     assert "  FTPLAN_DIST_BACKEND=gloo\n" in out and "  PYTHONUNBUFFERED=1\n" in out
-    assert f"Command:\n  cd {project}\n  {sys.executable} train.py --config train_config.toml --max-steps 3\n" in out
+    assert (
+        f"Command:\n  cd {project}\n  {sys.executable} train.py --config train_config.toml --smoke --max-steps 3\n"
+        in out
+    )
     assert not (project / "runs").exists() and not (project / "output").exists()
 
 
@@ -58,7 +61,12 @@ def test_smoke_run_exits_0_with_log_and_progress(project):
     (run,) = [p for p in (project / "runs").iterdir() if p.is_dir() and p.name != "torchrun"]
     assert (project / "runs" / ".gitignore").read_text().endswith("*\n")
     assert "rank 0: done" in (run / "output.log").read_text()
-    assert sorted(p.name for p in (project / "output").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    # A smoke run writes apart (train.py --smoke): a later --resume never continues its schedule.
+    assert sorted(p.name for p in (project / "output" / "smoke").glob("checkpoint-*")) == [
+        "checkpoint-2",
+        "checkpoint-4",
+    ]
+    assert not list((project / "output").glob("checkpoint-*"))
 
 
 def test_oom_names_the_setting(project):

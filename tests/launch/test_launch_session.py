@@ -18,7 +18,7 @@ def test_prepare_gpu_plan_smoke_on_a_machine_without_gpu(tmp_path):
     d = make_project(tmp_path / "p", answers_text(gpu="A100-80GB"))
     prepared = prepare(d, LaunchOptions(python="py", smoke=True), gather=no_gpu_host)
     assert prepared.options.gpus_here == 0 and prepared.spec.on_cpu
-    assert prepared.spec.argv[-2:] == ["--max-steps", "5"]
+    assert prepared.spec.argv[-3:] == ["--smoke", "--max-steps", "5"]
     assert [c.name for c in prepared.failed] == ["Packages"]
 
 

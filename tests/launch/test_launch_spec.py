@@ -66,7 +66,7 @@ def test_two_node_plan_without_master_is_an_error(tmp_path):
 def test_gpu_plan_smoke_without_gpu_runs_on_cpu(tmp_path):
     p = project(tmp_path, gpu="A100-80GB")
     spec = build_launch_spec(p, LaunchOptions(python="py", smoke=True, smoke_steps=3, gpus_here=0, cpus_here=4))
-    assert spec.argv == ["py", *TRAIN, "--max-steps", "3"]
+    assert spec.argv == ["py", *TRAIN, "--smoke", "--max-steps", "3"]
     assert spec.env == {**CPU_ENV, "OMP_NUM_THREADS": "4"}
     assert spec.on_cpu
 
@@ -74,7 +74,7 @@ def test_gpu_plan_smoke_without_gpu_runs_on_cpu(tmp_path):
 def test_gpu_plan_smoke_with_gpu_stays_on_gpu(tmp_path):
     p = project(tmp_path, gpu="A100-80GB")
     spec = build_launch_spec(p, LaunchOptions(python="py", smoke=True, gpus_here=1))
-    assert spec.argv == ["py", *TRAIN, "--max-steps", "5"]
+    assert spec.argv == ["py", *TRAIN, "--smoke", "--max-steps", "5"]
     assert spec.env == GPU_ENV
 
 

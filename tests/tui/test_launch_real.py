@@ -200,4 +200,5 @@ async def test_real_short_smoke_run_finishes(tmp_path, tiny_answers):
         assert status.startswith("finished OK") and not screen.query_one("#launch-status").has_class("-error")
         log = log_text(screen)
         assert "run folder:" in log and "train.py" in log
-        assert (folder / "output" / "checkpoint-5").is_dir()
+        assert (folder / "output" / "smoke" / "checkpoint-5").is_dir()  # apart from the real run's
+        assert not (folder / "output" / "checkpoint-5").exists()
