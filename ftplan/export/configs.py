@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ftplan.planner import MethodPlan, Plan
 from ftplan.planner.settings import Settings
+from ftplan.planner.timecost import eval_fraction
 
 OUTPUT_DIR = "output"
 METRICS_FILE = "metrics.jsonl"
@@ -110,7 +111,7 @@ def schedule(t: Target) -> dict:
         "steps": steps,
         "save_steps": save_steps,
         "logging_steps": max(1, min(10, steps // 100)),
-        "eval_fraction": round(min(0.05, max(0.001, 500 / examples)), 4),
+        "eval_fraction": eval_fraction(examples),  # the planner's steps count the rest
         "keep_best": max(0, t.mp.cost.checkpoints_kept - 1),
         "keep_last": 1,
         "lora_spectrum_steps": save_steps if t.s.is_peft else 0,
@@ -305,12 +306,25 @@ def ds_config(t: Target) -> dict | None:
         "steps_per_print": 100,
         "wall_clock_breakdown": False,
     }
-    # No "optimizer" or "scheduler": the Trainer builds the ones train_config.toml names
-    # (training.optimizer, training.lr_scheduler) and hands them to DeepSpeed. DeepSpeed refuses a
-    # client optimizer with ZeRO-Offload unless told that it may run one on the CPU.
+    # No "scheduler": the Trainer builds the one train_config.toml names (training.lr_scheduler).
+    # The optimizer is train_config's too: without offload the Trainer builds training.optimizer
+    # and hands it to DeepSpeed. With the optimizer offloaded, an fp32 AdamW runs as DeepSpeed's
+    # CPUAdam (the same update, DeepSpeed's host kernel; the step time the plan counts), its
+    # hyperparameters "auto" (the Trainer fills in learning_rate, betas, eps, weight_decay); any
+    # other optimizer runs as torch's on the host, which DeepSpeed allows only when told so.
     if s.offload != "none":
-        config["zero_force_ds_cpu_optimizer"] = False
+        if s.optimizer in DS_CPU_ADAM_OPTIMIZERS:
+            config["optimizer"] = {
+                "type": "AdamW",
+                "params": {"lr": "auto", "betas": "auto", "eps": "auto", "weight_decay": "auto"},
+            }
+        else:
+            config["zero_force_ds_cpu_optimizer"] = False
     return config
+
+
+# training.optimizer values DeepSpeed's CPUAdam runs under optimizer offload (fp32 AdamW states).
+DS_CPU_ADAM_OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "paged_adamw_32bit")
 
 
 # ---------------------------------------------------------------------------- bitsandbytes

@@ -143,13 +143,27 @@ def _bins_per_example(lengths: tuple[int, ...], max_seq_len: int) -> float:
     return len(free) / len(repeated)
 
 
+def eval_fraction(examples: int) -> float:
+    """data.eval_fraction of the exported run: 500 examples held out for evaluation, at most 5 %
+    and at least 0.1 % of the data (the exporter writes it; train.py splits by it)."""
+    return round(min(0.05, max(0.001, 500 / max(1, examples))), 4)
+
+
+def train_examples(examples: int) -> int:
+    """Examples left to train on after train.py holds out its eval split: ceil(examples x
+    eval_fraction) go to evaluation when that leaves at least one to train on."""
+    held_out = math.ceil(examples * eval_fraction(examples))
+    return examples - held_out if examples > held_out else examples
+
+
 def sequences_per_epoch(data: DataShape, s: Settings) -> int:
-    """Sequences the dataloader yields per epoch: one per example, or the packed ones."""
+    """Sequences the dataloader yields per epoch from the train split: one per example, or the packed ones."""
+    examples = train_examples(data.examples)
     if not s.packing:
-        return max(1, round(data.examples * (1 - dropped_share(data, s.max_seq_len))))
+        return max(1, round(examples * (1 - dropped_share(data, s.max_seq_len))))
     if data.lengths:
-        return max(1, math.ceil(data.examples * _bins_per_example(data.lengths, s.max_seq_len)))
-    return max(1, math.ceil(data.examples * real_tokens_per_example(data, s.max_seq_len) / s.max_seq_len))
+        return max(1, math.ceil(examples * _bins_per_example(data.lengths, s.max_seq_len)))
+    return max(1, math.ceil(examples * real_tokens_per_example(data, s.max_seq_len) / s.max_seq_len))
 
 
 def optimizer_steps(data: DataShape, s: Settings, world: int) -> int:
@@ -162,8 +176,8 @@ def optimizer_steps(data: DataShape, s: Settings, world: int) -> int:
 
 
 def tokens_per_epoch(data: DataShape, s: Settings) -> int:
-    """Tokens the GPU processes per epoch: real tokens when packed, padded ones otherwise."""
-    return int(data.examples * padded_tokens_per_example(data, s))
+    """Tokens the GPU processes per epoch (the train split): real tokens when packed, padded ones otherwise."""
+    return int(train_examples(data.examples) * padded_tokens_per_example(data, s))
 
 
 def matmul_params(arch: ModelArch) -> int:

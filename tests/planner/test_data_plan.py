@@ -16,7 +16,7 @@ from ftplan import context as ctx
 from ftplan.cli import main
 from ftplan.context import build_context
 from ftplan.planner import AnswersError, make_plan, read_answers_text
-from ftplan.planner.timecost import DataShape, optimizer_steps
+from ftplan.planner.timecost import DataShape, eval_fraction, optimizer_steps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))
 from export_support import build_model  # noqa: E402
@@ -157,7 +157,8 @@ def test_large_files_are_sampled_and_the_plan_says_so(tmp_path, monkeypatch):
 
 def test_unpacked_steps_count_examples_not_tokens():
     """The issue's figure: 50k examples of 400 tokens at 2048, packing off, 1 x (4 x 4) per step:
-    the Trainer runs ceil(50,000 / 4 / 4) = 3,125 steps per epoch, not tokens / (4 x 2048 x 4)."""
+    train.py holds out 500 for evaluation, so the Trainer runs ceil(49,500 / 4 / 4) = 3,094 steps
+    per epoch, not tokens / (4 x 2048 x 4)."""
     answers = read_answers_text(
         '[model]\nname = "meta-llama/Llama-3.1-8B"\n[data]\nexamples = 50000\navg_tokens = 400\n'
         'max_seq_len = 2048\nepochs = 1\npacking = false\n[hardware]\ngpu = "H100-SXM"\n'
@@ -165,20 +166,21 @@ def test_unpacked_steps_count_examples_not_tokens():
     )
     plan = make_plan(answers)
     for m in plan.methods.values():
-        assert m.time.steps == 3125
+        assert m.time.steps == 3094
     packed = make_plan(answers.model_copy(update={"data": answers.data.model_copy(update={"packing": True})}))
-    # Packed: 50,000 x 400 tokens in 2,048-token sequences, 16 per step.
-    assert packed.methods["lora"].time.steps == math.ceil(math.ceil(50000 * 400 / 2048) / 16)
+    # Packed: the 49,500 train examples x 400 tokens in 2,048-token sequences, 16 per step.
+    assert packed.methods["lora"].time.steps == math.ceil(math.ceil(49500 * 400 / 2048) / 16)
 
 
 def test_packed_steps_follow_best_fit_decreasing_on_the_measured_lengths():
-    """Examples of 1,200 tokens at 2,048 cannot share a sequence: one sequence each."""
+    """Examples of 1,200 tokens at 2,048 cannot share a sequence: one sequence each (950 train
+    examples: train.py holds 5 % of 1,000 out for evaluation)."""
     s = make_plan(read_answers_text('[model]\nname = "Qwen/Qwen2.5-0.5B"\n[hardware]\ngpu = "cpu"\n')).methods["lora"]
     s = s.settings.model_copy(update={"packing": True, "max_seq_len": 2048, "micro_batch_size": 2})
     s = s.model_copy(update={"gradient_accumulation_steps": 1, "epochs": 1.0})
-    assert optimizer_steps(DataShape.from_sample(1000, 1200, (1200,) * 50), s, 1) == 500
-    # four per sequence (250 sequences); the sample packs to within one sequence of it
-    assert optimizer_steps(DataShape.from_sample(1000, 500, (500,) * 50), s, 1) == pytest.approx(125, abs=1)
+    assert optimizer_steps(DataShape.from_sample(1000, 1200, (1200,) * 50), s, 1) == 475
+    # four per sequence (238 sequences); the sample packs to within one sequence of it
+    assert optimizer_steps(DataShape.from_sample(1000, 500, (500,) * 50), s, 1) == pytest.approx(119, abs=1)
 
 
 # ---- host RAM, gpu = auto, offload, context window ------------------------------------------
@@ -293,3 +295,15 @@ def test_cold_cli_with_a_catalog_model_does_not_import_transformers(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     proc = subprocess.run([sys.executable, "-c", code, str(answers)], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_steps_count_the_train_split_only():
+    """train.py holds ceil(examples x eval_fraction) out for evaluation (the exporter's eval_fraction,
+    the planner's rule): 1,000 examples, 1 x (1 x 1) per step, packing off: 950 steps, not 1,000;
+    200,000 examples: 500 held out, 199,500 steps."""
+    s = make_plan(read_answers_text('[model]\nname = "Qwen/Qwen2.5-0.5B"\n[hardware]\ngpu = "cpu"\n')).methods["lora"]
+    s = s.settings.model_copy(update={"packing": False, "micro_batch_size": 1, "gradient_accumulation_steps": 1})
+    s = s.model_copy(update={"epochs": 1.0, "max_seq_len": 2048})
+    assert optimizer_steps(DataShape(1000, 300), s, 1) == 950
+    assert optimizer_steps(DataShape(200_000, 300), s, 1) == 199_500
+    assert eval_fraction(1000) == 0.05 and eval_fraction(200_000) == 0.0025

@@ -1,6 +1,7 @@
 """Planned steps are the steps the real run takes: the exported project trains a tiny model on the
 CPU for its whole schedule, and the HF Trainer's own max_steps (in metrics.jsonl) is held to the
-plan's, with packing off (one padded sequence per example) and on (TRL's best-fit packing)."""
+plan's, with packing off (one padded sequence per example) and on (TRL's best-fit packing), with
+the exported eval split on (the plan counts the train part only)."""
 
 from __future__ import annotations
 
@@ -52,7 +53,9 @@ def test_planned_steps_equal_the_trainers(tiny, tmp_path, packing):
     assert plan.data["measured"] and plan.data["tokenizer"]
     project = tmp_path / "project"
     export_project(plan, text, project)
+    assert "eval_fraction = 0.05 " in (project / "train_config.toml").read_text()  # 4 of 80 held out
     run(["bash", "launch.sh"], project, timeout=600)
+    assert any(r.get("event") == "eval" for r in metrics(project))  # the eval split was on
     real = max(r["max_steps"] for r in metrics(project) if "max_steps" in r)
     print(f"packing={packing}: planned {planned} steps, the Trainer ran {real}")
     assert abs(planned - real) <= 0.1 * real
