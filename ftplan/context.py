@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
+from ftplan import host
+from ftplan.host import GpuFacts
 from ftplan.planner import Answers, AnswersError, Context, Problem
+from ftplan.planner.models import hub_snapshots
 from ftplan.planner.timecost import DataSample
 
 CHARS_PER_TOKEN = 4.0  # English text with BPE tokenizers: ~4 characters per token (OpenAI's rule of thumb)
@@ -39,53 +38,14 @@ SIMPLE_CHAT_TEMPLATE = (
 ROLES = {"human": "user", "gpt": "assistant", "system": "system", "user": "user", "assistant": "assistant"}
 
 
-@dataclass(frozen=True)
-class DetectedGPU:
-    name: str
-    memory_mib: int
-    free_mib: int
-    index: int
-
-
-def detect_gpus(timeout: float = 3.0) -> list[DetectedGPU]:
-    """GPUs as nvidia-smi lists them; empty when there is none or no driver."""
-    exe = shutil.which("nvidia-smi")
-    if not exe:
-        return []
-    try:
-        out = subprocess.run(
-            [exe, "--query-gpu=index,name,memory.total,memory.free", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    gpus = []
-    for row in csv.reader(out.splitlines()):
-        try:
-            index, name, total, free = (c.strip() for c in row)
-            gpus.append(DetectedGPU(name, int(float(total)), int(float(free)), int(index)))
-        except ValueError:
-            continue
-    return gpus
+def detect_gpus() -> list[GpuFacts]:
+    """This machine's GPUs (``ftplan.host``: nvidia-smi, else NVML); empty when there is none."""
+    return list(host.detect_gpus(need_gpus=False)[0])
 
 
 def detect_host_ram() -> int | None:
-    """Total host memory of this machine in bytes (``/proc/meminfo``, else psutil), or None."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().total)
-    except Exception:  # noqa: BLE001 (no psutil, or it cannot read this platform)
-        return None
+    """Total host memory of this machine in bytes, or None."""
+    return host.total_memory()
 
 
 # ---- reading the data file ----------------------------------------------------------------
@@ -240,19 +200,12 @@ def as_conversation(record: object, fmt: str, where: str) -> list[dict] | str:
 # ---- counting tokens ----------------------------------------------------------------------
 
 
-def _hf_hub_cache() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
-    return Path(home) / "hub"
-
-
 def tokenizer_folder(model: str) -> Path | None:
     """A folder on this machine with the model's tokenizer: the model folder or its HF cache snapshot."""
     folder = Path(model).expanduser()
     if folder.is_dir():
         return folder if any((folder / f).is_file() for f in TOKENIZER_FILES) else None
-    repo = _hf_hub_cache() / ("models--" + model.replace("/", "--")) / "snapshots"
+    repo = hub_snapshots(model)
     if not repo.is_dir():
         return None
     found = [s for s in repo.iterdir() if any((s / f).is_file() for f in TOKENIZER_FILES)]

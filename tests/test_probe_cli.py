@@ -103,44 +103,38 @@ def test_bad_steps_exit_2(tmp_path, capsys):
 
 
 def _project(tmp_path):
-    from ftplan.planner.arch import arch_from_config
-    from ftplan.planner.catalog.gpus import GPUS
-    from ftplan.planner.memory import Device, estimate_memory
-    from ftplan.planner.settings import Settings
+    """A project whose plan.json is the real planner's, for a tiny local model on an A100."""
+    from ftplan.planner import make_plan, read_answers_text
     from ftplan.probe.measure import tiny_llama_config
 
     model_dir = tmp_path / "tiny-model"
     model_dir.mkdir()
     config = tiny_llama_config(hidden=64, layers=2, vocab=256)
     (model_dir / "config.json").write_text(json.dumps(config))
-    s = Settings(
-        method="lora",
-        precision="fp32",
-        optimizer="adamw_torch",
-        micro_batch_size=2,
-        max_seq_len=64,
-        gradient_checkpointing=False,
-        lora_r=8,
-        lora_alpha=16,
-        lora_dropout=0.0,
-        gradient_accumulation_steps=1,
-    )
-    mem = estimate_memory(arch_from_config(config), s, Device(GPUS["A100-80GB"]))
-    plan = {
-        "model": {"name": str(model_dir)},
-        "hardware": {"gpu": "A100-80GB"},
-        "methods": {
-            "lora": {
-                "memory": mem.as_dict(),
-                "memory_phases": mem.phases,
-                "settings": s.model_dump(mode="json"),
-                "time": {"tokens_per_second": 1234.0},
-            }
-        },
-    }
+    answers = f"""
+[model]
+name = "{model_dir}"
+[data]
+examples = 100
+avg_tokens = 64
+max_seq_len = 64
+[hardware]
+gpu = "A100-80GB"
+[training]
+method = "lora"
+precision = "fp32"
+optimizer = "adamw_torch"
+micro_batch_size = 2
+gradient_accumulation_steps = 1
+gradient_checkpointing = false
+lora_r = 8
+lora_alpha = 16
+lora_dropout = 0.0
+"""
+    plan = make_plan(read_answers_text(answers)).to_json()
     proj = tmp_path / "proj"
     proj.mkdir()
-    (proj / "plan.json").write_text(json.dumps(plan))
+    (proj / "plan.json").write_text(plan)
     (proj / "train.py").write_text(FAKE_TRAIN)
     (proj / "train_config.toml").write_text(CONFIG.format(out=tmp_path / "out"))
     return proj
@@ -155,7 +149,8 @@ def test_probe_a_project_json(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert set(out) >= {"predicted", "measured", "error", "tokens_per_s"}
     assert out["measured"]["total"] > 0 and out["tokens_per_s"]["measured"] > 0
-    assert out["tokens_per_s"]["predicted"] == 1234.0
+    planned = json.loads((proj / "plan.json").read_text())["methods"]["lora"]["time"]["tokens_per_second"]
+    assert out["tokens_per_s"]["predicted"] == planned > 0
     assert "re-estimated for the CPU" in out["predicted"]["source"]
     assert abs(out["error"]) <= 0.10, out
     assert json.loads((proj / "probe.json").read_text())["error"] == out["error"]

@@ -15,11 +15,9 @@ from pathlib import Path
 from ftplan.planner import MethodPlan, Plan
 from ftplan.planner.settings import Settings
 from ftplan.planner.timecost import eval_fraction
+from ftplan.project import MASTER_PORT, METRICS_FILE, OUTPUT_DIR
 
-OUTPUT_DIR = "output"
-METRICS_FILE = "metrics.jsonl"
 DEFAULT_SEED = 42
-MASTER_PORT = 29500
 
 
 @dataclass(frozen=True)

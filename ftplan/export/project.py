@@ -8,8 +8,6 @@ from importlib import resources
 from pathlib import Path
 
 from ftplan.export.configs import (
-    MASTER_PORT,
-    METRICS_FILE,
     Target,
     accelerate_config_yaml,
     bnb_config,
@@ -20,6 +18,16 @@ from ftplan.export.configs import (
 )
 from ftplan.planner import Plan
 from ftplan.planner.memory import TRL_MODELED
+from ftplan.project import (
+    MASTER_PORT,
+    METRICS_FILE,
+    PLAN_FILE,
+    TRAIN_CONFIG,
+    TRAIN_SCRIPT,
+    project_info,
+    run_environment,
+    shell_exports,
+)
 
 METHOD_NAMES = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA (4-bit base, LoRA adapters)"}
 
@@ -76,15 +84,14 @@ def launch_sh(t: Target) -> str:
         env = "\n".join(
             [
                 "# A CPU plan: no GPU even if one is present; gloo collectives; the cores shared between processes.",
-                'export CUDA_VISIBLE_DEVICES=""',
-                "export DS_ACCELERATOR=cpu",
+                *shell_exports(run_environment(on_cpu=True)),
                 "threads=$(( $(nproc) / NPROC_PER_NODE )); if (( threads < 1 )); then threads=1; fi",
                 'export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$threads}"',
                 "",
             ]
         )
     else:
-        env = ""
+        env = "\n".join(shell_exports(run_environment(on_cpu=False))) + "\n"
     return fill(
         template("launch.sh"),
         {
@@ -266,8 +273,8 @@ def render_project(
     """
     t = Target(plan, pick_method(plan, method), Path(out_dir) if out_dir is not None else None)
     files = {
-        "train.py": template("train.py"),
-        "train_config.toml": train_config_toml(t),
+        TRAIN_SCRIPT: template("train.py"),
+        TRAIN_CONFIG: train_config_toml(t),
     }
     ds = ds_config(t)
     if ds is not None:
@@ -282,21 +289,19 @@ def render_project(
     files["requirements.txt"] = requirements_txt(t)
     files["README.md"] = readme_md(t)
     files["answers.toml"] = answers_text
-    files["plan.json"] = plan.to_json() + "\n"
+    files[PLAN_FILE] = plan.to_json() + "\n"
     if plan.hardware.nodes > 1:
-        files["slurm.sbatch"] = slurm_sbatch(files)
+        files["slurm.sbatch"] = slurm_sbatch(plan, files, t.out_dir)
     return files
 
 
-def slurm_sbatch(files: dict[str, str]) -> str:
-    """slurm.sbatch for a multi-node plan, written by the launcher's own renderer from the
-    project's files (so `sbatch slurm.sbatch` and `ftplan launch` agree on the command)."""
-    import tempfile
+def slurm_sbatch(plan: Plan, files: dict[str, str], out_dir: Path | None) -> str:
+    """slurm.sbatch for a multi-node plan, from the project the files make (read as ``ftplan
+    launch`` reads a project, so `sbatch slurm.sbatch` and `ftplan launch` agree on the command)."""
+    import tomllib
 
-    from ftplan.launch.project import load_project
-    from ftplan.launch.slurm import render_sbatch
+    from ftplan.export.slurm import render_sbatch
 
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, text in files.items():
-            Path(tmp, name).write_text(text, encoding="utf-8")
-        return render_sbatch(load_project(tmp))
+    return render_sbatch(
+        project_info(out_dir or Path("."), plan, tomllib.loads(files[TRAIN_CONFIG]), check_files=False)
+    )

@@ -20,8 +20,8 @@ from pathlib import Path
 from ftplan import __version__
 from ftplan.export.project import ExportError, pick_method, render_project
 from ftplan.planner import Plan
+from ftplan.project import MANIFEST
 
-MANIFEST = ".ftplan-manifest.json"
 EXECUTABLE = {"launch.sh", "train.py", "merge_adapter.py"}
 GITIGNORE = "# Written by ftplan: training outputs stay out of git.\noutput/\noutput-merged/\n"
 

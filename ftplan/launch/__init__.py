@@ -2,10 +2,10 @@
 
 from ftplan.launch.events import OutputLines, ProgressUpdate, RunFinished, RunResult, RunStarted, Stopping
 from ftplan.launch.preflight import Check, HostFacts, run_checks
-from ftplan.launch.project import ProjectError, ProjectInfo, latest_checkpoint, load_project
 from ftplan.launch.runner import Runner, new_run_dir
 from ftplan.launch.session import LaunchInputError, Prepared, make_runner, prepare
 from ftplan.launch.spec import LaunchOptions, LaunchSpec, SpecError, build_launch_spec
+from ftplan.project import ProjectError, ProjectInfo, latest_checkpoint, load_project
 
 __all__ = [
     "Check",

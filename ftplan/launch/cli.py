@@ -13,7 +13,8 @@ import sys
 
 from ftplan.launch.runner import DEFAULT_GRACE_S, EXIT_FAILED, EXIT_OK
 from ftplan.launch.session import LaunchInputError, host_options, make_runner, prepare
-from ftplan.launch.spec import DEFAULT_MASTER_PORT, DEFAULT_SMOKE_STEPS, LaunchOptions
+from ftplan.launch.spec import DEFAULT_SMOKE_STEPS, LaunchOptions
+from ftplan.project import MASTER_PORT
 
 EXIT_BAD_INPUT = 2
 
@@ -61,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nnodes", type=_integer, metavar="N", help="machines in the run (default: the plan's)")
     p.add_argument("--node-rank", type=_integer, default=0, metavar="R", help="this machine's rank (0 = master)")
     p.add_argument("--master-addr", metavar="A", help="address of node 0 (multi-node runs)")
-    p.add_argument("--master-port", type=_integer, default=DEFAULT_MASTER_PORT, metavar="P",
-                   help=f"rendezvous port on node 0 (default {DEFAULT_MASTER_PORT})")  # fmt: skip
+    p.add_argument("--master-port", type=_integer, default=MASTER_PORT, metavar="P",
+                   help=f"rendezvous port on node 0 (default {MASTER_PORT})")  # fmt: skip
     p.add_argument("--grace", type=_seconds, default=DEFAULT_GRACE_S, metavar="SECONDS",
                    help=f"after SIGTERM, wait this long before SIGKILL (default {DEFAULT_GRACE_S:g}, more than torchrun's 30)")  # fmt: skip
     p.add_argument("--force", action="store_true", help="launch even when a preflight check fails")

@@ -1,29 +1,28 @@
 """The checklist before a launch: GPUs, memory, disk, packages, data, token, project files.
 
 Each check is a small function of plain inputs returning ``Check(name, status, detail)``;
-``gather_host`` does the I/O once (nvidia-smi or NVML, falling back to torch only for a GPU
+``gather_host`` does the I/O once (GPUs from ``ftplan.host``: nvidia-smi or NVML, torch only for a GPU
 plan; ``shutil.disk_usage``; ``importlib.metadata``; the environment), so tests inject a
 ``HostFacts`` and call the checks directly. Nothing here touches the network.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import importlib.metadata as md
 import json
 import os
 import re
 import shutil
-import subprocess
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ftplan.host import GpuFacts, available_memory, detect_gpus
 from ftplan.launch.oom import next_rung
-from ftplan.launch.project import MANIFEST, ProjectInfo
 from ftplan.launch.spec import LaunchOptions, runs_on_cpu
+from ftplan.project import MANIFEST, ProjectInfo, version_mismatch
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 GIB = 2**30
@@ -37,17 +36,6 @@ class Check:
     status: str
     """"ok", "warn" or "fail"."""
     detail: str
-
-
-@dataclass(frozen=True)
-class GpuFacts:
-    index: int
-    name: str
-    memory: int
-    free: int
-    compute_capability: tuple[int, int] | None = None
-    processes: tuple[tuple[int, int], ...] = ()
-    """(pid, bytes used) of other processes on this GPU."""
 
 
 @dataclass(frozen=True)
@@ -216,7 +204,7 @@ def required_packages(project: ProjectInfo) -> list[Requirement]:
         names.append("peft")
     if project.method == "qlora":
         names.append("bitsandbytes")
-    if int(project.settings.get("zero_stage", 0)) > 0 or project.deepspeed:
+    if project.settings.zero_stage > 0 or project.deepspeed:
         names.append("deepspeed")
     if project.attention == "flash_attention_2":
         names.append("flash-attn")
@@ -263,7 +251,7 @@ def check_trl_loss(project: ProjectInfo, host: HostFacts) -> Check:
 
     name = "TRL loss"
     version = host.packages.get("trl")
-    loss = str(project.settings.get("loss", "chunked"))
+    loss = project.settings.loss
     if not version:
         return Check(name, OK, "TRL not installed (see Packages)")
     if loss == "full_logits":
@@ -347,6 +335,9 @@ def check_manifest(project: ProjectInfo, read: Callable[[Path], bytes] | None = 
     """Project files vs the sha256 the exporter recorded in .ftplan-manifest.json."""
     d = Path(project.directory)
     name = "Project files"
+    other = version_mismatch(project)
+    if other:
+        return Check(name, WARN, f"{other}: re-export to plan with this version's figures")
     mpath = d / MANIFEST
     if not mpath.is_file():
         return Check(name, WARN, f"no {MANIFEST}: cannot tell whether the files changed since export")
@@ -406,105 +397,6 @@ def run_checks(project: ProjectInfo, options: LaunchOptions, host: HostFacts) ->
 # -- gathering the host facts (I/O) --------------------------------------------------------
 
 
-def _nvidia_smi(timeout: float = 5.0) -> tuple[GpuFacts, ...] | None:
-    exe = shutil.which("nvidia-smi")
-    if not exe:
-        return None
-
-    def query(args: list[str]) -> list[list[str]]:
-        out = subprocess.run([exe, *args, "--format=csv,noheader,nounits"], capture_output=True, text=True,
-                             timeout=timeout, check=True).stdout  # fmt: skip
-        return [[c.strip() for c in row] for row in csv.reader(out.splitlines()) if row]
-
-    try:
-        rows = query(["--query-gpu=index,uuid,name,memory.total,memory.free,compute_cap"])
-    except (OSError, subprocess.SubprocessError):
-        return None
-    try:
-        apps = query(["--query-compute-apps=gpu_uuid,pid,used_memory"])
-    except (OSError, subprocess.SubprocessError):
-        apps = []
-    gpus = []
-    for row in rows:
-        try:
-            index, uuid, name, total, free, cap = row
-            major, _, minor = cap.partition(".")
-            procs = tuple((int(a[1]), int(float(a[2])) * 2**20) for a in apps if len(a) == 3 and a[0] == uuid
-                          and a[1].isdigit() and a[2].replace(".", "").isdigit())  # fmt: skip
-            cc = (int(major), int(minor or 0)) if major.isdigit() else None
-            gpus.append(GpuFacts(int(index), name, int(float(total)) * 2**20, int(float(free)) * 2**20, cc, procs))
-        except ValueError:
-            continue
-    return tuple(gpus)
-
-
-def _nvml() -> tuple[GpuFacts, ...] | None:
-    try:
-        import pynvml  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    try:
-        pynvml.nvmlInit()
-        gpus = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            h = pynvml.nvmlDeviceGetHandleByIndex(i)
-            mem = pynvml.nvmlDeviceGetMemoryInfo(h)
-            name = pynvml.nvmlDeviceGetName(h)
-            cc = pynvml.nvmlDeviceGetCudaComputeCapability(h)
-            procs = tuple((p.pid, p.usedGpuMemory or 0) for p in pynvml.nvmlDeviceGetComputeRunningProcesses(h))
-            gpus.append(
-                GpuFacts(i, name.decode() if isinstance(name, bytes) else name, mem.total, mem.free, tuple(cc), procs)
-            )
-        pynvml.nvmlShutdown()
-        return tuple(gpus)
-    except Exception:  # noqa: BLE001 - any NVML failure means "no answer from NVML"
-        return None
-
-
-def _torch_gpus() -> tuple[GpuFacts, ...]:
-    try:
-        import torch
-    except ImportError:
-        return ()
-    if not torch.cuda.is_available():
-        return ()
-    gpus = []
-    for i in range(torch.cuda.device_count()):
-        free, total = torch.cuda.mem_get_info(i)
-        gpus.append(GpuFacts(i, torch.cuda.get_device_name(i), total, free, torch.cuda.get_device_capability(i)))
-    return tuple(gpus)
-
-
-GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd")
-"""Without one of these there is no GPU for torch to find, so importing it (seconds) is skipped."""
-
-
-def detect_gpus(need_gpus: bool) -> tuple[tuple[GpuFacts, ...], str]:
-    """GPUs via nvidia-smi, then NVML, then (only when the plan needs GPUs) torch."""
-    found = _nvidia_smi()
-    if found is not None:
-        return found, "nvidia-smi"
-    found = _nvml()
-    if found is not None:
-        return found, "NVML"
-    if need_gpus and any(Path(d).exists() for d in GPU_DEVICE_FILES):
-        return _torch_gpus(), "torch"
-    return (), "none"
-
-
-def _available_memory() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def _disk_free(path: Path) -> int | None:
     p = path
     while not p.exists() and p != p.parent:
@@ -525,10 +417,6 @@ def _installed(names: list[str]) -> dict[str, str | None]:
     return out
 
 
-def _hf_home() -> Path:
-    return Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
-
-
 def _port_free(port: int) -> bool:
     import socket
 
@@ -543,22 +431,21 @@ def _port_free(port: int) -> bool:
 
 def gather_host(project: ProjectInfo, options: LaunchOptions) -> HostFacts:
     """Look at this machine once (no network, no heavy imports unless a GPU plan needs torch)."""
+    from ftplan.planner.models import hf_home, hub_snapshots
     gpus, source = detect_gpus(need_gpus=not project.is_cpu and not options.smoke)
     if not gpus and not project.is_cpu and options.smoke:
         source = "none"
     cached = ()
-    hub = Path(os.environ.get("HF_HUB_CACHE") or _hf_home() / "hub")
-    repo = hub / ("models--" + project.model_name.replace("/", "--"))
-    if "/" in project.model_name and any((repo / "snapshots").glob("*/config.json")):
+    if "/" in project.model_name and any(hub_snapshots(project.model_name).glob("*/config.json")):
         cached = (project.model_name,)
     return HostFacts(
         gpus=gpus,
         gpu_source=source,
         disk_free=_disk_free(project.path(project.output_dir)),
-        host_memory_available=_available_memory(),
+        host_memory_available=available_memory(),
         packages=_installed([r.name for r in required_packages(project)]),
         env={k: v for k, v in os.environ.items() if k in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE")},
-        hf_token_file=(_hf_home() / "token").is_file(),
+        hf_token_file=(hf_home() / "token").is_file(),
         cached_models=cached,
         port_free=_port_free(options.master_port) if options.node_rank == 0 and options.master_addr else None,
     )

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ftplan.project import PLAN_FILE
+
 USABLE_FRACTION = 0.95  # as the planner: fragmentation eats the rest
 
 
@@ -61,7 +63,7 @@ def run_probe(project_dir: str | Path, steps: int = 2, timeout: float | None = N
 
 
 def gate(project_dir: str | Path, steps: int = 2) -> tuple[bool, str]:
-    plan = json.loads((Path(project_dir) / "plan.json").read_text(encoding="utf-8"))
+    plan = json.loads((Path(project_dir) / PLAN_FILE).read_text(encoding="utf-8"))
     try:
         probe = run_probe(project_dir, steps)
     except (RuntimeError, subprocess.SubprocessError, json.JSONDecodeError, IndexError) as exc:

@@ -25,8 +25,8 @@ from ftplan.launch.failures import FailureScan, describe_exit, worker_message
 from ftplan.launch.metrics import MetricsFollower
 from ftplan.launch.oom import oom_message
 from ftplan.launch.process import Process, popen_process
-from ftplan.launch.project import ProjectInfo
 from ftplan.launch.spec import LaunchSpec
+from ftplan.project import ProjectInfo
 
 DEFAULT_GRACE_S = 40.0
 """Longer than torchrun's own 30 s between SIGTERM and SIGKILL to its workers."""
@@ -324,7 +324,7 @@ class Runner:
         return ("\nLast lines of output:\n" + "\n".join(f"  | {x}" for x in lines)) if lines else ""
 
     def _resume_hint(self) -> str:
-        from ftplan.launch.project import latest_checkpoint
+        from ftplan.project import latest_checkpoint
 
         ckpt = latest_checkpoint(self.project)
         if ckpt is None:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from ftplan.launch.preflight import Check, HostFacts, failed, gather_host, run_checks
 from ftplan.launch.process import popen_process
-from ftplan.launch.project import ProjectError, ProjectInfo, latest_checkpoint, load_project
 from ftplan.launch.runner import DEFAULT_GRACE_S, ProcessFactory, Runner, new_run_dir
 from ftplan.launch.spec import LaunchOptions, LaunchSpec, SpecError, build_launch_spec, option_problems
+from ftplan.project import ProjectError, ProjectInfo, latest_checkpoint, load_project
 
 TORCHRUN_LOG_DIR = "runs/torchrun"
 

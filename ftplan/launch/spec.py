@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ftplan.launch.project import ProjectInfo
+from ftplan.project import MASTER_PORT, ProjectInfo, run_environment
 
 DEFAULT_SMOKE_STEPS = 5
-DEFAULT_MASTER_PORT = 29500
 
 
 class SpecError(ValueError):
@@ -32,7 +31,7 @@ class LaunchOptions:
     """Machines in the run; the plan's ``hardware.nodes`` when left out."""
     node_rank: int = 0
     master_addr: str | None = None
-    master_port: int = DEFAULT_MASTER_PORT
+    master_port: int = MASTER_PORT
     smoke_steps: int = DEFAULT_SMOKE_STEPS
     extra_args: tuple[str, ...] = ()
     """Passed to train.py after ftplan's own flags."""
@@ -115,23 +114,12 @@ def build_launch_spec(project: ProjectInfo, options: LaunchOptions) -> LaunchSpe
     train += list(options.extra_args)
 
     env: dict[str, str] = {"PYTHONUNBUFFERED": "1"}
-    if cpu:
-        # Hiding the GPUs is enough: Trainer and accelerate fall back to the CPU. (Not
-        # ACCELERATE_USE_CPU: it takes DeepSpeed out of accelerate's hands and ZeRO-3 then breaks.)
-        env.update(
-            CUDA_VISIBLE_DEVICES="",
-            DS_ACCELERATOR="cpu",
-            FTPLAN_DIST_BACKEND="gloo",
-            OMP_NUM_THREADS=str(max(1, options.cpus_here // nproc)),
-        )
-    else:
-        env["FTPLAN_DIST_BACKEND"] = "nccl"
-        # Fewer fragmentation OOMs; the plan's usable-memory margin assumes it.
-        env["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
+    env.update(run_environment(cpu))
+    if cpu:  # the cores shared between the processes
+        env["OMP_NUM_THREADS"] = str(max(1, options.cpus_here // nproc))
 
     # DeepSpeed wants the distributed environment (RANK, MASTER_ADDR...) even for one process.
-    fsdp = project.settings.get("sharding") == "fsdp2" and int(project.settings.get("zero_stage", 0)) > 0
-    if nproc == 1 and nnodes == 1 and not project.deepspeed and not fsdp:  # FSDP2 too
+    if nproc == 1 and nnodes == 1 and not project.deepspeed and not project.uses_fsdp:  # FSDP2 too
         argv = [options.python, *train]
     else:
         argv = list(options.torchrun)

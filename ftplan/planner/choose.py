@@ -1,6 +1,6 @@
 """Choose each method's settings: sound defaults, then the fastest rung of the ladder that fits.
 
-Defaults follow the lesson (shared/seed): LR 1e-5..5e-5 for full fine-tuning and 1e-4..3e-4
+Defaults follow common practice (the QLoRA paper, arXiv:2305.14314; peft and TRL docs): LR 1e-5..5e-5 for full fine-tuning and 1e-4..3e-4
 for LoRA, alpha = 2 r, rank by data size, all linear layers, 3 % warmup with cosine decay.
 The ladder trades speed for memory: bigger micro-batches and no recomputation first, then
 activation checkpointing, ZeRO-2, ZeRO-3, optimizer offload and parameter offload. What the
@@ -81,11 +81,11 @@ def base_settings(method: Method, answers: Answers, device: Device, data: DataSh
     return Settings(**defaults, chosen_by_planner=chosen), fixed
 
 
-def _ladder(method: Method, device: Device, fixed: set[str]):
-    """(checkpointing, zero_stage, offload) rungs, fastest first."""
-    if device.world_size == 1:
+def _ladder(method: Method, world_size: int, is_cpu: bool = False):
+    """DeepSpeed's (checkpointing, zero_stage, offload) rungs, fastest first."""
+    if world_size == 1:
         # ZeRO-3 on one GPU only to reach CPU offload of a full fine-tune.
-        stages = [0, 3] if method == "full" and not device.is_cpu else [0]
+        stages = [0, 3] if method == "full" and not is_cpu else [0]
     elif method == "full":
         stages = [0, 2, 3]
     else:
@@ -93,7 +93,7 @@ def _ladder(method: Method, device: Device, fixed: set[str]):
     rungs = []
     for stage in stages:
         offloads = ["none"] if stage == 0 else ["none", "optimizer", "optimizer+params"]
-        if stage == 3 and device.world_size == 1:
+        if stage == 3 and world_size == 1:
             offloads = ["optimizer", "optimizer+params"]
         if stage and method != "full":
             offloads = ["none"]
@@ -114,19 +114,19 @@ def _stages_for_offload(rungs, s: Settings, fixed: set[str]):
     return list(dict.fromkeys((ckpt, max(stage, need), offload) for ckpt, stage, offload in rungs))
 
 
-def _fsdp2_ladder(method: Method, device: Device, fixed: set[str]):
+def _fsdp2_ladder(method: Method, world_size: int, is_cpu: bool = False):
     """FSDP2's (checkpointing, zero_stage, offload) rungs, fastest first: stage 0 is plain DDP as
     for DeepSpeed; 2 keeps gathered weights until backward (full fine-tuning only), 3 reshards
     them after forward; FSDP2's only offload (CPUOffloadPolicy) moves the parameters with the
     optimizer. One GPU: stage 3 only to reach that offload."""
-    if device.world_size == 1:
-        stages = [0, 3] if method == "full" and not device.is_cpu else [0]
+    if world_size == 1:
+        stages = [0, 3] if method == "full" and not is_cpu else [0]
     else:
         stages = [0, 2, 3] if method == "full" else [0, 3]
     rungs = []
     for stage in stages:
         offloads = ["none"] if stage != 3 else ["none", "optimizer+params"]
-        if stage == 3 and device.world_size == 1:
+        if stage == 3 and world_size == 1:
             offloads = ["optimizer+params"]
         for offload in offloads:
             for ckpt in (False, True):
@@ -172,12 +172,12 @@ def _choose_engine(
     switch engines to reach one.
     """
     if s.sharding == "fsdp2":
-        return _search(arch, s, fixed, device, data, _fsdp2_ladder(method, device, fixed), host_ram)
-    deepspeed = _stages_for_offload(_ladder(method, device, fixed), s, fixed)
+        return _search(arch, s, fixed, device, data, _fsdp2_ladder(method, device.world_size, device.is_cpu), host_ram)
+    deepspeed = _stages_for_offload(_ladder(method, device.world_size, device.is_cpu), s, fixed)
     found, fits = _search(arch, s, fixed, device, data, deepspeed, host_ram)
     if fits or "sharding" in fixed:
         return found, fits
-    rungs = [rung for rung in _fsdp2_ladder(method, device, fixed) if rung[2] == "none"]
+    rungs = [rung for rung in _fsdp2_ladder(method, device.world_size, device.is_cpu) if rung[2] == "none"]
     fsdp, fsdp_fits = _search(arch, _with(s, sharding="fsdp2"), fixed, device, data, rungs, host_ram)
     if fsdp_fits:
         return _with(fsdp, chosen_by_planner=tuple(sorted({*fsdp.chosen_by_planner, "sharding"}))), True
@@ -320,12 +320,87 @@ def most_frugal(method: Method, answers: Answers, s: Settings, device: Device, d
         return s
     _, fixed = base_settings(method, answers, device, data)
     ladder = _fsdp2_ladder if s.uses_fsdp else _ladder
-    ckpt, stage, offload = ladder(method, device, fixed)[-1]
+    ckpt, stage, offload = ladder(method, device.world_size, device.is_cpu)[-1]
     rung = {"gradient_checkpointing": ckpt, "zero_stage": stage, "offload": offload}
     frugal = _with(s, **{k: v for k, v in rung.items() if k not in fixed})
     if "offload" not in fixed and frugal.offload != "none" and not frugal.zero_stage:
         frugal = _with(frugal, offload="none")
     return frugal
+
+
+def next_rung(s: Settings, world_size: int) -> tuple[dict[str, object], str]:
+    """(answers changes by dotted key, why) for the next memory-saving step beyond ``s``, in the
+    ladder's own order (the README's): micro-batch, activation checkpointing, then the engine's
+    rungs as ``choose_settings`` walks them, FSDP2 where it keeps less than ZeRO-3, QLoRA, and
+    last a shorter sequence. ``ftplan launch`` answers an out-of-memory with it."""
+    if s.micro_batch_size > 1:
+        half = s.micro_batch_size // 2
+        return {
+            "training.micro_batch_size": half,
+            "training.gradient_accumulation_steps": s.gradient_accumulation_steps * 2,
+        }, (
+            f"half the micro-batch ({s.micro_batch_size} -> {half}) halves the activations; "
+            "twice the accumulation keeps the global batch"
+        )
+    if not s.gradient_checkpointing:
+        return {"training.gradient_checkpointing": True}, (
+            "activation checkpointing recomputes activations in the backward pass: far less memory, about a third more compute"
+        )
+    switch = _fsdp2_switch(s)
+    if switch is not None:
+        return switch
+    engine = _next_engine_rung(s, world_size)
+    if engine is not None:
+        return engine
+    if s.method != "qlora":
+        return {"training.method": "qlora"}, "QLoRA stores the frozen base weights in 4 bits"
+    return {"data.max_seq_len": max(16, s.max_seq_len // 2)}, (
+        "every rung of the ladder is taken; shorter sequences are what is left (or more GPUs)"
+    )
+
+
+ENGINE_RUNG_WHY = {
+    ("deepspeed", 2, "none"): "ZeRO-2 shards gradients and optimizer states across the GPUs",
+    ("deepspeed", 3, "none"): "ZeRO-3 also shards the weights across the GPUs",
+    ("deepspeed", 3, "optimizer"): "DeepSpeed CPU offload moves the optimizer states to host memory",
+    ("deepspeed", 3, "optimizer+params"): "offloading the parameters too leaves only the working layers on the GPU",
+    ("fsdp2", 2, "none"): "FSDP2 at stage 2 shards gradients and optimizer states",
+    ("fsdp2", 3, "none"): "FSDP2 at stage 3 reshards the weights after each layer's forward",
+    ("fsdp2", 3, "optimizer+params"): (
+        "FSDP2's CPU offload keeps the sharded parameters, gradients and optimizer states in host memory"
+    ),
+}
+
+
+def _next_engine_rung(s: Settings, world_size: int) -> tuple[dict[str, object], str] | None:
+    """The next (zero_stage, offload) of the engine's ladder: more sharding before any offload
+    (offload costs far more time), never a lower stage than the current one."""
+    ladder = _fsdp2_ladder if s.sharding == "fsdp2" else _ladder
+    here = (OFFLOAD_COST[s.offload], s.zero_stage)
+    rungs = sorted({(OFFLOAD_COST[offload], stage, offload) for _, stage, offload in ladder(s.method, world_size)})
+    for cost, stage, offload in rungs:
+        if (cost, stage) > here and stage >= s.zero_stage:
+            changes: dict[str, object] = {"training.zero_stage": stage}
+            if offload != s.offload:
+                changes["training.offload"] = offload
+            return changes, ENGINE_RUNG_WHY[(s.sharding, stage, offload)]
+    return None
+
+
+def _fsdp2_switch(s: Settings) -> tuple[dict[str, object], str] | None:
+    """FSDP2 where it keeps less than ZeRO-3 without offload does (bf16 full fine-tuning: no
+    fp32 master weights; QLoRA: no fp32 upcasts), as ``choose_settings`` switches engines."""
+    if s.sharding != "deepspeed" or s.zero_stage != 3 or s.offload != "none":
+        return None
+    if s.method == "full" and s.precision == "bf16":
+        return {"training.sharding": "fsdp2"}, (
+            "FSDP2 keeps the bf16 parameters without DeepSpeed's fp32 master weights: 8 bytes per parameter, not 16"
+        )
+    if s.method == "qlora":
+        return {"training.sharding": "fsdp2"}, (
+            "QLoRA under FSDP2 keeps norms, embeddings and activations in bf16 (ZeRO-3 runs them in fp32)"
+        )
+    return None
 
 
 def longest_sequence_that_fits(arch: ModelArch, s: Settings, device: Device) -> int:

@@ -74,16 +74,23 @@ def catalog_names() -> list[str]:
     return sorted(MODEL_CONFIGS) + sorted(CARD_MODELS) + sorted(ALIASES) + sorted(CARD_ALIASES)
 
 
-def _hf_hub_cache() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
-    return Path(home) / "hub"
+def hf_home() -> Path:
+    """huggingface_hub's home folder (its token lives there): $HF_HOME, else ~/.cache/huggingface."""
+    return Path(os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface"))
+
+
+def hf_hub_cache() -> Path:
+    """huggingface_hub's model cache, as it resolves it: $HF_HUB_CACHE, else $HF_HOME/hub."""
+    return Path(os.environ["HF_HUB_CACHE"]) if os.environ.get("HF_HUB_CACHE") else hf_home() / "hub"
+
+
+def hub_snapshots(hub_id: str) -> Path:
+    """The folder of a hub model's cached snapshots (it may not exist)."""
+    return hf_hub_cache() / ("models--" + hub_id.replace("/", "--")) / "snapshots"
 
 
 def _cached_config(hub_id: str) -> Path | None:
-    repo = _hf_hub_cache() / ("models--" + hub_id.replace("/", "--"))
-    snapshots = sorted((repo / "snapshots").glob("*/config.json"), key=lambda p: p.stat().st_mtime)
+    snapshots = sorted(hub_snapshots(hub_id).glob("*/config.json"), key=lambda p: p.stat().st_mtime)
     return snapshots[-1] if snapshots else None
 
 

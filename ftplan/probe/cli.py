@@ -17,6 +17,12 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ftplan.project import PLAN_FILE, TRAIN_CONFIG, TRAIN_SCRIPT, ProjectError, read_plan, run_environment
+
+if TYPE_CHECKING:
+    from ftplan.planner import MethodPlan, Plan
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 TOLERANCE = 0.10
@@ -44,16 +50,16 @@ def _check_dir(path: str) -> Path:
     d = Path(path)
     if not d.is_dir():
         raise ProbeError(f"ftplan probe: {path} is not a folder (give the folder `ftplan --out` exported)")
-    missing = [n for n in ("train.py", "train_config.toml") if not (d / n).is_file()]
+    missing = [n for n in (TRAIN_SCRIPT, TRAIN_CONFIG) if not (d / n).is_file()]
     if missing:
         raise ProbeError(f"ftplan probe: {path} is not an exported project: {', '.join(missing)} missing")
     return d
 
 
 def _import_train(d: Path):
-    spec = importlib.util.spec_from_file_location("ftplan_probe_train", d / "train.py")
+    spec = importlib.util.spec_from_file_location("ftplan_probe_train", d / TRAIN_SCRIPT)
     if spec is None or spec.loader is None:
-        raise ProbeError(f"ftplan probe: cannot import {d / 'train.py'}")
+        raise ProbeError(f"ftplan probe: cannot import {d / TRAIN_SCRIPT}")
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(d))
     try:
@@ -64,7 +70,7 @@ def _import_train(d: Path):
     needed = ("load_config", "build_tokenizer", "build_model", "build_datasets", "build_trainer")
     lacking = [n for n in needed if not hasattr(module, n)]
     if lacking:
-        raise ProbeError(f"ftplan probe: {d / 'train.py'} lacks {', '.join(lacking)} (re-export the project)")
+        raise ProbeError(f"ftplan probe: {d / TRAIN_SCRIPT} lacks {', '.join(lacking)} (re-export the project)")
     return module
 
 
@@ -80,20 +86,17 @@ def predicted_memory(d: Path, cfg: dict, on_cpu: bool, loss: str | None = None) 
     that the comparison is like for like (and the GPU plan is kept alongside).
     """
     method = _method_of(cfg)
-    plan_path = d / "plan.json"
+    plan_path = d / PLAN_FILE
     out: dict = {"method": method, "source": ""}
     if plan_path.is_file():
-        try:
-            plan = json.loads(plan_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ProbeError(f"ftplan probe: {plan_path} is not valid JSON ({exc})") from exc
-        mp = plan.get("methods", {}).get(method)
+        plan = _read_plan(plan_path)
+        mp = plan.methods.get(method)
         if mp is None:
             raise ProbeError(f"ftplan probe: {plan_path} has no plan for method {method!r}")
-        mem = dict(mp["memory"])
-        out.update(memory=mem, phases=mp.get("memory_phases", {}), source="plan.json")
-        out["tokens_per_second"] = mp.get("time", {}).get("tokens_per_second", 0.0)
-        gpu = plan.get("hardware", {}).get("gpu", "")
+        mem = mp.memory.model_dump()
+        out.update(memory=mem, phases=dict(mp.memory_phases), source=PLAN_FILE)
+        out["tokens_per_second"] = mp.time.tokens_per_second
+        gpu = plan.hardware.gpu
         out["device"] = gpu
         if on_cpu and gpu != "cpu":
             cpu_mem = _recompute_for_cpu(plan, mp, loss)
@@ -109,18 +112,22 @@ def predicted_memory(d: Path, cfg: dict, on_cpu: bool, loss: str | None = None) 
     return out
 
 
-def _recompute_for_cpu(plan: dict, mp: dict, loss: str | None = None) -> dict | None:
+def _read_plan(path: Path) -> Plan:
+    try:
+        return read_plan(path)
+    except ProjectError as exc:
+        raise ProbeError("ftplan probe: " + "; ".join(exc.problems)) from exc
+
+
+def _recompute_for_cpu(plan: Plan, mp: MethodPlan, loss: str | None = None) -> dict | None:
     try:
         from ftplan.planner.catalog.gpus import CPU
         from ftplan.planner.memory import Device, estimate_memory
         from ftplan.planner.models import resolve_model
-        from ftplan.planner.settings import Settings
 
-        arch = resolve_model(plan["model"]["name"]).arch
-        settings = Settings(**{k: v for k, v in mp["settings"].items() if k in Settings.model_fields})
-        hw = plan.get("hardware", {})
-        device = Device(CPU, int(hw.get("gpus_per_node", 1) or 1), int(hw.get("nodes", 1) or 1))
-        return estimate_memory(arch, settings, device, loss=loss).as_dict()
+        arch = resolve_model(plan.model.name).arch
+        device = Device(CPU, plan.hardware.gpus_per_node, plan.hardware.nodes)
+        return estimate_memory(arch, mp.settings, device, loss=loss).as_dict()
     except Exception:  # the plan's own numbers are still shown
         return None
 
@@ -134,7 +141,7 @@ def run_probe(d: Path, steps: int) -> dict:
     from ftplan.probe.measure import _step, measure_cpu_step, measure_cuda_step
 
     train = _import_train(d)
-    cfg = train.load_config(str(d / "train_config.toml"))
+    cfg = train.load_config(str(d / TRAIN_CONFIG))
     tok = train.build_tokenizer(cfg)
     model = train.build_model(cfg, tok)
     train_ds, eval_ds = train.build_datasets(cfg, tok)
@@ -227,14 +234,8 @@ def run_probe(d: Path, steps: int) -> dict:
 def engine_processes(d: Path, cfg: dict) -> int:
     """Processes the project runs as on one machine: the plan's GPUs per node (0: no engine needed,
     the in-process probe measures it: one process without DeepSpeed)."""
-    nproc = 1
-    plan_path = d / "plan.json"
-    if plan_path.is_file():
-        try:
-            hardware = json.loads(plan_path.read_text(encoding="utf-8")).get("hardware", {})
-            nproc = max(1, int(hardware.get("gpus_per_node", 1) or 1))
-        except (ValueError, TypeError):
-            pass
+    plan_path = d / PLAN_FILE
+    nproc = _read_plan(plan_path).hardware.gpus_per_node if plan_path.is_file() else 1
     uses_deepspeed = bool(cfg.get("training", {}).get("deepspeed"))
     return nproc if (nproc > 1 or uses_deepspeed) else 0
 
@@ -250,11 +251,9 @@ def _engine_env(nproc: int, on_cpu: bool) -> dict[str, str]:
     root = str(Path(ftplan.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["PYTHONUNBUFFERED"] = "1"
-    if on_cpu:
-        env.update(CUDA_VISIBLE_DEVICES="", DS_ACCELERATOR="cpu", FTPLAN_DIST_BACKEND="gloo")
+    env.update(run_environment(on_cpu))
+    if on_cpu:  # the cores shared between the processes
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
-    else:
-        env["FTPLAN_DIST_BACKEND"] = "nccl"
     return env
 
 
@@ -266,7 +265,7 @@ def run_engine_probe(d: Path, steps: int, nproc: int | None = None) -> dict:
     import subprocess
     import tempfile
 
-    cfg = _import_train(d).load_config(str(d / "train_config.toml"))
+    cfg = _import_train(d).load_config(str(d / TRAIN_CONFIG))
     nproc = nproc or max(1, engine_processes(d, cfg))
     on_cpu = _runs_on_cpu(d, cfg)
     with tempfile.TemporaryDirectory(prefix="ftplan-probe-") as tmp:
@@ -414,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         # Libraries print progress and notices; keep stdout for the result alone.
         with contextlib.redirect_stdout(sys.stderr):
             train = _import_train(d)
-            if engine_processes(d, train.load_config(str(d / "train_config.toml"))):
+            if engine_processes(d, train.load_config(str(d / TRAIN_CONFIG))):
                 result = run_engine_probe(d, max(args.steps, 3))
             else:
                 result = run_probe(d, args.steps)

@@ -31,6 +31,8 @@ import time
 import weakref
 from pathlib import Path
 
+from ftplan.project import TRAIN_CONFIG
+
 COMPONENTS = ("weights", "gradients", "optimizer", "activations")
 
 
@@ -322,7 +324,7 @@ def run_rank(project: Path, steps: int, out: Path) -> dict:
     from ftplan.probe.cli import _import_train
 
     train = _import_train(project)
-    cfg = train.load_config(str(project / "train_config.toml"))
+    cfg = train.load_config(str(project / TRAIN_CONFIG))
     scratch = Path(tempfile.mkdtemp(prefix="ftplan-probe-"))
     cfg["checkpoints"]["output_dir"] = str(scratch)  # never the user's output/ (nor its metrics file)
     cfg["checkpoints"]["save_steps"] = 10**9

@@ -145,7 +145,7 @@ class FtplanApp(App[int]):
     def _project_of(answers_path: Path | None) -> Path | None:
         """The exported project the answers file belongs to (`ftplan --answers ft-x/answers.toml
         --interactive`): export and launch then start from that folder."""
-        from ftplan.tui.exporting import MANIFEST
+        from ftplan.project import MANIFEST
 
         if answers_path is not None and (answers_path.parent / MANIFEST).is_file():
             return answers_path.parent

@@ -14,10 +14,6 @@ if TYPE_CHECKING:
     from ftplan.planner.plan import Plan
 
 
-MANIFEST = ".ftplan-manifest.json"
-"""`ftplan.export.write.MANIFEST` (a test holds them equal), named here so that opening the app
-on a project's answers.toml need not import the exporter (a third of a second)."""
-
 STATUS_TEXT = {
     "new": "new",
     "same": "unchanged",

@@ -137,6 +137,14 @@ def test_manifest(project):
     assert "no .ftplan-manifest.json" in check_manifest(p).detail
 
 
+def test_a_project_from_another_ftplan_version_is_warned_about(project):
+    plan = json.loads((project / "plan.json").read_text())
+    plan["ftplan_version"] = "0.0.1"
+    (project / "plan.json").write_text(json.dumps(plan))
+    c = check_manifest(load_project(project))
+    assert c.status == WARN and "written by ftplan 0.0.1" in c.detail
+
+
 def test_manifest_flat_form_and_prefixed_hashes(project):
     digest = hashlib.sha256((project / "plan.json").read_bytes()).hexdigest()
     (project / ".ftplan-manifest.json").write_text(json.dumps({"plan.json": f"sha256:{digest}"}))

@@ -14,7 +14,7 @@ def test_reads_plan_and_config(project):
     p = load_project(project)
     assert p.method == "lora" and p.is_cpu and p.gpus_per_node == 1
     assert p.output_dir == "output" and p.metrics_path == project / "output" / "metrics.jsonl"
-    assert p.memory_total > 0 and p.settings["micro_batch_size"] == 1
+    assert p.memory_total > 0 and p.settings.micro_batch_size == 1
 
 
 def test_missing_files_listed_together(tmp_path):
@@ -50,9 +50,35 @@ def test_bad_fields_name_the_field(project):
     with pytest.raises(ProjectError) as exc:
         load_project(project)
     text = str(exc.value)
-    assert "`hardware.gpus_per_node` should be an integer" in text
+    assert "`hardware.gpus_per_node`: input should be a valid integer" in text and "'two'" in text
     assert "`methods.lora.memory` is missing" in text
     assert "ds_config.json is missing" in text
+
+
+def test_a_plan_from_another_ftplan_says_which_wrote_it(project):
+    """plan.json is read through the planner's own Plan: a field it lacks is named, and the version
+    that wrote it too, with the way out."""
+    plan = json.loads((project / "plan.json").read_text())
+    plan["ftplan_version"] = "0.0.1"
+    del plan["methods"]["lora"]["max_seq_len_that_fits"]
+    (project / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(ProjectError) as exc:
+        load_project(project)
+    text = str(exc.value)
+    assert "`methods.lora.max_seq_len_that_fits` is missing" in text
+    assert "written by ftplan 0.0.1; this is ftplan" in text and "re-export" in text
+
+
+def test_the_exporter_and_the_launcher_share_one_contract(project):
+    """The names, port and environment the exporter writes are the ones the launcher reads."""
+    from ftplan.export import slurm
+    from ftplan.launch import spec
+    from ftplan.project import MASTER_PORT, run_environment
+
+    assert spec.LaunchOptions().master_port == MASTER_PORT
+    assert f"MASTER_PORT={MASTER_PORT}" in slurm.render_sbatch(load_project(project))
+    launch = spec.build_launch_spec(load_project(project), spec.LaunchOptions())
+    assert run_environment(on_cpu=True).items() <= launch.env.items()
 
 
 def test_cli_bad_project_exits_2_with_one_message(tmp_path, capsys):

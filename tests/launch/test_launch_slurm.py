@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
+from ftplan.export.slurm import _walltime, render_sbatch
 from ftplan.launch import load_project
-from ftplan.launch.slurm import _walltime, render_sbatch
 
 from .conftest import answers_text, make_project
 

@@ -16,11 +16,15 @@ def fake_nvidia_smi(folder, rows: str):
 
 
 def test_detects_gpus_from_nvidia_smi(tmp_path, monkeypatch):
-    fake_nvidia_smi(tmp_path, "0, NVIDIA H100 80GB HBM3, 81559, 80000\n1, NVIDIA H100 80GB HBM3, 81559, 1200")
+    # index, uuid, name, memory.total, memory.free (MiB), compute_cap: the query ftplan.host makes
+    fake_nvidia_smi(
+        tmp_path,
+        "0, GPU-a, NVIDIA H100 80GB HBM3, 81559, 80000, 9.0\n1, GPU-b, NVIDIA H100 80GB HBM3, 81559, 1200, 9.0",
+    )
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     gpus = detect_gpus()
     assert [g.index for g in gpus] == [0, 1]
-    assert gpus[1].free_mib == 1200
+    assert gpus[1].free == 1200 * 2**20 and gpus[1].compute_capability == (9, 0)
     answers = read_answers_text('[model]\nname = "meta-llama/Llama-3.1-8B"\n')
     plan = make_plan(answers, build_context(answers))
     assert plan.hardware.gpu == "H100-SXM" and plan.hardware.detected

@@ -240,7 +240,7 @@ def test_host_ram_is_detected_when_left_out():
 
 
 def test_auto_gpu_headless_uses_the_detected_count(tmp_path, monkeypatch):
-    rows = "\n".join(f"{i}, NVIDIA H100 80GB HBM3, 81559, 80000" for i in range(8))
+    rows = "\n".join(f"{i}, GPU-{i}, NVIDIA H100 80GB HBM3, 81559, 80000, 9.0" for i in range(8))
     exe = tmp_path / "nvidia-smi"
     exe.write_text(f"#!/bin/sh\ncat <<'EOF'\n{rows}\nEOF\n")
     exe.chmod(0o755)

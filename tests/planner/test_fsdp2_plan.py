@@ -87,7 +87,7 @@ def test_oom_advice_has_fsdp2_rungs(tmp_path):
     import json
 
     from ftplan.launch.oom import next_rung
-    from ftplan.launch.project import load_project
+    from ftplan.project import load_project
 
     def project(name, **settings):
         plan = make_plan(answers(gpus=8, gradient_checkpointing=True, micro_batch_size=1, **settings))
@@ -107,3 +107,34 @@ def test_oom_advice_has_fsdp2_rungs(tmp_path):
     assert (
         json.loads((tmp_path / "fsdp3" / "plan.json").read_text())["methods"]["full"]["settings"]["sharding"] == "fsdp2"
     )
+
+
+def test_the_oom_ladder_walks_the_readme_order():
+    """``next_rung`` applied again and again takes the README's rungs in order, each once: micro-batch,
+    checkpointing, ZeRO-2, ZeRO-3, offload of the optimizer, then of the parameters, QLoRA, then
+    shorter sequences. The launcher's out-of-memory advice is this function (no second ladder)."""
+    from ftplan.planner.choose import next_rung
+    from ftplan.planner.settings import Settings
+
+    keys = {"training.micro_batch_size": "micro_batch_size", "training.gradient_accumulation_steps":
+            "gradient_accumulation_steps", "training.gradient_checkpointing": "gradient_checkpointing",
+            "training.zero_stage": "zero_stage", "training.offload": "offload", "training.method": "method",
+            "training.sharding": "sharding", "data.max_seq_len": "max_seq_len"}  # fmt: skip
+    s = Settings(method="full", precision="bf16-mixed", micro_batch_size=4, gradient_checkpointing=False)
+    walked = []
+    for _ in range(10):
+        changes, _why = next_rung(s, world_size=8)
+        walked.append(changes)
+        s = s.model_copy(update={keys[k]: v for k, v in changes.items()})
+    assert walked[:9] == [
+        {"training.micro_batch_size": 2, "training.gradient_accumulation_steps": 2},
+        {"training.micro_batch_size": 1, "training.gradient_accumulation_steps": 4},
+        {"training.gradient_checkpointing": True},
+        {"training.zero_stage": 2},
+        {"training.zero_stage": 3},
+        {"training.zero_stage": 3, "training.offload": "optimizer"},
+        {"training.zero_stage": 3, "training.offload": "optimizer+params"},
+        {"training.method": "qlora"},
+        {"data.max_seq_len": 1024},
+    ]
+    assert walked[9] == {"data.max_seq_len": 512}

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from textual.widgets import Input, Log, OptionList, ProgressBar, Select, Static
 
-from ftplan.tui.runs import FakeSource, Output
+from ftplan.tui.runs import Output
 from ftplan.tui.screens import ConfirmScreen, ExportScreen, HelpScreen, LaunchScreen
 from ftplan.tui.widgets import PlanView
 from tests.tui.conftest import make_app, settle, text_of, wait_until
+
+from .fakes import FakeSource
 
 SIZE = (120, 40)
 
@@ -192,10 +194,8 @@ async def test_enter_in_the_folder_field_writes_and_the_files_read_written(tmp_p
 
 
 async def test_answers_of_an_exported_project_prefill_its_folder(tmp_path, example_answers):
-    from ftplan.export.write import MANIFEST
-    from ftplan.tui.exporting import MANIFEST as named_here
+    from ftplan.project import MANIFEST
 
-    assert named_here == MANIFEST
     (tmp_path / MANIFEST).write_text("{}")
     app = make_app(example_answers, tmp_path / "answers.toml")
     async with app.run_test(size=SIZE) as pilot:

@@ -9,9 +9,7 @@ from __future__ import annotations
 import math
 import shlex
 
-from ftplan.launch.project import ProjectInfo
-
-DEFAULT_PORT = 29500
+from ftplan.project import MASTER_PORT, ProjectInfo, run_environment, shell_exports
 
 
 def _walltime(hours: float) -> str:
@@ -28,7 +26,7 @@ def render_sbatch(
     job_name: str = "ftplan",
     partition: str | None = None,
     cpus_per_gpu: int = 8,
-    port: int = DEFAULT_PORT,
+    port: int = MASTER_PORT,
     python: str = "python",
 ) -> str:
     """The text of slurm.sbatch for the project's plan (nodes × GPUs per node)."""
@@ -50,11 +48,7 @@ def render_sbatch(
     ]
     if partition:
         lines.append(f"#SBATCH --partition={partition}")
-    env = ["export PYTHONUNBUFFERED=1"]
-    if project.is_cpu:
-        env += ['export CUDA_VISIBLE_DEVICES=""', "export DS_ACCELERATOR=cpu", "export FTPLAN_DIST_BACKEND=gloo"]
-    else:
-        env += ["export FTPLAN_DIST_BACKEND=nccl", "export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True"]
+    env = shell_exports({"PYTHONUNBUFFERED": "1", **run_environment(project.is_cpu)})
     torchrun = " ".join(
         [
             shlex.quote(python), "-m", "torch.distributed.run",
