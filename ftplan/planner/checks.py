@@ -5,7 +5,7 @@ from __future__ import annotations
 from ftplan.planner.answers import Answers
 from ftplan.planner.catalog.gpus import GPUS, gpu_by_name
 from ftplan.planner.models import ModelNotFound, resolve_model
-from ftplan.planner.problems import Problem
+from ftplan.planner.problems import Problem, did_you_mean
 
 
 def name_problems(model_name: object, gpu: object) -> tuple[list[Problem], object]:
@@ -22,9 +22,7 @@ def name_problems(model_name: object, gpu: object) -> tuple[list[Problem], objec
         except ModelNotFound as exc:
             problems.append(Problem("model.name", str(exc)))
     if isinstance(gpu, str) and gpu != "auto" and gpu_by_name(gpu) is None:
-        import difflib
-
-        close = difflib.get_close_matches(gpu, list(GPUS), n=3, cutoff=0.4)
+        close = did_you_mean(gpu, list(GPUS), n=3, cutoff=0.4)
         hint = f"; did you mean {', '.join(close)}?" if close else f" (known: auto, cpu, {', '.join(GPUS)})"
         problems.append(Problem("hardware.gpu", f"unknown GPU {gpu!r}{hint}"))
     return problems, arch

@@ -7,7 +7,6 @@ exit with code 2; nothing here raises anything else for bad input.
 
 from __future__ import annotations
 
-import difflib
 import re
 import tomllib
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ftplan.planner.answers import Answers
-from ftplan.planner.problems import AnswersError, Problem
+from ftplan.planner.problems import AnswersError, Problem, did_you_mean
 
 _HEADER = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\s*(#.*)?$")
 _KEY = re.compile(r"^\s*([A-Za-z0-9_.\-\"']+)\s*=")
@@ -67,7 +66,7 @@ def problems_from_validation(exc: ValidationError, lines: dict[str, int]) -> lis
         kind = error["type"]
         if kind == "extra_forbidden":
             choices = _fields_of(Answers, loc[:-1])
-            close = difflib.get_close_matches(str(loc[-1]), choices, n=1, cutoff=0.6)
+            close = did_you_mean(str(loc[-1]), choices, n=1)
             message = "unknown key" + (f"; did you mean {'.'.join(map(str, loc[:-1] + (close[0],)))}?" if close else "")
             if choices and not close:
                 message += f" (known: {', '.join(choices)})"

@@ -36,3 +36,25 @@ class AnswersError(Exception):
         lines = [f"{head}{count} problem{'s' if count != 1 else ''} in the answers:"]
         lines += [f"  - {p.render(self.source)}" for p in self.problems]
         return "\n".join(lines)
+
+
+def did_you_mean(word: str, choices: list[str], n: int = 3, cutoff: float = 0.6) -> list[str]:
+    """The choices closest to ``word``, best first: case and separators ignored, and those that
+    share its first part (the GPU generation of ``H100-80GB``, the key's stem) ahead of the rest,
+    so that ``H100-80GB`` suggests the H100s before ``A100-80GB``. The one suggester of answers keys,
+    GPU names and choice values."""
+    from difflib import SequenceMatcher
+
+    def norm(s: str) -> str:
+        return "".join(ch for ch in s.lower() if ch.isalnum())
+
+    def head(s: str) -> str:
+        return norm(s.replace("_", "-").split("-")[0])
+
+    scored = []
+    for choice in choices:
+        ratio = SequenceMatcher(None, norm(word), norm(choice)).ratio()
+        bonus = 0.5 if head(choice) and head(choice) == head(word) else 0.0
+        if ratio + bonus >= cutoff:
+            scored.append((-(ratio + bonus), choice))
+    return [choice for _, choice in sorted(scored)[:n]]
