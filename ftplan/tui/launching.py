@@ -11,8 +11,12 @@ from __future__ import annotations
 import shlex
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ftplan.tui.runs import Finished, Output, Post, Progress, RunSource, Started
+
+if TYPE_CHECKING:
+    from ftplan.launch.preflight import Check
 
 MARK = {"ok": "✓", "warn": "!", "fail": "✗"}
 
@@ -25,8 +29,8 @@ def _options(dry_run: bool, smoke: bool, smoke_steps: int | None = None):
     return host_options(LaunchOptions(dry_run=dry_run, smoke=smoke, smoke_steps=steps))
 
 
-def project_checks(project_dir: Path, smoke: bool = False) -> tuple[list[tuple[str, str, str]], str]:
-    """The launcher's checklist for a project folder: ([(status, name, detail)], error message).
+def project_checks(project_dir: Path, smoke: bool = False) -> tuple[list[Check], str]:
+    """The launcher's checklist for a project folder: (checks, error message).
 
     Does I/O (nvidia-smi, disk, packages): call it from a worker.
     """
@@ -36,7 +40,7 @@ def project_checks(project_dir: Path, smoke: bool = False) -> tuple[list[tuple[s
         prepared = prepare(project_dir, _options(True, smoke))
     except LaunchInputError as exc:
         return [], str(exc)
-    return [(c.status, c.name, c.detail) for c in prepared.checks], ""
+    return list(prepared.checks), ""
 
 
 def command_lines(spec) -> list[str]:

@@ -2,30 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from ftplan.launch.preflight import FAIL, OK, WARN, Check
 
 if TYPE_CHECKING:
     from ftplan.planner.plan import Plan
 
-
-@dataclass(frozen=True)
-class Check:
-    status: str
-    """ok | warn | fail, as `ftplan.launch.preflight.Check` has it."""
-    name: str
-    detail: str
+__all__ = ["Check", "plan_checks"]
 
 
 def plan_checks(plan: Plan | None) -> list[Check]:
     if plan is None:
-        return [Check("fail", "plan", "no valid plan: fix the answers first")]
+        return [Check("plan", FAIL, "no valid plan: fix the answers first")]
     method = plan.recommendation.method
     mp = plan.methods[method]
     checks = [
         Check(
-            "ok" if mp.fits else "fail",
             "plan fits",
+            OK if mp.fits else FAIL,
             f"{method}: {mp.memory.total / 2**30:.1f} GiB per GPU on {plan.hardware.gpu}"
             + ("" if mp.fits else f"; needs {mp.hardware_needed or 'more memory'}"),
         )
@@ -33,6 +28,6 @@ def plan_checks(plan: Plan | None) -> list[Check]:
     budget = plan.answers.get("budget", {}).get("usd")
     if budget:
         checks.append(
-            Check("ok" if mp.cost.usd <= budget else "warn", "budget", f"one run ${mp.cost.usd:,.2f} of ${budget:,.2f}")
+            Check("budget", OK if mp.cost.usd <= budget else WARN, f"one run ${mp.cost.usd:,.2f} of ${budget:,.2f}")
         )
     return checks

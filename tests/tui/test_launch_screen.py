@@ -9,10 +9,12 @@ import pytest
 from textual.widgets import Input, Log, ProgressBar, Static
 
 from ftplan.tui.launching import LaunchSource
-from ftplan.tui.runs import FakeSource, Finished, Output, Progress, Started
+from ftplan.tui.runs import Finished, Output, Progress, Started
 from ftplan.tui.screens import ConfirmScreen, LaunchScreen
 from ftplan.tui.screens.launch import progress_text, terminal_line
 from tests.tui.conftest import make_app, settle, text_of, wait_until
+
+from .fakes import FakeSource
 
 SIZE = (120, 40)
 

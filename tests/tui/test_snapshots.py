@@ -7,8 +7,10 @@ after checking the SVGs under __snapshots__/ look right.
 
 from __future__ import annotations
 
-from ftplan.tui.runs import FakeSource, Output, Progress, Started
+from ftplan.tui.runs import Output, Progress, Started
 from tests.tui.conftest import make_app, settle
+
+from .fakes import FakeSource
 
 NARROW = (80, 24)
 WIDE = (140, 45)

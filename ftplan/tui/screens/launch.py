@@ -168,7 +168,7 @@ class LaunchScreen(Screen[None]):
             rows, error = project_checks(Path(folder).expanduser(), smoke)
         except Exception as exc:
             rows, error = [], f"cannot check the project: {exc!r}"
-        self.post_message(ProjectChecked(folder, [Check(*row) for row in rows], error, smoke))
+        self.post_message(ProjectChecked(folder, list(rows), error, smoke))
 
     @on(ProjectChecked)
     def _checked(self, message: ProjectChecked) -> None:
