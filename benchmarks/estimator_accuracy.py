@@ -4,7 +4,7 @@
 
 1. Memory grid: tiny Llama-style configs trained for real on the CPU (MemTracker), the planner's
    ``total - overhead`` for ``Device(CPU)`` against the measured peak of a steady-state step.
-2. FACTS.md's measured references (GPU runs by others) next to the planner's prediction for the
+2. Published measured references (docs/sources.md) (GPU runs by others) next to the planner's prediction for the
    same setup; printed side by side, not fitted.
 3. Time: ``time_rows()`` is the place for throughput rows (predicted vs measured tokens/s).
 """
@@ -78,7 +78,7 @@ def reference_rows() -> list[dict]:
 
 
 def time_rows() -> list[dict]:
-    """Throughput rows: published tokens/s (FACTS.md) vs ftplan's time model."""
+    """Throughput rows: published tokens/s (docs/sources.md) vs ftplan's time model."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from throughput_reference import throughput_rows
 
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"worst |error| {100 * worst:.1f}% over {len(rows)} cases\n")
     refs = reference_rows()
     out["references"] = refs
-    print("FACTS.md measured references (others' GPU runs) vs ftplan's prediction, not fitted")
+    print("Published measured references (others' GPU runs) vs ftplan's prediction, not fitted")
     print(f"{'setup':72s} {'measured':>16s} {'ftplan hf-loss':>16s} {'TRL (default)':>14s}  source")
     for r in refs:
         trl = r.get("predicted_trl", "-")

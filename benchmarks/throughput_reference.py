@@ -1,4 +1,4 @@
-"""Predicted vs published training throughput (FACTS.md "Measured throughput").
+"""Predicted vs published training throughput (docs/sources.md, "Published measurements").
 
 The estimator is built from FLOPs and the GPU's matmul ceiling; these rows check its shape
 against runs others measured. Rows marked "compile" used torch.compile and chunked

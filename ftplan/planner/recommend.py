@@ -1,6 +1,6 @@
 """The recommendation: the lesson's decision rules with its numbers replaced by this case's.
 
-Order of the rules (shared/seed "Deciding Between Methods", corrected by FACTS.md): the
+Order of the rules (README, "How the planner decides"): the
 objective proposes a method; what does not fit the hardware is out; more than three served
 variants favour LoRA; the budget and deadline rule out what costs too much. Every reason
 carries the number that decided it.

@@ -4,8 +4,8 @@ FLOPs per token: 6 x matmul parameters for full fine-tuning, 4 x for LoRA/QLoRA 
 weights need no weight gradients), one more forward (2 x) with activation checkpointing, plus
 attention's 12 * L * s * d_q (EleutherAI cookbook ``calc/calc_transformer_flops.py``).
 Achieved throughput: the GPU's best measured bf16 matmul rate (stas00/ml-engineering MAMF
-table, FACTS.md) times a model-level efficiency. torchtune's Llama-3.2-3B full fine-tune on
-one A100 reached ~0.5 of dense peak (7,075 tokens/s, FACTS.md "Measured throughput"), i.e.
+table, docs/sources.md "GPUs") times a model-level efficiency. torchtune's Llama-3.2-3B full fine-tune on
+one A100 reached ~0.5 of dense peak (7,075 tokens/s, docs/sources.md "Published measurements"), i.e.
 ~0.58 of the A100's 271 TFLOP/s matmul ceiling; that is ``BASE_EFFICIENCY``.
 """
 

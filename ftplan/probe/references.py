@@ -1,4 +1,4 @@
-"""FACTS.md's measured peak-memory references next to the planner's prediction (not fitted).
+"""Published peak-memory measurements (docs/sources.md, "Published measurements") next to the planner's prediction (not fitted).
 
 Each row states the settings the planner is given for the reference setup; where the source
 does not say (sequence lengths of an unpacked dataset, the optimizer) the assumption is in

@@ -53,7 +53,7 @@ def test_lora_trainable_parameters_equal_peft(name, targets, r):
 
 
 def test_llama3_8b_lora_r16_matches_the_published_peft_figure():
-    # FACTS.md: PEFT prints trainable params: 41,943,040 || all params: 8,072,204,288
+    # docs/sources.md (peft's own count): PEFT prints trainable params: 41,943,040 || all params: 8,072,204,288
     arch = arch_from_config(MODEL_CONFIGS["meta-llama/Llama-3.1-8B"])
     assert arch.lora_params(16, "all-linear") == 41_943_040
     assert arch.params + arch.lora_params(16, "all-linear") == 8_072_204_288

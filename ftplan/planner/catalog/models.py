@@ -1,7 +1,7 @@
 """Built-in model catalog: the config.json fields that decide parameter counts and memory.
 
-Figures from each model's own config.json on the Hugging Face hub (collected in
-shared/FACTS.md, "Model configs"); tests check every count against transformers on the
+Figures from each model's own config.json on the Hugging Face hub (docs/sources.md,
+"Model configs"); tests check every count against transformers on the
 meta device. Keys are hub ids; lookups are case-insensitive.
 """
 
