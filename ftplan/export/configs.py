@@ -6,11 +6,13 @@ imports torch, transformers or DeepSpeed, so rendering a project for the TUI pre
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+import tomli_w
+import yaml
 
 from ftplan.planner import MethodPlan, Plan
 from ftplan.planner.settings import Settings
@@ -78,17 +80,10 @@ def portable_path(value: str, out_dir: Path | None) -> str:
 
 
 def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else "nan"
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} to TOML")
+    """One value as TOML writes it (tomli-w's own formatting; the key is ours, with its comment)."""
+    if isinstance(value, tuple):
+        value = list(value)
+    return tomli_w.dumps({"v": value}).partition(" = ")[2].rstrip("\n")
 
 
 def _section(name: str, comment: str, rows: list[tuple[str, object, str]]) -> list[str]:
@@ -349,14 +344,6 @@ def bnb_config(t: Target) -> dict | None:
 # ---------------------------------------------------------------------------- accelerate
 
 
-def _yaml_scalar(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    return json.dumps(str(value))
-
-
 def accelerate_config_yaml(t: Target) -> str:
     """For `accelerate launch --config_file accelerate_config.yaml train.py` (launch.sh uses torchrun)."""
     s = t.s
@@ -391,22 +378,18 @@ def accelerate_config_yaml(t: Target) -> str:
         rows["main_process_port"] = MASTER_PORT
     if not t.cpu and distributed != "NO":
         rows["gpu_ids"] = "all"
-    lines = [
-        "# accelerate launch --config_file accelerate_config.yaml train.py",
-        "# Multi-node: set machine_rank and main_process_ip (the first node's address) on each node.",
-    ]
-    lines += [f"{k}: {_yaml_scalar(v)}" for k, v in rows.items() if v is not None]
+    config: dict = {k: v for k, v in rows.items() if v is not None}
     if t.uses_deepspeed:
-        lines += [
-            "deepspeed_config:",
-            "  deepspeed_config_file: ds_config.json",
-            f"  zero3_init_flag: {_yaml_scalar(s.zero_stage == 3)}",
-        ]
+        config["deepspeed_config"] = {"deepspeed_config_file": "ds_config.json", "zero3_init_flag": s.zero_stage == 3}
         if t.plan.hardware.nodes > 1:
-            lines.append("  deepspeed_multinode_launcher: standard")
+            config["deepspeed_config"]["deepspeed_multinode_launcher"] = "standard"
     if t.uses_fsdp:
-        lines += fsdp_accelerate_lines(t)
-    return "\n".join(lines) + "\n"
+        config["fsdp_config"] = fsdp_accelerate_config(t)
+    head = (
+        "# accelerate launch --config_file accelerate_config.yaml train.py\n"
+        "# Multi-node: set machine_rank and main_process_ip (the first node's address) on each node.\n"
+    )
+    return head + yaml.safe_dump(config, sort_keys=False)
 
 
 # ---------------------------------------------------------------------------- FSDP2
@@ -433,7 +416,7 @@ def fsdp_config_rows(t: Target) -> list[tuple[str, object, str]]:
     ]
 
 
-def fsdp_accelerate_lines(t: Target) -> list[str]:
+def fsdp_accelerate_config(t: Target) -> dict:
     """accelerate's own FSDP keys (accelerate/commands/config/cluster.py) for the same run."""
     rows = dict((key, value) for key, value, _ in fsdp_config_rows(t))
     keys = {
@@ -446,4 +429,4 @@ def fsdp_accelerate_lines(t: Target) -> list[str]:
         "fsdp_state_dict_type": rows["state_dict_type"],
         "fsdp_activation_checkpointing": False,  # train.py checkpoints through the Trainer's flag
     }
-    return ["fsdp_config:"] + [f"  {k}: {_yaml_scalar(v)}" for k, v in keys.items()]
+    return keys

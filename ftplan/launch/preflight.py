@@ -432,6 +432,7 @@ def _port_free(port: int) -> bool:
 def gather_host(project: ProjectInfo, options: LaunchOptions) -> HostFacts:
     """Look at this machine once (no network, no heavy imports unless a GPU plan needs torch)."""
     from ftplan.planner.models import hf_home, hub_snapshots
+
     gpus, source = detect_gpus(need_gpus=not project.is_cpu and not options.smoke)
     if not gpus and not project.is_cpu and options.smoke:
         source = "none"
