@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ftplan.planner import METHODS
+from ftplan.planner.units import gib  # the shells' one formatter, re-exported
 from ftplan.quicktable import QuickTable
 
 if TYPE_CHECKING:
@@ -30,10 +31,6 @@ SETTING_KEYS = (
     "learning_rate",
     "epochs",
 )
-
-
-def gib(n: float) -> str:
-    return f"{n / 2**30:,.1f} GiB"
 
 
 def count(n: int) -> str:

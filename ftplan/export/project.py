@@ -18,6 +18,7 @@ from ftplan.export.configs import (
 )
 from ftplan.planner import Plan
 from ftplan.planner.memory import TRL_MODELED
+from ftplan.planner.units import size as _gib
 from ftplan.project import (
     MASTER_PORT,
     METRICS_FILE,
@@ -47,12 +48,6 @@ def fill(text: str, values: dict[str, object]) -> str:
         return str(values[match.group(1)])
 
     return re.sub(r"\{\{(\w+)\}\}", one, text)
-
-
-def _gib(n: int) -> str:
-    if n >= 1 << 30:
-        return f"{n / (1 << 30):.1f} GiB"
-    return f"{n / (1 << 20):.1f} MiB"
 
 
 def _count(n: float) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 from ftplan.host import GpuFacts, available_memory, detect_gpus
 from ftplan.launch.oom import next_rung
 from ftplan.launch.spec import LaunchOptions, runs_on_cpu
+from ftplan.planner.units import size
 from ftplan.project import MANIFEST, ProjectInfo, version_mismatch
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -55,11 +56,7 @@ class HostFacts:
     """Whether node 0 can listen on the rendezvous port (None: not checked)."""
 
 
-def gib(n: float) -> str:
-    if n < GIB:
-        return f"{n / 2**20:,.1f} MiB"
-    return f"{n / GIB:,.1f} GiB"
-
+gib = size  # memory as preflight writes it: MiB below a GiB
 
 # -- the checks ----------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from ftplan.launch.metrics import MetricsFollower
 from ftplan.launch.oom import oom_message
 from ftplan.launch.process import Process, popen_process
 from ftplan.launch.spec import LaunchSpec
+from ftplan.planner.units import size
 from ftplan.project import ProjectInfo
 
 DEFAULT_GRACE_S = 40.0
@@ -55,7 +56,7 @@ def new_run_dir(project_dir: str | Path, node_rank: int = 0, now: datetime | Non
 
 
 def _size(n: int) -> str:
-    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+    return size(n, digits=2)
 
 
 class Runner:

@@ -9,17 +9,11 @@ carries the number that decided it.
 from __future__ import annotations
 
 from ftplan.planner.answers import Answers, Method
+from ftplan.planner.units import gb as _gb
+from ftplan.planner.units import gib as _gib
 
 FULL_EXAMPLES_THRESHOLD = 10_000_000  # the lesson: >10M examples of one task -> full
 NAMES = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA"}
-
-
-def _gb(n: float) -> str:
-    return f"{n / 1e9:,.1f} GB"
-
-
-def _gib(n: float) -> str:
-    return f"{n / 2**30:,.1f} GiB"
 
 
 def objective_choice(answers: Answers, examples: int) -> tuple[Method, str]:

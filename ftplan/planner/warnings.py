@@ -6,10 +6,7 @@ from ftplan.planner.answers import Answers
 from ftplan.planner.arch import ModelArch
 from ftplan.planner.memory import Device, MemoryEstimate, usable_memory
 from ftplan.planner.settings import Settings
-
-
-def _gib(n: int) -> str:
-    return f"{n / 2**30:,.1f} GiB"
+from ftplan.planner.units import gib as _gib
 
 
 def method_warnings(

@@ -19,10 +19,11 @@ zero_grad). ``StepMemory.phases[p]`` is the peak allocated bytes within phase ``
 from __future__ import annotations
 
 import dataclasses
-import math
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any
+
+from ftplan.planner.units import size
 
 PHASES = ("forward", "backward", "optimizer_step")
 
@@ -536,8 +537,4 @@ def measure_config(
 
 
 def fmt_bytes(n: float) -> str:
-    if n == 0:
-        return "0"
-    units = ["B", "KiB", "MiB", "GiB", "TiB"]
-    i = min(int(math.log(abs(n), 1024)), len(units) - 1)
-    return f"{n / 1024**i:.2f} {units[i]}"
+    return size(n, digits=2)

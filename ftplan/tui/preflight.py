@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ftplan.launch.preflight import FAIL, OK, WARN, Check
+from ftplan.planner.units import gib
 
 if TYPE_CHECKING:
     from ftplan.planner.plan import Plan
@@ -21,7 +22,7 @@ def plan_checks(plan: Plan | None) -> list[Check]:
         Check(
             "plan fits",
             OK if mp.fits else FAIL,
-            f"{method}: {mp.memory.total / 2**30:.1f} GiB per GPU on {plan.hardware.gpu}"
+            f"{method}: {gib(mp.memory.total)} per GPU on {plan.hardware.gpu}"
             + ("" if mp.fits else f"; needs {mp.hardware_needed or 'more memory'}"),
         )
     ]

@@ -21,6 +21,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Log, ProgressBar, Static, Switch
 
 from ftplan.launch.display import duration
+from ftplan.planner.units import gib
 from ftplan.tui.preflight import Check, plan_checks
 from ftplan.tui.runs import Finished, Output, Progress, RunEvent, Started
 
@@ -47,7 +48,7 @@ def progress_text(p: Progress) -> str:
     if p.cost_usd is not None:
         parts.append(f"${p.cost_usd:,.2f} so far")
     if p.peak_mem is not None:
-        parts.append(f"peak {p.peak_mem / 2**30:.1f} GiB" + (" RSS" if p.peak_is_rss else ""))
+        parts.append(f"peak {gib(p.peak_mem)}" + (" RSS" if p.peak_is_rss else ""))
     return " · ".join(parts)
 
 
