@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from ftplan import host
@@ -398,14 +399,31 @@ def unread_data_note(path: str, examples: object, avg_tokens: object) -> str | N
 
 def build_context(answers: Answers, detect: bool = True) -> Context:
     """Everything the planner needs from this machine; AnswersError for a broken data.path."""
-    detected = detect_gpus() if detect and answers.hardware.gpu == "auto" else []
+    detected = [g.name for g in detect_gpus()] if detect and answers.hardware.gpu == "auto" else []
     sample, notes = data_context(answers)
+    return plan_context(detected, sample, notes, detect_host_ram() if detect else None)
+
+
+def plan_context(
+    detected_gpus: Sequence[str], sample: DataSample | None, notes: Sequence[str], host_ram: int | None
+) -> Context:
+    """What this machine found, as the planner's Context: the one assembly the headless plan and
+    the app share (the app measured its data and detected its GPUs in workers)."""
     return Context(
-        detected_gpu=detected[0].name if detected else None,
-        detected_gpus=len(detected),
+        detected_gpu=detected_gpus[0] if detected_gpus else None,
+        detected_gpus=len(detected_gpus),
         examples=sample.examples if sample else None,
         avg_tokens=sample.mean_tokens if sample else None,
         data_sample=sample,
         data_notes=tuple(notes),
-        host_ram=detect_host_ram() if detect else None,
+        host_ram=host_ram,
     )
+
+
+def measure_local_data(path: str, fmt: str, train_on: str | None, model: str, objective: str) -> DataSample | None:
+    """``measure_sample`` of a data file on this machine, None for anything else (a hub dataset
+    id, a path elsewhere): what the app measures while the user types, exactly as the headless
+    plan does. AnswersError for a local file that cannot train."""
+    if not path or not looks_local(path) or not Path(path).expanduser().exists():
+        return None
+    return measure_sample(path, fmt, train_on, model, objective)

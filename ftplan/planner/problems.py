@@ -57,4 +57,5 @@ def did_you_mean(word: str, choices: list[str], n: int = 3, cutoff: float = 0.6)
         bonus = 0.5 if head(choice) and head(choice) == head(word) else 0.0
         if ratio + bonus >= cutoff:
             scored.append((-(ratio + bonus), choice))
-    return [choice for _, choice in sorted(scored)[:n]]
+    scored.sort(key=lambda pair: pair[0])  # stable: ties keep the choices' order (the catalog's, newest first)
+    return [choice for _, choice in scored[:n]]

@@ -32,9 +32,12 @@ from ftplan.tui.widgets.results import ResultsPanel
 if TYPE_CHECKING:
     from ftplan.planner.answers import Answers
     from ftplan.planner.plan import Context, Plan
+    from ftplan.planner.timecost import DataSample
 
 DetectFn = Callable[[], list[str]]
-MeasureFn = Callable[[str], "tuple[int, int] | None"]
+DataRequest = tuple[str, str, "str | None", str, str]
+"""(data.path, data.format, data.train_on, model.name, objective.kind): what a measurement depends on."""
+MeasureFn = Callable[[DataRequest], "DataSample | None"]
 SourceFactory = Callable[..., RunSource]
 
 
@@ -44,10 +47,34 @@ def _detect_default() -> list[str]:
     return [g.name for g in detect_gpus()]
 
 
-def _measure_default(path: str) -> tuple[int, int] | None:
-    from ftplan.context import measure_data
+def _measure_default(request: DataRequest) -> DataSample | None:
+    """The headless plan's own measurement (the model's tokenizer and chat template when they
+    are on disk, the prompt share), so the app plans the same file to the same figures."""
+    from ftplan.context import measure_local_data
 
-    return measure_data(path)
+    return measure_local_data(*request)
+
+
+MEASURED_BY = {"data.path", "data.format", "data.train_on", "model.name", "objective.kind"}
+"""The questions a data measurement depends on (the tokenizer is the model's)."""
+
+
+def data_request(raw: dict) -> DataRequest:
+    """What a measurement of the form's data file depends on, from the answers as the form has them."""
+    data, model, objective = raw.get("data", {}), raw.get("model", {}), raw.get("objective", {})
+    return (
+        str(data.get("path", "")).strip(),
+        str(data.get("format", "auto")),
+        data.get("train_on"),
+        str(model.get("name", "")).strip(),
+        str(objective.get("kind", "instruction")),
+    )
+
+
+def _host_ram_default() -> int | None:
+    from ftplan.context import detect_host_ram
+
+    return detect_host_ram()
 
 
 class FtplanApp(App[int]):
@@ -81,6 +108,7 @@ class FtplanApp(App[int]):
         raw: dict[str, Any] | None = None,
         detect: DetectFn | None = _detect_default,
         measure: MeasureFn | None = _measure_default,
+        detect_host_ram: Callable[[], int | None] | None = _host_ram_default,
         run_source_factory: SourceFactory | None = None,
         debounce: float = 0.1,
         cursor_blink: bool = True,
@@ -96,6 +124,9 @@ class FtplanApp(App[int]):
         self.answers_path = Path(answers_path) if answers_path else None
         self.detect = detect
         self.measure = measure
+        self.detect_host_ram = detect_host_ram
+        self.host_ram: int | None = None
+        """This machine's RAM, as the headless plan detects it (CPU offload must fit in it)."""
         self.run_source_factory = run_source_factory
         self.debounce = debounce
         self.cursor_blink = cursor_blink
@@ -126,7 +157,8 @@ class FtplanApp(App[int]):
         self.detected: list[str] = []
         self.detect_done = detect is None
         """The detect worker's answer has been handled (the hardware note and pre-fill are shown)."""
-        self.measured: dict[str, tuple[int, int] | None] = {}
+        self.measured: dict[DataRequest, tuple[DataSample | None, str]] = {}
+        """Each data request's (sample, problem): the file measured as the headless plan measures it."""
         self.user_edited: set[str] = set()
         # The training run belongs to the App, not to the launch screen.
         self.run_source: RunSource | None = None
@@ -182,7 +214,7 @@ class FtplanApp(App[int]):
         self.apply_cursor_blink(self.screen_stack[0])
         if self.detect is not None:
             self._detect_worker()
-        self._measure_if_needed(self.initial_state.values.get("data.path", ""))
+        self._measure_if_needed()
         if not str(self.initial_state.values.get("model.name", "")).strip():
             self.screen_stack[0].query_one("#model-name").focus()  # the one question that has no default
 
@@ -260,8 +292,8 @@ class FtplanApp(App[int]):
     def _edited(self, event: QuestionsForm.Edited) -> None:
         self.user_edited.add(event.key)
         self._edit_started = time.perf_counter()  # latency counts from the last keystroke
-        if event.key == "data.path":
-            self._measure_if_needed(self.form.value("data.path"))
+        if event.key in MEASURED_BY:
+            self._measure_if_needed()
         self.schedule_plan()
 
     def schedule_plan(self, delay: float | None = None) -> None:
@@ -289,20 +321,14 @@ class FtplanApp(App[int]):
         self._plan_worker(raw, self.context_for(raw), self.generation, self.results.plan_width)
 
     def context_for(self, raw: dict) -> Context:
-        from ftplan.context import unread_data_note
-        from ftplan.planner.plan import Context
+        """The headless plan's context (ftplan.context.plan_context) from what the workers found."""
+        from ftplan.context import plan_context, unread_data_note
 
         data = raw.get("data", {})
         path = str(data.get("path", ""))
-        measured = self.measured.get(path) if path else None
+        sample = self.measured.get(data_request(raw), (None, ""))[0] if path else None
         note = unread_data_note(path, data.get("examples"), data.get("avg_tokens")) if path else None
-        return Context(
-            detected_gpu=self.detected[0] if self.detected else None,
-            detected_gpus=len(self.detected),
-            examples=measured[0] if measured else None,
-            avg_tokens=measured[1] if measured else None,
-            data_notes=(note,) if note else (),
-        )
+        return plan_context(self.detected, sample, (note,) if note else (), self.host_ram)
 
     @work(thread=True, exclusive=True, group="plan", exit_on_error=False)
     def _plan_worker(self, raw: dict, context: Context, generation: int, width: int) -> None:
@@ -349,8 +375,8 @@ class FtplanApp(App[int]):
         """True when what the shells find out (detected GPUs, the data file's measure) has been
         handled: its notes are on screen and any plan it asked for is scheduled. Without this a
         screenshot races the workers (the data note landed before or after it)."""
-        path = self.form.value("data.path").strip() if self.screen_stack else ""
-        measured = self.measure is None or not path or path in self.measured
+        request = data_request(self.form.state().to_raw()) if self.screen_stack else None
+        measured = self.measure is None or request is None or not request[0] or request in self.measured
         return self.detect_done and measured
 
     def _stale(self, generation: int) -> bool:
@@ -439,16 +465,23 @@ class FtplanApp(App[int]):
             names = list(self.detect())
         except Exception:
             names = []
-        self.post_message(GPUsDetected(names))
+        try:
+            ram = self.detect_host_ram() if self.detect_host_ram is not None else None
+        except Exception:  # noqa: BLE001 - unknown RAM is planned as unknown, like headless
+            ram = None
+        self.post_message(GPUsDetected(names, ram))
 
     @on(GPUsDetected)
     def _gpus_detected(self, message: GPUsDetected) -> None:
         from ftplan.planner.catalog.gpus import gpu_by_name
 
         self.detected = message.names
+        self.host_ram = message.host_ram
         self.detect_done = True
         if not message.names:
             self.form.set_note("hardware.gpu", "No GPU detected here (no nvidia-smi): pick the GPU you will train on.")
+            if message.host_ram is not None:
+                self.schedule_plan(delay=0)  # CPU offload is checked against it, as headless
             return
         gpu = gpu_by_name(message.names[0], detected=True)
         note = f"Detected {len(message.names)}× {message.names[0]}"
@@ -460,35 +493,43 @@ class FtplanApp(App[int]):
         self.form.set_note("hardware.gpu", note)
         self.schedule_plan(delay=0)
 
-    def _measure_if_needed(self, path: str) -> None:
-        path = (path or "").strip()
-        if path and path not in self.measured and self.measure is not None:
-            self._measure_worker(path)
+    def _measure_if_needed(self) -> None:
+        state = self.form.state() if self.screen_stack and self.is_mounted else self.initial_state
+        request = data_request(state.to_raw())
+        if request[0] and request not in self.measured and self.measure is not None:
+            self._measure_worker(request)
 
     @work(thread=True, exclusive=True, group="measure", exit_on_error=False)
-    def _measure_worker(self, path: str) -> None:
+    def _measure_worker(self, request: DataRequest) -> None:
         assert self.measure is not None
+        problem = ""
         try:
-            measured = self.measure(path)
-        except Exception:
-            measured = None
-        self.post_message(DataMeasured(path, measured))
+            sample = self.measure(request)
+        except AnswersError as exc:  # the headless plan would stop here: say why beside data.path
+            sample, problem = None, "; ".join(p.message for p in exc.problems)
+        except Exception as exc:  # noqa: BLE001 - a measurement bug must not kill the app
+            sample, problem = None, f"cannot measure it ({exc!r})"
+        self.post_message(DataMeasured(request, sample, problem))
 
     @on(DataMeasured)
     def _data_measured(self, message: DataMeasured) -> None:
-        self.measured[message.path] = message.measured
-        if message.path != self.form.value("data.path").strip():
+        self.measured[message.request] = (message.sample, message.problem)
+        if message.request != data_request(self.form.state().to_raw()):
             return
         given = self.form.value("data.examples").strip() and self.form.value("data.avg_tokens").strip()
-        if message.measured:
-            note = f"Measured: {message.measured[0]:,} examples × ~{message.measured[1]:,} tokens (4 chars/token)"
+        sample = message.sample
+        if message.problem:
+            note = f"Cannot train on this file: {message.problem}"
+        elif sample:
+            counted = sample.tokenizer or "4 characters per token: no tokenizer on disk"
+            note = f"Measured: {sample.examples:,} examples × ~{sample.mean_tokens:,} tokens ({counted})"
             note += "; the values below win." if given else "."
         elif given:
             note = "Not a local file here: planning with the examples and avg tokens below."
         else:
             note = "Not a local file ftplan can measure: give examples and avg tokens."
         self.form.set_note("data.path", note)
-        if message.measured:
+        if sample:
             self.schedule_plan(delay=0)
 
     # Save -------------------------------------------------------------------------------------

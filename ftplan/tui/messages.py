@@ -56,11 +56,15 @@ class GPUsDetected(Message):
     """What `nvidia-smi` found (names as it prints them); empty on a machine without GPUs."""
 
     names: list[str] = field(default_factory=list)
+    host_ram: int | None = None
+    """This machine's RAM in bytes (None: not detected)."""
 
 
 @dataclass
 class DataMeasured(Message):
-    """`(examples, avg_tokens)` measured from a local data file, or None."""
+    """A data request's measured sample (None: nothing on this machine to measure), or the
+    problem that keeps the file from training."""
 
-    path: str
-    measured: tuple[int, int] | None
+    request: tuple
+    sample: Any
+    problem: str = ""

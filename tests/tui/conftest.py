@@ -14,6 +14,7 @@ def make_app(answers: dict | None = None, path=None, detected: list[str] | None 
     """The app with no GPU detected (or `detected`), and cursor blink frozen."""
     parsed = parse_answers(answers) if answers is not None else None
     kwargs.setdefault("cursor_blink", False)
+    kwargs.setdefault("detect_host_ram", None)  # as `--answers` without detection: the same on every machine
     return FtplanApp(parsed, path, detect=lambda: list(detected or []), **kwargs)
 
 

@@ -211,3 +211,52 @@ async def test_quit_without_a_run_exits_at_once(example_answers):
         await pilot.press("ctrl+q")
         await pilot.pause()
     assert app.return_code == 0
+
+
+async def test_the_app_measures_data_as_the_headless_plan_does(tmp_path):
+    """Same answers, same file: the app's plan equals `ftplan --answers` (the prompt share of a
+    chat set, the examples TRL drops, host RAM) because both build the context in ftplan.context."""
+    import json
+
+    from ftplan.context import data_context, plan_context
+    from ftplan.planner import make_plan, parse_answers
+
+    data = tmp_path / "chat.jsonl"
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": "q" * (40 if i % 2 else 4000)},
+                {"role": "assistant", "content": "ok"},
+            ]
+        }
+        for i in range(40)
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    raw = {"model": {"name": "Qwen/Qwen2.5-0.5B"}, "hardware": {"gpu": "L4"},
+           "data": {"path": str(data), "max_seq_len": 512, "packing": False}}  # fmt: skip
+    answers = parse_answers(raw)
+    sample, notes = data_context(answers)
+    headless = make_plan(answers, plan_context([], sample, notes, 64 * 2**30))
+    app = make_app(raw, detect_host_ram=lambda: 64 * 2**30)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await app.workers.wait_for_complete()
+        await settle(pilot)
+        assert app.plan.data == headless.data
+        assert app.plan.data["sequences"] < 40  # the long prompts leave no answer: TRL drops them
+        for m in ("full", "lora", "qlora"):
+            assert app.plan.methods[m].time.steps == headless.methods[m].time.steps
+            assert app.plan.methods[m].warnings == headless.methods[m].warnings
+        assert app.plan.hardware.host_ram == 64 * 2**30
+
+
+async def test_a_data_file_that_cannot_train_is_named_beside_its_question(tmp_path):
+    data = tmp_path / "broken.jsonl"
+    data.write_text('{"text": "a"}\n{"text": "b"}\n{not json\n', encoding="utf-8")
+    app = make_app({"model": {"name": "Qwen/Qwen2.5-0.5B"}, "hardware": {"gpu": "L4"}, "data": {"path": str(data)}})
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await app.workers.wait_for_complete()
+        await settle(pilot)
+        note = text_of(app.query_one("#q-data-path .q-help", Static))
+        assert "Cannot train on this file" in note and "line 3" in note
