@@ -347,23 +347,6 @@ def _counter(model: str):
     return TokenizerCounter(tok, f"{model} tokenizer ({folder})") if tok is not None else CharCounter()
 
 
-def measure_data(path: str, limit: int = CHECK_LIMIT) -> tuple[int, int] | None:
-    """(examples, mean tokens) of a local data file at characters / 4, or None if not measurable
-    (the app's quick look while the user types; the plan itself uses ``measure_sample``)."""
-    p = Path(path).expanduser()
-    if not path or not p.is_file():
-        return None
-    try:
-        records, total = read_records(p, limit)
-        fmt = detect_format(records[0][1])
-        rows = [as_conversation(r, fmt, "") for _, r in records]
-    except DataProblem:
-        return None
-    counter = CharCounter()
-    sizes = [counter.text(r) if isinstance(r, str) else counter.chat(r, False)[0] for r in rows]
-    return total, max(1, round(sum(sizes) / len(sizes)))
-
-
 # ---- the context ---------------------------------------------------------------------------
 
 

@@ -4,8 +4,10 @@ import json
 import os
 import stat
 
-from ftplan.context import build_context, detect_gpus, measure_data
-from ftplan.planner import make_plan, read_answers_text
+import pytest
+
+from ftplan.context import build_context, detect_gpus, measure_local_data
+from ftplan.planner import AnswersError, make_plan, read_answers_text
 
 
 def fake_nvidia_smi(folder, rows: str):
@@ -44,17 +46,19 @@ def test_measures_examples_and_tokens_from_a_jsonl_file(tmp_path):
     path = tmp_path / "train.jsonl"
     rows = [{"messages": [{"role": "user", "content": "x" * 400}, {"role": "assistant", "content": "y" * 400}]}] * 30
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    examples, tokens = measure_data(str(path))
-    assert examples == 30
-    assert 190 <= tokens <= 210  # 801 characters at ~4 per token
+    sample = measure_local_data(str(path), "auto", None, "Qwen/Qwen2.5-0.5B", "instruction")
+    assert sample.examples == 30 and sample.format == "messages" and sample.train_on == "answers"
+    assert 190 <= sample.mean_tokens <= 215  # ~801 characters at ~4 per token (no tokenizer on disk here)
     answers = read_answers_text(f'[model]\nname = "Qwen/Qwen2.5-0.5B"\n[data]\npath = "{path}"\n')
     plan = make_plan(answers, build_context(answers, detect=False))
-    assert plan.data["examples"] == 30 and plan.data["avg_tokens"] == tokens
+    assert plan.data["examples"] == 30 and plan.data["avg_tokens"] == sample.mean_tokens
 
 
-def test_unmeasurable_paths_fall_back_to_defaults(tmp_path):
-    assert measure_data(str(tmp_path / "missing.jsonl")) is None
+def test_what_is_not_here_is_not_measured_and_a_broken_file_is_named(tmp_path):
+    assert measure_local_data(str(tmp_path / "missing.jsonl"), "auto", None, "m", "instruction") is None
+    assert measure_local_data("tatsu-lab/alpaca", "auto", None, "m", "instruction") is None
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{not json\n")
-    assert measure_data(str(bad)) is None
-    assert measure_data("tatsu-lab/alpaca") is None
+    with pytest.raises(AnswersError) as exc:
+        measure_local_data(str(bad), "auto", None, "m", "instruction")
+    assert "data.path" in exc.value.render() and "line 1" in exc.value.render()
