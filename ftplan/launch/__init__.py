@@ -1,6 +1,6 @@
 """`ftplan launch`: run an exported project with a preflight checklist, progress and clean stops."""
 
-from ftplan.launch.events import OutputLines, ProgressUpdate, RunFinished, RunResult, RunStarted, Stopping
+from ftplan.events import OutputLines, ProgressUpdate, RunFinished, RunResult, RunStarted, Stopping
 from ftplan.launch.preflight import Check, HostFacts, run_checks
 from ftplan.launch.runner import Runner, new_run_dir
 from ftplan.launch.session import LaunchInputError, Prepared, make_runner, prepare

@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.text import Text
 
-from ftplan.launch.events import OutputLines, ProgressUpdate, RunFinished, RunStarted, Stopping
+from ftplan.events import OutputLines, ProgressUpdate, RunFinished, RunStarted, Stopping
 
 GIB = 2**30
 

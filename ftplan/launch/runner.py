@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ftplan.launch.events import OutputLines, ProgressUpdate, RunFinished, RunResult, RunStarted, Stopping
+from ftplan.events import OutputLines, ProgressUpdate, RunFinished, RunResult, RunStarted, Stopping
 from ftplan.launch.failures import FailureScan, describe_exit, worker_message
 from ftplan.launch.metrics import MetricsFollower
 from ftplan.launch.oom import oom_message

@@ -21,10 +21,11 @@ from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Tab, Tabs
 
+from ftplan.events import OutputLines, ProgressUpdate, RunFinished, RunResult, RunStarted, Stopping
 from ftplan.planner import AnswersError, Problem
 from ftplan.tui.fields import FormState, answers_toml
 from ftplan.tui.messages import DataMeasured, GPUsDetected, PlanInvalid, PlanLines, PlanReady
-from ftplan.tui.runs import Finished, Output, Progress, RunEvent, RunMessage, RunSource, Started
+from ftplan.tui.runs import RunEvent, RunMessage, RunSource
 from ftplan.tui.widgets.chrome import AppHeader
 from ftplan.tui.widgets.questions import QuestionsForm
 from ftplan.tui.widgets.results import ResultsPanel
@@ -164,9 +165,9 @@ class FtplanApp(App[int]):
         self.run_source: RunSource | None = None
         self.run_active = False
         self.run_lines: list[str] = []
-        self.run_progress: Progress | None = None
-        self.run_started: Started | None = None
-        self.run_finished: Finished | None = None
+        self.run_progress: ProgressUpdate | None = None
+        self.run_started: RunStarted | None = None
+        self.run_finished: RunResult | None = None
         self.export_dir: Path | None = self._project_of(self.answers_path)
         self.run_folder: Path | None = None
         """The folder of the active (or last) run: the launch screen shows it when reopened."""
@@ -611,28 +612,31 @@ class FtplanApp(App[int]):
         try:
             source.run(post)
         except Exception as exc:
-            post(Output([f"launcher error: {exc!r}"]))
-            post(Finished(1, str(exc)))
+            post(OutputLines((f"launcher error: {exc!r}",)))
+            post(RunFinished(RunResult.before_start(1, "failed", str(exc))))
 
     @on(RunMessage)
     def _run_event(self, message: RunMessage) -> None:
+        from ftplan.tui.screens.launch import LaunchScreen, started_lines, stopping_line
+
         event = message.event
-        if isinstance(event, Started):
+        if isinstance(event, RunStarted):
             self.run_started = event
-        elif isinstance(event, Output):
+            self.run_lines.extend(started_lines(event))  # replayed when the launch screen reopens
+        elif isinstance(event, Stopping):
+            self.run_lines.append(stopping_line(event))
+        elif isinstance(event, OutputLines):
             self.run_lines.extend(event.lines)
-        elif isinstance(event, Progress):
+        elif isinstance(event, ProgressUpdate):
             self.run_progress = event
-        elif isinstance(event, Finished):
-            self.run_finished = event
+        elif isinstance(event, RunFinished):
+            self.run_finished = event.result
             self.run_active = False
             self._close_stop_dialog()
-        from ftplan.tui.screens.launch import LaunchScreen
-
         for screen in self.screen_stack:
             if isinstance(screen, LaunchScreen):
                 screen.run_event(event)
-        if isinstance(event, Finished) and self._quit_after_run:
+        if isinstance(event, RunFinished) and self._quit_after_run:
             self.exit(0)
 
     def _close_stop_dialog(self) -> None:

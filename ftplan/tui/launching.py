@@ -2,8 +2,7 @@
 
 `make_source(project_dir, dry_run=..., smoke=...)` returns a `RunSource` (ftplan.tui.runs)
 that prepares the launch exactly as `ftplan launch DIR` does (`session.prepare`), runs the
-shared `Runner` and translates its events to the screen's four: Started, Output, Progress,
-Finished. `project_checks` gives the launcher's own preflight checklist for the screen.
+shared `Runner` and hands its events (ftplan.events) to the app as they are. `project_checks` gives the launcher's own preflight checklist for the screen.
 """
 
 from __future__ import annotations
@@ -13,7 +12,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ftplan.tui.runs import Finished, Output, Post, Progress, RunSource, Started
+from ftplan.events import OutputLines, RunFinished, RunResult
+from ftplan.tui.runs import Post, RunSource
 
 if TYPE_CHECKING:
     from ftplan.launch.preflight import Check
@@ -41,6 +41,11 @@ def project_checks(project_dir: Path, smoke: bool = False) -> tuple[list[Check],
     except LaunchInputError as exc:
         return [], str(exc)
     return list(prepared.checks), ""
+
+
+def ended(exit_code: int, status: str, message: str) -> RunFinished:
+    """The end of a run that never started, as the runner would report one."""
+    return RunFinished(RunResult.before_start(exit_code, status, message))
 
 
 def command_lines(spec) -> list[str]:
@@ -76,54 +81,26 @@ class LaunchSource:
         try:
             prepared = prepare(self.project_dir, _options(self.dry_run, self.smoke, self.smoke_steps))
         except LaunchInputError as exc:
-            post(Output([str(exc)]))
-            post(Finished(2, str(exc).splitlines()[0] if str(exc) else "bad project folder"))
+            post(OutputLines((str(exc),)))
+            post(ended(2, "failed", str(exc).splitlines()[0] if str(exc) else "bad project folder"))
             return
         spec = prepared.spec
-        post(Output([f"{MARK.get(c.status, '?')} {c.name}: {c.detail}" for c in prepared.checks]))
-        post(Output(command_lines(spec)))
+        post(OutputLines(tuple(f"{MARK.get(c.status, '?')} {c.name}: {c.detail}" for c in prepared.checks)))
+        post(OutputLines(tuple(command_lines(spec))))
         if self.dry_run:
-            post(Finished(0, "dry run: the command above was not started"))
+            post(ended(0, "ok", "dry run: the command above was not started"))
             return
         if prepared.failed:
             names = ", ".join(c.name for c in prepared.failed)
-            post(Finished(1, f"preflight failed ({names}); fix the ✗ items"))
+            post(ended(1, "failed", f"preflight failed ({names}); fix the ✗ items"))
             return
         kwargs = {"process_factory": self.process_factory} if self.process_factory else {}
         with self._lock:
             if self._stopped:
-                post(Finished(130, "stopped before it started"))
+                post(ended(130, "interrupted", "stopped before it started"))
                 return
-            self._runner = make_runner(prepared, lambda event: self._translate(event, post), **kwargs)
+            self._runner = make_runner(prepared, post, **kwargs)  # the runner's events, as they are
         self._runner.run()
-
-    def _translate(self, event: object, post: Post) -> None:
-        from ftplan.launch import events as ev
-
-        if isinstance(event, ev.RunStarted):
-            post(Started(list(event.argv), event.pid))
-            post(Output([f"run folder: {event.run_dir} (log: {event.log_path})"]))
-        elif isinstance(event, ev.OutputLines):
-            post(Output(list(event.lines)))
-        elif isinstance(event, ev.ProgressUpdate):
-            post(
-                Progress(
-                    event.step,
-                    event.max_steps,
-                    event.loss,
-                    event.tokens_per_second,
-                    event.peak_memory_bytes,
-                    eta_s=event.eta_s,
-                    cost_usd=event.cost_usd,
-                    peak_is_rss=event.peak_is_rss,
-                )
-            )
-        elif isinstance(event, ev.Stopping):
-            post(Output([f"stopping ({event.reason}): {event.signal}, grace {event.grace_s:g} s"]))
-        elif isinstance(event, ev.RunFinished):
-            r = event.result
-            advice = r.message + ("\n" + "\n".join(r.advice) if r.advice else "")
-            post(Finished(r.exit_code, advice, stopped=r.exit_code != 0 and self._stopped))
 
     def stop(self) -> None:
         with self._lock:

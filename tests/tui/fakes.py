@@ -4,15 +4,35 @@ from __future__ import annotations
 
 import threading
 
-from ftplan.tui.runs import Finished, Post, RunEvent
+from ftplan.events import OutputLines, ProgressUpdate, RunFinished, RunResult, RunStarted
+from ftplan.tui.runs import Post, RunEvent
+
+
+def started(argv: list[str], pid: int) -> RunStarted:
+    return RunStarted(run_dir="runs/test", log_path="runs/test/output.log", argv=tuple(argv), pid=pid)
+
+
+def output(lines: list[str]) -> OutputLines:
+    return OutputLines(tuple(lines))
+
+
+def progress(step: int, max_steps: int, loss=None, tokens_per_s=None, peak_mem=None, **kw) -> ProgressUpdate:
+    """A progress event with what the test does not care about left empty."""
+    kw.setdefault("cost_usd", None)
+    return ProgressUpdate(step, max_steps, loss, tokens_per_s, peak_mem, planned_peak_bytes=0, elapsed_s=0.0,
+                          eta_s=kw.pop("eta_s", None), **kw)  # fmt: skip
+
+
+def finished(exit_code: int, message: str = "", status: str | None = None) -> RunFinished:
+    return RunFinished(RunResult.before_start(exit_code, status or ("ok" if exit_code == 0 else "failed"), message))
 
 
 class FakeSource:
-    """A source whose events the caller posts: `source.post(Progress(...))`.
+    """A source whose events the caller posts: `source.post(progress(...))`.
 
     `run()` blocks until `finish()` or `stop()` (or returns at once with `block=False`, for
     snapshots that must exit with the run still showing as active); `stop()` ends with exit
-    code -15 like SIGTERM, marked as stopped by the user.
+    code 130 and status "interrupted", as the runner reports a stop.
     """
 
     def __init__(self, block: bool = True) -> None:
@@ -34,14 +54,14 @@ class FakeSource:
     def post(self, event: RunEvent) -> None:
         assert self._post is not None, "run() has not started"
         self._post(event)
-        if isinstance(event, Finished):
+        if isinstance(event, RunFinished):
             self._done.set()
 
     def finish(self, exit_code: int = 0, advice: str = "") -> None:
-        self.post(Finished(exit_code, advice))
+        self.post(finished(exit_code, advice))
 
     def stop(self) -> None:
         self.stopped = True
         if self._post is not None and not self._done.is_set():
-            self.post(Finished(-15, "stopped by the user", stopped=True))
+            self.post(finished(130, "stopped by the user", status="interrupted"))
         self._done.set()

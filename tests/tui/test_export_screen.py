@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from textual.widgets import Input, OptionList, Static, Switch
 
+from ftplan.events import OutputLines
 from ftplan.tui.launching import LaunchSource
-from ftplan.tui.runs import Finished, Output
 from ftplan.tui.screens import ExportScreen, LaunchScreen
 from tests.tui.conftest import make_app, settle, text_of, wait_until
 
@@ -114,6 +114,8 @@ async def test_dry_run_of_an_exported_project_through_the_real_launcher(tmp_path
     export_project(plan, answers_toml(answers), tmp_path / "p")
     events = []
     LaunchSource(tmp_path / "p", dry_run=True).run(events.append)
-    assert events[-1] == Finished(0, "dry run: the command above was not started")
-    text = "\n".join(line for e in events if isinstance(e, Output) for line in e.lines)
+    assert (
+        events[-1].result.exit_code == 0 and events[-1].result.message == "dry run: the command above was not started"
+    )
+    text = "\n".join(line for e in events if isinstance(e, OutputLines) for line in e.lines)
     assert "train.py" in text and "train_config.toml" in text

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from textual.widgets import Input, Log, OptionList, ProgressBar, Select, Static
 
-from ftplan.tui.runs import Output
 from ftplan.tui.screens import ConfirmScreen, ExportScreen, HelpScreen, LaunchScreen
 from ftplan.tui.widgets import PlanView
 from tests.tui.conftest import make_app, settle, text_of, wait_until
 
-from .fakes import FakeSource
+from .fakes import FakeSource, output
 
 SIZE = (120, 40)
 
@@ -78,7 +77,7 @@ async def test_a_stop_question_left_open_closes_when_the_run_ends(tmp_path, exam
         await pilot.press("ctrl+x")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)
-        source.post(Output(["x" * 300]))
+        source.post(output(["x" * 300]))
         source.finish(0)
         await wait_until(pilot, lambda: isinstance(app.screen, LaunchScreen))
         screen = app.screen

@@ -159,7 +159,7 @@ async def test_real_smoke_run_is_stopped_from_the_app(tmp_path, tiny_answers):
             assert training_children() == []
             finished = app.run_finished
             assert finished.exit_code == 130, finished
-            assert "stopped from the app" in finished.advice and "SIGTERM" in finished.advice
+            assert "stopped from the app" in finished.summary and "SIGTERM" in finished.summary
             assert not app.run_active
             status = text_of(screen.query_one("#launch-status", Static))
             assert status.startswith("stopped as you asked (exit code 130)") and "stopped from the app" in status
@@ -191,7 +191,7 @@ async def test_real_short_smoke_run_finishes(tmp_path, tiny_answers):
         await pilot.pause(0.3)
         finished = app.run_finished
         assert finished.exit_code == 0, f"{finished}\n" + "\n".join(app.run_lines[-40:])
-        assert "Run finished at step 5" in finished.advice
+        assert "Run finished at step 5" in finished.summary
         assert app.run_started is not None and run_processes(app.run_started.pid) == []
         assert app.run_progress is not None and (app.run_progress.step, app.run_progress.max_steps) == (5, 5)
         bar = screen.query_one("#launch-progress", ProgressBar)

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 from textual.widgets import Input, Log, ProgressBar, Static
 
+from ftplan.events import RunFinished
 from ftplan.tui.launching import LaunchSource
-from ftplan.tui.runs import Finished, Output, Progress, Started
 from ftplan.tui.screens import ConfirmScreen, LaunchScreen
 from ftplan.tui.screens.launch import progress_text, terminal_line
 from tests.tui.conftest import make_app, settle, text_of, wait_until
 
-from .fakes import FakeSource
+from .fakes import FakeSource, output, progress, started
 
 SIZE = (120, 40)
 
@@ -52,16 +51,17 @@ async def test_live_log_progress_and_stop(tmp_path, example_answers):
         assert calls == [(tmp_path, False, False)]
         assert app.run_active
 
-        source.post(Started(["torchrun", "train.py"], 1234))
-        source.post(Output(["loading model", "step 1/10\rstep 2/10\r", "tokenizer ready"]))
+        source.post(started(["torchrun", "train.py"], 1234))
+        source.post(output(["loading model", "step 1/10\rstep 2/10\r", "tokenizer ready"]))
         source.post(
-            Progress(
+            progress(
                 step=5, max_steps=10, loss=1.2345, tokens_per_s=3210.0, peak_mem=12 * 2**30, eta_s=65, cost_usd=0.42
             )
         )
         await wait_until(pilot, lambda: screen.query_one("#launch-log", Log).line_count >= 3)
         log = screen.query_one("#launch-log", Log)
-        assert list(log.lines) == ["loading model", "step 2/10", "tokenizer ready"]
+        assert list(log.lines)[-3:] == ["loading model", "step 2/10", "tokenizer ready"]
+        assert "run folder: runs/test (log: runs/test/output.log)" in list(log.lines)
         assert screen.query_one("#launch-progress", ProgressBar).progress == 5
         status = text_of(screen.query_one("#launch-status", Static))
         assert "step 5/10" in status and "loss 1.2345" in status and "12.0 GiB" in status
@@ -81,8 +81,8 @@ async def test_live_log_progress_and_stop(tmp_path, example_answers):
         await wait_until(pilot, lambda: not app.run_active)
         await app.workers.wait_for_complete()
         assert source.stopped
-        assert app.run_finished == Finished(-15, "stopped by the user", stopped=True)
-        assert "stopped as you asked (exit code -15)" in text_of(screen.query_one("#launch-status", Static))
+        assert app.run_finished.stopped and app.run_finished.message == "stopped by the user"
+        assert "stopped as you asked (exit code 130)" in text_of(screen.query_one("#launch-status", Static))
         assert screen.query_one("#launch-status", Static).has_class("-stopped")
 
 
@@ -96,8 +96,8 @@ async def test_run_outlives_the_screen_and_is_replayed(tmp_path, example_answers
         await pilot.press("escape")  # close the screen: the run belongs to the App
         await pilot.pause()
         assert not isinstance(app.screen, LaunchScreen) and app.run_active
-        source.post(Output(["while hidden"]))
-        source.post(Progress(7, 10, 0.9, None, None))
+        source.post(output(["while hidden"]))
+        source.post(progress(7, 10, 0.9, None, None))
         await wait_until(pilot, lambda: app.run_progress is not None)
         await pilot.press("ctrl+l")
         await pilot.pause(0.2)
@@ -138,18 +138,9 @@ def test_terminal_line_keeps_what_a_terminal_shows():
 
 
 def test_progress_text_shows_eta_cost_and_what_the_peak_is():
-    p = Progress(7, 20, None, None, 3 * 2**29, eta_s=3 * 3600 + 62, cost_usd=1234.5, peak_is_rss=True)
+    p = progress(7, 20, None, None, 3 * 2**29, eta_s=3 * 3600 + 62, cost_usd=1234.5, peak_is_rss=True)
     assert progress_text(p) == "step 7/20 · ETA 3:01:02 · $1,234.50 so far · peak 1.5 GiB RSS"
-    assert progress_text(Progress(1, 2)) == "step 1/2"  # nothing known yet: nothing invented
-
-
-def test_real_source_passes_on_the_launchers_eta_and_cost():
-    from ftplan.launch.events import ProgressUpdate
-
-    events = []
-    update = ProgressUpdate(3, 10, 1.5, 200.0, 2**30, 2**29, elapsed_s=9.0, eta_s=21.0, cost_usd=0.5, peak_is_rss=True)
-    LaunchSource(Path("unused"))._translate(update, events.append)
-    assert events == [Progress(3, 10, 1.5, 200.0, 2**30, eta_s=21.0, cost_usd=0.5, peak_is_rss=True)]
+    assert progress_text(progress(1, 2)) == "step 1/2"  # nothing known yet: nothing invented
 
 
 async def test_preflight_follows_the_smoke_switch(tmp_path, example_answers):
@@ -182,7 +173,7 @@ async def test_preflight_follows_the_smoke_switch(tmp_path, example_answers):
 def test_real_source_reports_a_bad_project_folder(tmp_path):
     events = []
     LaunchSource(tmp_path / "nowhere").run(events.append)
-    assert isinstance(events[-1], Finished) and events[-1].exit_code == 2
+    assert isinstance(events[-1], RunFinished) and events[-1].result.exit_code == 2
 
 
 async def test_a_run_does_not_outlive_the_app(tmp_path, example_answers):

@@ -7,10 +7,9 @@ after checking the SVGs under __snapshots__/ look right.
 
 from __future__ import annotations
 
-from ftplan.tui.runs import Output, Progress, Started
 from tests.tui.conftest import make_app, settle
 
-from .fakes import FakeSource
+from .fakes import FakeSource, output, progress, started
 
 NARROW = (80, 24)
 WIDE = (140, 45)
@@ -70,9 +69,9 @@ def test_launch_screen_running(snap_compare, example_answers):
             if source._post is not None:
                 break
             await pilot.pause(0.01)
-        source.post(Started(["torchrun", "--standalone", "train.py"], 4242))
-        source.post(Output([f"step {i}: loss {2.0 - i / 20:.3f}" for i in range(1, 8)]))
-        source.post(Progress(7, 20, 1.65, 3946.0, 60 * 2**30))
+        source.post(started(["torchrun", "--standalone", "train.py"], 4242))
+        source.post(output([f"step {i}: loss {2.0 - i / 20:.3f}" for i in range(1, 8)]))
+        source.post(progress(7, 20, 1.65, 3946.0, 60 * 2**30))
         for _ in range(300):  # until the App has delivered every event and the log is flushed
             await pilot.pause(0.01)
             if pilot.app.run_progress is not None:

@@ -20,10 +20,11 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Log, ProgressBar, Static, Switch
 
+from ftplan.events import OutputLines, ProgressUpdate, RunFinished, RunResult, RunStarted, Stopping
 from ftplan.launch.display import duration
 from ftplan.planner.units import gib
 from ftplan.tui.preflight import Check, plan_checks
-from ftplan.tui.runs import Finished, Output, Progress, RunEvent, Started
+from ftplan.tui.runs import RunEvent
 
 FLUSH_SECONDS = 0.1
 
@@ -37,19 +38,29 @@ def terminal_line(line: str) -> str:
     return line
 
 
-def progress_text(p: Progress) -> str:
+def progress_text(p: ProgressUpdate) -> str:
     parts = [f"step {p.step:,}/{p.max_steps:,}"]
     if p.loss is not None:
         parts.append(f"loss {p.loss:.4f}")
-    if p.tokens_per_s is not None:
-        parts.append(f"{p.tokens_per_s:,.0f} tok/s")
+    if p.tokens_per_second is not None:
+        parts.append(f"{p.tokens_per_second:,.0f} tok/s")
     if p.eta_s is not None:
         parts.append(f"ETA {duration(p.eta_s)}")
     if p.cost_usd is not None:
         parts.append(f"${p.cost_usd:,.2f} so far")
-    if p.peak_mem is not None:
-        parts.append(f"peak {gib(p.peak_mem)}" + (" RSS" if p.peak_is_rss else ""))
+    if p.peak_memory_bytes is not None:
+        parts.append(f"peak {gib(p.peak_memory_bytes)}" + (" RSS" if p.peak_is_rss else ""))
     return " · ".join(parts)
+
+
+def started_lines(event: RunStarted) -> list[str]:
+    """Where the run writes: the folder and its log (the console display prints the same)."""
+    lines = [f"run folder: {event.run_dir} (log: {event.log_path})"]
+    return lines + ([f"resuming from {event.resume_from}"] if event.resume_from else [])
+
+
+def stopping_line(event: Stopping) -> str:
+    return f"stopping ({event.reason}): {event.signal}, grace {event.grace_s:g} s"
 
 
 def fold(line: str, width: int) -> list[str]:
@@ -237,15 +248,18 @@ class LaunchScreen(Screen[None]):
     # Events from the App ----------------------------------------------------------------------
 
     def run_event(self, event: RunEvent) -> None:
-        if isinstance(event, Output):
+        if isinstance(event, OutputLines):
             self._pending.extend(event.lines)
-        elif isinstance(event, Progress):
+        elif isinstance(event, ProgressUpdate):
             self._progress(event)
-        elif isinstance(event, Started):
+        elif isinstance(event, RunStarted):
+            self._pending.extend(started_lines(event))
             self.query_one("#launch-status", Static).update("running: " + " ".join(event.argv))
-        elif isinstance(event, Finished):
+        elif isinstance(event, Stopping):
+            self._pending.append(stopping_line(event))
+        elif isinstance(event, RunFinished):
             self.flush()
-            self._finished(event)
+            self._finished(event.result)
         self._sync_buttons()
 
     def flush(self) -> None:
@@ -256,19 +270,19 @@ class LaunchScreen(Screen[None]):
         width = log.scrollable_content_region.width or 80
         log.write_lines([part for line in lines for part in fold(terminal_line(line), width)])
 
-    def _progress(self, p: Progress) -> None:
+    def _progress(self, p: ProgressUpdate) -> None:
         self.query_one("#launch-progress", ProgressBar).update(total=max(1, p.max_steps), progress=p.step)
         self.query_one("#launch-status", Static).update(progress_text(p))
 
-    def _finished(self, f: Finished) -> None:
+    def _finished(self, f: RunResult) -> None:
         if f.exit_code == 0:
             status = "finished OK"
         elif f.stopped:
             status = f"stopped as you asked (exit code {f.exit_code})"
         else:
             status = f"ended with exit code {f.exit_code}"
-        if f.advice:
-            status += f" — {f.advice}"
+        if f.summary:
+            status += f" — {f.summary}"
         bar = self.query_one("#launch-progress", ProgressBar)
         if bar.total is None:  # stop the indeterminate animation: the run is over
             bar.update(total=1, progress=1 if f.exit_code == 0 else 0)

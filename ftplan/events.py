@@ -1,4 +1,6 @@
-"""Small messages the runner posts while a run goes; the console display and the TUI render them."""
+"""The run's vocabulary: what the launcher's runner posts while a run goes, and what the console
+display and the app render. One set of events for both (the app used to translate them into its
+own); plain dataclasses, so the app's first screen imports them for free."""
 
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ class ProgressUpdate:
     planned_peak_bytes: int
     elapsed_s: float
     eta_s: float | None
-    cost_usd: float
+    cost_usd: float | None
     epoch: float | None = None
     peak_is_rss: bool = False
     """On the CPU train.py reports peak RSS (runtime included), not comparable with the plan."""
@@ -60,6 +62,21 @@ class RunResult:
     last_step: int | None = None
     peak_memory_bytes: int | None = None
     leftover_killed: tuple[int, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def before_start(cls, exit_code: int, status: str, message: str) -> RunResult:
+        """The end of a run that never started (a dry run, a failed preflight, a launcher error)."""
+        return cls(exit_code, status, message, None, "", "")
+
+    @property
+    def stopped(self) -> bool:
+        """Stopped by the user (Ctrl-C, the app's Stop): no failure of the training."""
+        return self.status == "interrupted"
+
+    @property
+    def summary(self) -> str:
+        """The message with the advice lines under it (an OOM's answers lines)."""
+        return self.message + ("\n" + "\n".join(self.advice) if self.advice else "")
 
 
 @dataclass(frozen=True)
