@@ -541,15 +541,23 @@ def check_wrap_class(cfg: dict, model) -> None:
 def enable_fsdp_on_cpu(cfg: dict, trainer) -> None:
     """CPU runs (CI, smoke tests): accelerate enables FSDP only on GPU-like process groups, so on
     CPU processes with gloo the trainer's accelerator is switched to FSDP here, before train()
-    prepares the model; fully_shard itself runs on the CPU. GPU runs never take this path."""
+    prepares the model; fully_shard itself runs on the CPU. GPU runs never take this path.
+
+    The switch is written where accelerate itself writes it on a GPU: in PartialState's shared
+    state as well. Every later AcceleratorState() copies PartialState's distributed_type over its
+    own, so switching only the accelerator's state was undone during train(): at the end rank 0
+    loaded the best checkpoint as FSDP2 does (a broadcast from rank 0) while rank 1 took the
+    non-FSDP2 path and skipped it, and the run hung."""
     if not (uses_fsdp(cfg) and on_cpu(cfg) and int(os.environ.get("WORLD_SIZE", "1")) > 1):
         return
+    from accelerate import PartialState
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
     state = trainer.accelerator.state
     if getattr(state, "fsdp_plugin", None) is None:
         state.fsdp_plugin = FullyShardedDataParallelPlugin(**trainer.args.fsdp_plugin_args)
     state.distributed_type = DistributedType.FSDP
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
     trainer.is_fsdp_enabled = True
     trainer.accelerator.get_state_dict = full_state_dict_on_cpu
 
