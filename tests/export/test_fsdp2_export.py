@@ -3,6 +3,8 @@ loads; accelerate_config.yaml is read by accelerate's own config loader."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import tomllib
 
 import pytest
@@ -51,8 +53,6 @@ def test_fsdp2_full_finetuning_trains_on_two_cpu_processes_and_saves_a_loadable_
     assert model.get_input_embeddings().weight.shape == (300, 64)  # the gathered model, not a shard
     # With an eval split the Trainer reloads the best checkpoint on every rank (FSDP2: rank 0 reads
     # pytorch_model_fsdp.bin and broadcasts) before save_model gathers it: the result is that checkpoint.
-    import json
-
     from safetensors.torch import load_file
 
     result = json.loads((project / "output" / "result.json").read_text())
@@ -67,8 +67,6 @@ def test_fsdp2_lora_trains_on_two_cpu_processes_and_saves_a_loadable_adapter(tin
     assert "[train] FSDP2: 5 units; this rank holds" in proc.stdout + proc.stderr
     lines = [r for r in metrics(project) if "event" not in r]
     assert [r["step"] for r in lines] == [1, 2] and lines[0]["loss"] > 0
-    import json
-
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -79,3 +77,27 @@ def test_fsdp2_lora_trains_on_two_cpu_processes_and_saves_a_loadable_adapter(tin
     model = PeftModel.from_pretrained(base, out)
     adapters = {n: p for n, p in model.named_parameters() if "lora_" in n}
     assert adapters and all(p.ndim == 2 and min(p.shape) > 0 for p in adapters.values())  # whole, not shards
+
+
+def test_fsdp2_lora_resumes_from_its_checkpoint_where_an_unstopped_run_would_be(tiny_plan, tmp_path):
+    """`launch.sh --resume` under FSDP2 continues a 2-step run at step 3 and ends at step 4, and its
+    step 3 sees what a run never stopped sees: the same loss, so the sharded adapter weights (loaded
+    on every rank from pytorch_model_fsdp.bin) and the data position came back, not a fresh start."""
+    project = export_fsdp2(tiny_plan, tmp_path, "lora")
+    unstopped = tmp_path / "unstopped"
+    shutil.copytree(project, unstopped)
+    run(["bash", "launch.sh", "--max-steps", "2"], project, timeout=300)
+    assert (project / "output" / "checkpoint-2" / "pytorch_model_fsdp.bin").is_file()
+    proc = run(["bash", "launch.sh", "--max-steps", "4", "--resume"], project, timeout=300)
+    assert f"[train] resuming from {project / 'output' / 'checkpoint-2'}" in proc.stdout + proc.stderr
+    records = metrics(project)
+    ends = [i for i, r in enumerate(records) if r.get("event") == "end"]
+    assert [records[i]["status"] for i in ends] == ["ok", "ok"] and records[ends[1]]["step"] == 4
+    resumed = [r for r in records[ends[0] :] if "event" not in r]
+    assert [r["step"] for r in resumed] == [3, 4]
+    state = json.loads((project / "output" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    run(["bash", "launch.sh", "--max-steps", "4"], unstopped, timeout=300)
+    reference = {r["step"]: r["loss"] for r in metrics(unstopped) if "event" not in r}
+    assert sorted(reference) == [1, 2, 3, 4]
+    assert resumed[0]["loss"] == pytest.approx(reference[3], rel=1e-6)
