@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from pathlib import Path
 from typing import IO, Protocol
 
 
@@ -34,42 +33,33 @@ class Process(Protocol):
         ...
 
 
-def proc_table() -> dict[int, tuple[str, int, int, int]]:
-    """pid -> (state, ppid, pgrp, start time) for every process, from /proc (Linux; else empty)."""
-    table = {}
-    proc = Path("/proc")
-    if not proc.is_dir():  # pragma: no cover - not Linux
-        return table
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
+def proc_table() -> dict[int, tuple[str, int, int, float]]:
+    """pid -> (state, ppid, pgrp, start time) for every process, through psutil (Linux, macOS and
+    the BSDs alike): torchrun's workers sit in sessions of their own, and a stop must find them on
+    every platform the launcher runs on. State is "Z" for a zombie, "X" for a dead one, else "R"."""
+    import psutil
+
+    table: dict[int, tuple[str, int, int, float]] = {}
+    for proc in psutil.process_iter(["ppid", "status", "create_time"]):
+        info = proc.info
         try:
-            stat = (entry / "stat").read_text()
-        except OSError:
+            pgrp = os.getpgid(proc.pid)
+        except (ProcessLookupError, PermissionError, OSError):
             continue
-        # pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
-        # cutime cstime priority nice threads itrealvalue starttime ...; comm may hold spaces.
-        rest = stat[stat.rfind(")") + 2 :].split()
-        try:
-            table[int(entry.name)] = (rest[0], int(rest[1]), int(rest[2]), int(rest[19]))
-        except (IndexError, ValueError):
+        status = info.get("status")
+        state = "Z" if status == psutil.STATUS_ZOMBIE else "X" if status == psutil.STATUS_DEAD else "R"
+        if info.get("ppid") is None or info.get("create_time") is None:
             continue
+        table[proc.pid] = (state, int(info["ppid"]), pgrp, float(info["create_time"]))
     return table
 
 
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes whose process group is ``pgid``."""
-    table = proc_table()
-    if not table and not Path("/proc").is_dir():  # pragma: no cover - not Linux
-        try:
-            os.killpg(pgid, 0)
-            return [pgid]
-        except (ProcessLookupError, PermissionError):
-            return []
-    return sorted(pid for pid, (state, _, pgrp, _) in table.items() if pgrp == pgid and state not in "ZX")
+    return sorted(pid for pid, (state, _, pgrp, _) in proc_table().items() if pgrp == pgid and state not in "ZX")
 
 
-def descendants(root: int, table: dict[int, tuple[str, int, int, int]] | None = None) -> dict[int, int]:
+def descendants(root: int, table: dict[int, tuple[str, int, int, float]] | None = None) -> dict[int, float]:
     """pid -> start time of every live descendant of ``root``."""
     table = proc_table() if table is None else table
     children: dict[int, list[int]] = {}
@@ -105,7 +95,7 @@ class PopenProcess:
         )
         self.pid = self._popen.pid
         self.stdout = self._popen.stdout
-        self._known: dict[int, int] = {}
+        self._known: dict[int, float] = {}
 
     def poll(self) -> int | None:
         return self._popen.poll()
