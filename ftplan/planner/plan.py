@@ -24,8 +24,10 @@ from ftplan.planner.models import resolve_model
 from ftplan.planner.recommend import recommend
 from ftplan.planner.settings import Settings
 from ftplan.planner.timecost import (
+    Cost,
     DataSample,
     DataShape,
+    Time,
     dropped_share,
     estimate_cost,
     estimate_time,
@@ -65,31 +67,6 @@ class Memory(_Frozen):
     activations: int
     overhead: int
     total: int
-
-
-class Time(_Frozen):
-    tokens: int
-    flops: float
-    hours: float
-    gpu_hours: float
-    tokens_per_second: float
-    steps: int
-
-
-class Cost(_Frozen):
-    usd: float
-    usd_per_gpu_hour: float
-    checkpoint_gb: float
-    checkpoints_kept: int
-    checkpoint_storage_usd_month: float
-    artifact_gb: float
-    serving_variants: int
-    serving_storage_gb: float
-    serving_gpus: int
-    serving_usd_month: float
-    experiment_runs: int
-    experiments_usd: float
-    runs_within_budget: int | None
 
 
 class MethodPlan(_Frozen):
@@ -259,8 +236,8 @@ def plan_method(
         memory=Memory(**mem.as_dict()),
         cpu_memory=mem.cpu_memory,
         fits=fits,
-        time=Time(**time.as_dict()),
-        cost=Cost(**cost.as_dict()),
+        time=time,
+        cost=cost,
         warnings=warnings,
         memory_phases=mem.phases,
         max_seq_len_that_fits=longest,

@@ -16,6 +16,8 @@ import functools
 import math
 from dataclasses import dataclass
 
+from pydantic import BaseModel, ConfigDict
+
 from ftplan.planner.arch import ModelArch
 from ftplan.planner.memory import Device, trainable_params
 from ftplan.planner.settings import Settings
@@ -305,8 +307,11 @@ def _fsdp2_offload_seconds_per_step(arch: ModelArch, s: Settings) -> float:
     return copies / (PCIE_GBS * 1e9) + trainable / CPU_ADAM_PARAMS_PER_S
 
 
-@dataclass(frozen=True)
-class TimeEstimate:
+class Time(BaseModel):
+    """One run's time, as the plan's JSON carries it (``methods.<m>.time``)."""
+
+    model_config = ConfigDict(frozen=True)
+
     tokens: int
     flops: float
     hours: float
@@ -314,18 +319,8 @@ class TimeEstimate:
     tokens_per_second: float
     steps: int
 
-    def as_dict(self) -> dict:
-        return {
-            "tokens": self.tokens,
-            "flops": self.flops,
-            "hours": self.hours,
-            "gpu_hours": self.gpu_hours,
-            "tokens_per_second": self.tokens_per_second,
-            "steps": self.steps,
-        }
 
-
-def estimate_time(arch: ModelArch, s: Settings, device: Device, data: DataShape) -> TimeEstimate:
+def estimate_time(arch: ModelArch, s: Settings, device: Device, data: DataShape) -> Time:
     tokens = int(tokens_per_epoch(data, s) * s.epochs)
     seq_len = s.max_seq_len if s.packing else max(1, round(padded_tokens_per_example(data, s)))
     flops = flops_per_token(arch, s, seq_len) * tokens
@@ -338,7 +333,7 @@ def estimate_time(arch: ModelArch, s: Settings, device: Device, data: DataShape)
     if device.is_cpu:  # measured CPU steps (communication and offload included), not the GPU model
         seconds = steps * cpu_step_seconds(arch, s, flops / steps)
     hours = seconds / 3600
-    return TimeEstimate(
+    return Time(
         tokens=tokens,
         flops=flops,
         hours=hours,
@@ -351,8 +346,11 @@ def estimate_time(arch: ModelArch, s: Settings, device: Device, data: DataShape)
 # ---- cost --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CostEstimate:
+class Cost(BaseModel):
+    """One run's dollars and the hidden costs, as the plan's JSON carries them (``methods.<m>.cost``)."""
+
+    model_config = ConfigDict(frozen=True)
+
     usd: float
     usd_per_gpu_hour: float
     checkpoint_gb: float
@@ -367,20 +365,17 @@ class CostEstimate:
     experiments_usd: float
     runs_within_budget: int | None
 
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
-
 
 def estimate_cost(
     arch: ModelArch,
     s: Settings,
     device: Device,
-    time: TimeEstimate,
+    time: Time,
     price: float,
     variants: int,
     budget_usd: float | None,
     checkpoints_kept: int = 5,
-) -> CostEstimate:
+) -> Cost:
     """One run's dollars, and the costs the lesson calls hidden, for this case."""
     usd = time.gpu_hours * price
     trainable = trainable_params(arch, s)
@@ -401,7 +396,7 @@ def estimate_cost(
     per_model_gpus = max(1, math.ceil(model_gb * 1.3 / gpu_memory_gb))  # weights + KV cache
     serving_gpus = serving_models * per_model_gpus
     experiments = EXPERIMENT_RUNS * usd
-    return CostEstimate(
+    return Cost(
         usd=usd,
         usd_per_gpu_hour=price,
         checkpoint_gb=checkpoint_gb,

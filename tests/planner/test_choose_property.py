@@ -33,9 +33,9 @@ def exhaustive(method, answers, arch, device, data):
 
 
 def _engines(s, fixed, method, arch, device, data):
-    fitting = _exhaustive(s, fixed, _ladder(method, device, fixed), arch, device, data)
+    fitting = _exhaustive(s, fixed, _ladder(method, device.world_size, device.is_cpu), arch, device, data)
     if not fitting:
-        rungs = [rung for rung in _fsdp2_ladder(method, device, fixed) if rung[2] == "none"]
+        rungs = [rung for rung in _fsdp2_ladder(method, device.world_size, device.is_cpu) if rung[2] == "none"]
         fitting = _exhaustive(_with(s, sharding="fsdp2"), fixed, rungs, arch, device, data)
     return fitting
 
