@@ -84,10 +84,9 @@ def method_warnings(
         out.append(
             f"lora_alpha {t.lora_alpha:g} < lora_r {t.lora_r}: adapter scaling {t.lora_alpha / t.lora_r:.2f} slows learning; 2 x r is usual"
         )
-    if s.packing and s.attention == "eager":
-        out.append(
-            "packing with eager attention lets packed examples attend to each other; use sdpa or flash_attention_2"
-        )
+    # No warning for packing with eager or SDPA attention: train.py packs padding-free with restarting
+    # position_ids and use_cache=False, from which transformers builds the block-diagonal mask
+    # (tests/export/test_recipe_data.py: a packed document's logits equal those of it alone).
     if s.is_peft and s.learning_rate < 5e-5:
         out.append(f"learning_rate {s.learning_rate:g} is low for LoRA (1e-4 to 3e-4 is usual)")
     if s.method == "full" and s.learning_rate > 1e-4:

@@ -90,6 +90,8 @@ def test_packed_documents_do_not_attend_to_each_other(tiny_plan, tmp_path, lette
     for kernel in ("sdpa", "eager"):
         cfg["model"]["attention"] = kernel
         model = train.build_model(cfg, tok)
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        assert base.config._attn_implementation == kernel  # the kernel under test is the one that runs
         train_ds, eval_ds = train.build_datasets(cfg, tok)
         trainer = train.build_trainer(cfg, model, tok, train_ds, eval_ds, max_steps=1)
         batch = next(iter(trainer.get_train_dataloader()))

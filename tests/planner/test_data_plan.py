@@ -307,3 +307,18 @@ def test_steps_count_the_train_split_only():
     assert optimizer_steps(DataShape(1000, 300), s, 1) == 950
     assert optimizer_steps(DataShape(200_000, 300), s, 1) == 199_500
     assert eval_fraction(1000) == 0.05 and eval_fraction(200_000) == 0.0025
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_packing_with_eager_or_sdpa_is_not_warned_about(attention):
+    """train.py packs padding-free with restarting position_ids and no KV cache: transformers builds
+    the block-diagonal mask for eager and SDPA alike (tests/export/test_recipe_data.py checks a packed
+    document's logits against it alone), so the old 'packed examples attend to each other' is stale."""
+    answers = read_answers_text(
+        '[model]\nname = "Qwen/Qwen2.5-0.5B"\n[data]\npacking = true\n'
+        f'[hardware]\ngpu = "A100-80GB"\n[training]\nattention = "{attention}"\n'
+    )
+    plan = make_plan(answers)
+    for m in plan.methods.values():
+        assert m.settings.packing and m.settings.attention == attention
+        assert not [w for w in m.warnings if "attend to each other" in w], m.warnings
