@@ -169,7 +169,14 @@ def readme_md(t: Target) -> str:
     hardware = "the CPU" if t.cpu else f"{t.world_size}× {hw.gpu}" + (f" ({hw.nodes} nodes)" if hw.nodes > 1 else "")
     optional = ""
     if t.uses_deepspeed:
-        optional += f"| `ds_config.json` | DeepSpeed ZeRO-{s.zero_stage} (offload: {s.offload}); Trainer-synced keys are `auto` |\n"
+        cpu_adam = (
+            "; the offloaded optimizer runs as DeepSpeed's CPUAdam, AdamW with train_config's learning rate, "
+            'weight decay and schedule (another `training.optimizer` needs its `"optimizer"` block removed)'
+            if "optimizer" in (ds_config(t) or {})
+            else ""
+        )
+        optional += (f"| `ds_config.json` | DeepSpeed ZeRO-{s.zero_stage} (offload: {s.offload}); "
+                     f"Trainer-synced keys are `auto`{cpu_adam} |\n")  # fmt: skip
     if t.uses_fsdp:
         optional += (f"| `[fsdp]` in `train_config.toml` | PyTorch FSDP2, zero_stage {s.zero_stage} (offload: {s.offload}); "
                      "`accelerate_config.yaml` holds the same for `accelerate launch` |\n")  # fmt: skip

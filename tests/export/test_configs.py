@@ -7,6 +7,7 @@ import tomllib
 from types import SimpleNamespace
 
 import pytest
+from export_support import load_train_module
 
 from ftplan.export import ExportError, render_project
 from ftplan.planner import make_plan, read_answers_text
@@ -29,7 +30,13 @@ MATRIX = [
     (8, 2, "full", "bf16", None, 3, "optimizer"),
     (8, 2, "full", "bf16-mixed", None, 2, "none"),
     (8, 2, "qlora", "bf16", None, 3, "none"),
+    (8, 1, "full", "bf16-mixed", "paged_adamw_32bit", 3, "optimizer"),
 ]
+
+
+# The fp32 AdamW optimizers DeepSpeed's CPUAdam computes exactly (paged_adamw_32bit's paging has
+# nothing to page with the states on the host); 8-bit, Adafactor and SGD run as themselves.
+CPU_ADAM = ("adamw_torch", "adamw_torch_fused", "paged_adamw_32bit")
 
 
 def answers_for(gpus, nodes, method, precision, optimizer, stage, offload) -> str:
@@ -91,10 +98,20 @@ def test_ds_config_is_accepted_by_deepspeed(case, monkeypatch):
         assert zero["offload_optimizer"]["device"] == "cpu"
     for key in ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping"):
         assert ds[key] == "auto"
-    # Precision is the Trainer's to fill in; optimizer and scheduler are train_config.toml's.
+    # Precision is the Trainer's to fill in; optimizer and scheduler are train_config.toml's. With
+    # the optimizer offloaded, train_config's fp32 AdamW runs as DeepSpeed's CPUAdam (the host
+    # step the plan counts), its hyperparameters filled in by the Trainer; others as torch's.
     assert ds["bf16"]["enabled"] == ds["fp16"]["enabled"] == "auto"
-    assert "optimizer" not in ds and "scheduler" not in ds
-    assert ds.get("zero_force_ds_cpu_optimizer", True) == (offload == "none")
+    assert "scheduler" not in ds
+    cpu_adam = offload != "none" and cfg["training"]["optimizer"] in CPU_ADAM
+    if cpu_adam:
+        assert ds["optimizer"] == {
+            "type": "AdamW",
+            "params": {"lr": "auto", "betas": "auto", "eps": "auto", "weight_decay": "auto"},
+        }
+    else:
+        assert "optimizer" not in ds
+    assert ds.get("zero_force_ds_cpu_optimizer", True) == (offload == "none" or cpu_adam)
     # standard DeepSpeed mixed precision (fp32 master + moments), as the planner counts it
     assert "bf16_optimizer_states" not in ds["bf16"]
     if stage == 3:
@@ -118,7 +135,14 @@ def test_ds_config_is_accepted_by_deepspeed(case, monkeypatch):
     )
     assert parsed.bfloat16_config.enabled == (case[3] in ("bf16", "bf16-mixed"))
     assert parsed.float16_config.enabled == (case[3] == "fp16-mixed")
-    assert parsed.optimizer_name is None and parsed.scheduler_name is None
+    assert parsed.optimizer_name == ("adamw" if cpu_adam else None) and parsed.scheduler_name is None
+    if cpu_adam:  # the Trainer's values, not DeepSpeed's defaults
+        assert parsed.optimizer_params == {
+            "lr": cfg["training"]["learning_rate"],
+            "betas": [0.9, 0.999],
+            "eps": 1e-8,
+            "weight_decay": cfg["training"]["weight_decay"],
+        }
 
 
 @pytest.mark.parametrize("edited", ["fp16-mixed", "fp32", "bf16-mixed"])
@@ -176,6 +200,39 @@ def test_bnb_config_loads(case):
     assert bnb.load_in_4bit and bnb.bnb_4bit_quant_type == "nf4" and bnb.bnb_4bit_use_double_quant
     assert str(bnb.bnb_4bit_compute_dtype) == "torch.bfloat16"
     assert (data.get("bnb_4bit_quant_storage") == "bfloat16") == (case[5] == 3)
+
+
+def test_train_py_refuses_an_optimizer_deepspeed_would_ignore(tiny_plan, tmp_path):
+    """With ds_config.json's optimizer block (CPUAdam under offload) the Trainer does not build
+    training.optimizer: train.py stops on an optimizer edit that would go unheeded, and accepts it
+    once the block is removed as its message says."""
+    from pathlib import Path
+
+    import ftplan.export
+    from ftplan.export import configs, export_project
+
+    template = load_train_module(Path(ftplan.export.__file__).parent / "templates", "train_template")
+    assert template.DS_CPU_ADAM_OPTIMIZERS == configs.DS_CPU_ADAM_OPTIMIZERS == CPU_ADAM  # train.py's own copy
+    plan, text = tiny_plan(method="full", gpus_per_node=2, zero_stage=2, offload="optimizer")
+    project = tmp_path / "project"
+    export_project(plan, text, project)
+    assert "runs as DeepSpeed's CPUAdam" in (project / "README.md").read_text()
+    train = load_train_module(project)
+    cfg = train.load_config(project / "train_config.toml")
+    assert cfg["training"]["optimizer"] == "adamw_torch"
+    for name in CPU_ADAM:
+        cfg["training"]["optimizer"] = name
+        train.check_ds_optimizer(cfg)
+    for name in ("adafactor", "sgd", "adamw_8bit"):
+        cfg["training"]["optimizer"] = name
+        with pytest.raises(SystemExit, match=f"training.optimizer = '{name}'.*runs its own AdamW"):
+            train.check_ds_optimizer(cfg)
+    ds_path = project / "ds_config.json"
+    ds = json.loads(ds_path.read_text())
+    del ds["optimizer"]
+    ds["zero_force_ds_cpu_optimizer"] = False
+    ds_path.write_text(json.dumps(ds))
+    train.check_ds_optimizer(cfg)  # torch's Adafactor on the host, as the user asked
 
 
 def test_cpu_qlora_computes_in_float32(tiny_plan):

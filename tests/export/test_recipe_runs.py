@@ -2,7 +2,8 @@
 
 Train on the answers (the loss falls to near zero on a set whose prompts are noise), the best
 checkpoint is the result, --resume skips a checkpoint killed mid-save, --smoke writes apart,
-an interrupted run ends its metrics, and a ZeRO run starts after the user edits its precision.
+an interrupted run ends its metrics, a ZeRO run starts after the user edits its precision, and an
+offloaded optimizer runs as DeepSpeed's CPUAdam with train_config's hyperparameters.
 """
 
 from __future__ import annotations
@@ -198,3 +199,41 @@ def test_zero2_starts_after_the_user_edits_precision(tiny_plan, tmp_path):
     train = [r for r in lines if "event" not in r]
     assert [r["step"] for r in train] == [1, 2] and lines[-1]["status"] == "ok"
     assert all(r["lr"] == pytest.approx(1e-3) for r in train)
+
+
+def base_optimizer_groups(checkpoint) -> list[dict]:
+    """The param_groups of the optimizer DeepSpeed stepped, from rank 0's saved ZeRO state."""
+    import torch
+
+    (path,) = checkpoint.glob("global_step*/*zero_pp_rank_0_*optim_states.pt")
+    state = torch.load(path, map_location="cpu", weights_only=False)["optimizer_state_dict"]
+    # ZeRO-1/2 keep the wrapped optimizer's state under base_optimizer_state, ZeRO-3 under optimizer_state_dict.
+    return state["base_optimizer_state" if "base_optimizer_state" in state else "optimizer_state_dict"]["param_groups"]
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_offloaded_optimizer_runs_as_deepspeed_cpu_adam(tiny_plan, tmp_path, stage):
+    """Optimizer offload: train_config's AdamW runs as DeepSpeed's CPUAdam (the host step the plan
+    times), with train_config's learning rate and weight decay, the Trainer's schedule driving it."""
+    project = export(
+        tiny_plan, tmp_path, f"offload{stage}", method="full", micro_batch_size=2, gradient_accumulation_steps=1,
+        gpus_per_node=2, zero_stage=stage, offload="optimizer",
+    )  # fmt: skip
+    ds = json.loads((project / "ds_config.json").read_text())
+    assert ds["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+    assert ds["optimizer"]["type"] == "AdamW" and "zero_force_ds_cpu_optimizer" not in ds
+    assert 'optimizer = "adamw_torch"' in (project / "train_config.toml").read_text()
+    # Not DeepSpeed's defaults (lr 1e-3, weight decay 0.01): the values must come from train_config.
+    set_config(project, "training", lr_scheduler="constant", warmup_ratio=0.0, learning_rate=2e-3, weight_decay=0.05)
+    set_config(project, "checkpoints", save_steps=2)
+    run(["bash", "launch.sh", "--max-steps", "2"], project, timeout=900)
+    lines = metrics(project)
+    train = [r for r in lines if "event" not in r]
+    assert [r["step"] for r in train] == [1, 2] and lines[-1]["status"] == "ok"
+    assert all(r["lr"] == pytest.approx(2e-3) for r in train)
+    groups = base_optimizer_groups(project / "output" / "checkpoint-2")
+    for group in groups:
+        # DeepSpeedCPUAdam's group keys (bias_correction); torch's AdamW has foreach/fused instead.
+        assert "bias_correction" in group and "foreach" not in group and "fused" not in group, group
+        assert group["lr"] == pytest.approx(2e-3) and group["weight_decay"] == pytest.approx(0.05)
+        assert tuple(group["betas"]) == (0.9, 0.999) and group["eps"] == pytest.approx(1e-8)

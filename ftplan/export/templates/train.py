@@ -125,6 +125,23 @@ def deepspeed_config(cfg: dict) -> dict | None:
         return json.load(fh)
 
 
+DS_CPU_ADAM_OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "paged_adamw_32bit")
+
+
+def check_ds_optimizer(cfg: dict) -> None:
+    """ds_config.json names an optimizer (AdamW as DeepSpeed's CPUAdam, under optimizer offload):
+    the Trainer then runs it, not training.optimizer; refuse an edit that would go unheeded."""
+    ds = deepspeed_config(cfg)
+    optimizer = cfg["training"]["optimizer"]
+    if ds and "optimizer" in ds and optimizer not in DS_CPU_ADAM_OPTIMIZERS:
+        raise SystemExit(
+            f"training.optimizer = {optimizer!r}, but {cfg['training']['deepspeed']} runs its own "
+            f"{ds['optimizer'].get('type')} (DeepSpeed's CPUAdam under optimizer offload): set training.optimizer "
+            f'to one of {", ".join(DS_CPU_ADAM_OPTIMIZERS)}, or remove the "optimizer" block and set '
+            '"zero_force_ds_cpu_optimizer": false there to run torch\'s on the host (slower than planned)'
+        )
+
+
 # ---------------------------------------------------------------------------- tokenizer
 
 
@@ -410,6 +427,7 @@ def training_arguments(cfg: dict, max_steps: int | None = None, has_eval: bool =
     setup_distributed(cfg)
     precision = t["precision"]
     deepspeed = resolve(cfg, t["deepspeed"]) if t.get("deepspeed") else None
+    check_ds_optimizer(cfg)
     short = max_steps is not None
     return SFTConfig(
         output_dir=resolve_output(cfg),
