@@ -22,14 +22,17 @@ def duration(seconds: float | None) -> str:
 
 
 def progress_text(u: ProgressUpdate) -> str:
-    """One line: loss, tokens/s, ETA, cost so far, measured peak memory vs the plan."""
-    parts = [f"step {u.step}/{u.max_steps}"]
+    """One line: loss, tokens/s, ETA, cost so far, measured peak memory vs the plan; what is not
+    known yet is left out, not invented. The console and the app's launch screen both print it."""
+    parts = [f"step {u.step:,}/{u.max_steps:,}"]
     if u.loss is not None:
         parts.append(f"loss {u.loss:.4f}")
     if u.tokens_per_second is not None:
         parts.append(f"{u.tokens_per_second:,.0f} tok/s")
-    parts.append(f"ETA {duration(u.eta_s)}")
-    parts.append(f"${u.cost_usd:,.2f} so far")
+    if u.eta_s is not None:
+        parts.append(f"ETA {duration(u.eta_s)}")
+    if u.cost_usd is not None:
+        parts.append(f"${u.cost_usd:,.2f} so far")
     if u.peak_memory_bytes is not None:
         mem = f"peak {u.peak_memory_bytes / GIB:.2f} GiB"
         if u.peak_is_rss:

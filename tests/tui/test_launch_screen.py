@@ -64,7 +64,7 @@ async def test_live_log_progress_and_stop(tmp_path, example_answers):
         assert "run folder: runs/test (log: runs/test/output.log)" in list(log.lines)
         assert screen.query_one("#launch-progress", ProgressBar).progress == 5
         status = text_of(screen.query_one("#launch-status", Static))
-        assert "step 5/10" in status and "loss 1.2345" in status and "12.0 GiB" in status
+        assert "step 5/10" in status and "loss 1.2345" in status and "12.00 GiB" in status
         assert "3,210 tok/s" in status and "ETA 1:05" in status and "$0.42 so far" in status
 
         # Stop asks first; "no" keeps the run going.
@@ -139,7 +139,7 @@ def test_terminal_line_keeps_what_a_terminal_shows():
 
 def test_progress_text_shows_eta_cost_and_what_the_peak_is():
     p = progress(7, 20, None, None, 3 * 2**29, eta_s=3 * 3600 + 62, cost_usd=1234.5, peak_is_rss=True)
-    assert progress_text(p) == "step 7/20 · ETA 3:01:02 · $1,234.50 so far · peak 1.5 GiB RSS"
+    assert progress_text(p) == "step 7/20 · ETA 3:01:02 · $1,234.50 so far · peak 1.50 GiB RSS"
     assert progress_text(progress(1, 2)) == "step 1/2"  # nothing known yet: nothing invented
 
 

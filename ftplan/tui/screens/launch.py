@@ -21,8 +21,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, Log, ProgressBar, Static, Switch
 
 from ftplan.events import OutputLines, ProgressUpdate, RunFinished, RunResult, RunStarted, Stopping
-from ftplan.launch.display import duration
-from ftplan.planner.units import gib
+from ftplan.launch.display import progress_text
 from ftplan.tui.preflight import Check, plan_checks
 from ftplan.tui.runs import RunEvent
 
@@ -36,21 +35,6 @@ def terminal_line(line: str) -> str:
         parts = [p for p in line.split("\r") if p]
         return parts[-1] if parts else ""
     return line
-
-
-def progress_text(p: ProgressUpdate) -> str:
-    parts = [f"step {p.step:,}/{p.max_steps:,}"]
-    if p.loss is not None:
-        parts.append(f"loss {p.loss:.4f}")
-    if p.tokens_per_second is not None:
-        parts.append(f"{p.tokens_per_second:,.0f} tok/s")
-    if p.eta_s is not None:
-        parts.append(f"ETA {duration(p.eta_s)}")
-    if p.cost_usd is not None:
-        parts.append(f"${p.cost_usd:,.2f} so far")
-    if p.peak_memory_bytes is not None:
-        parts.append(f"peak {gib(p.peak_memory_bytes)}" + (" RSS" if p.peak_is_rss else ""))
-    return " · ".join(parts)
 
 
 def started_lines(event: RunStarted) -> list[str]:
