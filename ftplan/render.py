@@ -122,11 +122,18 @@ def settings_table(plan: Plan) -> Table:
     return t
 
 
-def cost_table(plan: Plan) -> Table:
-    t = QuickTable(title="Time and cost of one run", title_justify="left")
+def _methods_table(plan: Plan, title: str, rows, of=lambda mp: mp) -> Table:
+    """A table with one column per method: ``rows`` are (label, formatter of ``of(method plan)``)."""
+    t = QuickTable(title=title, title_justify="left")
     t.add_column("")
     for m in METHODS:
         t.add_column(NAMES[m], justify="right")
+    for label, fn in rows:
+        t.add_row(label, *[fn(of(plan.methods[m])) for m in METHODS])
+    return t
+
+
+def cost_table(plan: Plan) -> Table:
     rows = [
         ("tokens", lambda mp: f"{mp.time.tokens:,.0f}"),
         ("training FLOPs", lambda mp: f"{mp.time.flops:.2e}"),
@@ -135,16 +142,10 @@ def cost_table(plan: Plan) -> Table:
         ("GPU-hours", lambda mp: f"{mp.time.gpu_hours:,.1f}"),
         ("cost of one run", lambda mp: f"${mp.cost.usd:,.2f}"),
     ]
-    for label, fn in rows:
-        t.add_row(label, *[fn(plan.methods[m]) for m in METHODS])
-    return t
+    return _methods_table(plan, "Time and cost of one run", rows)
 
 
 def hidden_cost_table(plan: Plan) -> Table:
-    t = QuickTable(title="Hidden costs", title_justify="left")
-    t.add_column("")
-    for m in METHODS:
-        t.add_column(NAMES[m], justify="right")
     rows = [
         ("checkpoint size (resumable)", lambda c: f"{c.checkpoint_gb:,.1f} GB"),
         ("checkpoint storage / month", lambda c: f"${c.checkpoint_storage_usd_month:,.2f} ({c.checkpoints_kept} kept)"),
@@ -154,9 +155,7 @@ def hidden_cost_table(plan: Plan) -> Table:
         ("experiments", lambda c: f"{c.experiment_runs} runs → ${c.experiments_usd:,.0f}"),
         ("runs within budget", lambda c: "—" if c.runs_within_budget is None else f"{c.runs_within_budget:,}"),
     ]
-    for label, fn in rows:
-        t.add_row(label, *[fn(plan.methods[m].cost) for m in METHODS])
-    return t
+    return _methods_table(plan, "Hidden costs", rows, of=lambda mp: mp.cost)
 
 
 def recommendation_panel(plan: Plan) -> Panel:
