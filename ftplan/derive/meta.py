@@ -3,7 +3,8 @@
 Nothing here re-derives shapes by hand: parameter shapes come from ``named_parameters()``,
 LoRA targets from running ``peft.get_peft_model`` on the meta model, the 4-bit set from the
 rules transformers' bitsandbytes quantizer applies (``type(module) is nn.Linear`` and not in
-``get_modules_to_not_convert``), attention kernels from the class's ``_supports_*`` flags.
+``get_modules_to_not_convert``), attention kernels from the class's ``_supports_*`` flags, the
+bytes each decoder layer saves for backward from one traced training step (``ftplan.derive.trace``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 import warnings
 from collections import defaultdict
 
+from ftplan.derive.trace import trace_card_activations
 from ftplan.planner.card import ArchCard, LoraUnit, TensorGroup, compress_layers
 
 _LAYER = re.compile(r"\.(layers|h|blocks)\.(\d+)\.")
@@ -266,6 +268,8 @@ def derive_card(config: dict, trust_remote_code: bool = False, source: str = "")
     experts = max((t.shape[0] for t in tensors if t.kind == "experts"), default=0)
     out_emb, in_emb = model.get_output_embeddings(), model.get_input_embeddings()
     tied = out_emb is not None and in_emb is not None and out_emb.weight is in_emb.weight
+    attention = _attention(type(model))
+    traced = trace_card_activations(model, attention)
     return ArchCard(
         model_type=hf_config.model_type,
         model_class=type(model).__name__,
@@ -280,7 +284,7 @@ def derive_card(config: dict, trust_remote_code: bool = False, source: str = "")
         vocab_size=int(_first(text, "vocab_size")),
         context_length=int(_first(text, "max_position_embeddings", "n_positions", default=0)),
         tied_embeddings=bool(tied),
-        attention=_attention(type(model)),
+        attention=attention,
         tensors=tensors,
         lora_units=lora_units,
         experts=int(experts),
@@ -289,6 +293,9 @@ def derive_card(config: dict, trust_remote_code: bool = False, source: str = "")
         moe_intermediate_size=int(_first(text, "moe_intermediate_size", "expert_intermediate_size", default=0) or 0),
         peft_moe_aliases=aliases,
         sliding_window=int(_first(text, "sliding_window", default=0) or 0),
+        layer_kinds=tuple(traced.get("layer_kinds", ())),
+        saved_bytes_per_token=traced.get("saved_bytes_per_token", {}),
+        saved_bytes_per_score=traced.get("saved_bytes_per_score", {}),
         versions=_versions(),
         source=source,
     )

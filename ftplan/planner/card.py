@@ -16,8 +16,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 
-CARD_FORMAT = 1
-"""Bump when the card's fields or their meaning change: cached cards of another format are rebuilt."""
+CARD_FORMAT = 2
+"""2: traced saved-activation figures (``layer_kinds``, ``saved_bytes_per_token``, ``saved_bytes_per_score``).
+
+Bump when the card's fields or their meaning change: cached cards of another format are rebuilt."""
 
 KINDS = ("linear", "experts", "router", "embedding", "norm", "head", "vision", "other")
 """Module kinds. ``vision`` is every tensor outside the language model (vision tower and projector)."""
@@ -123,6 +125,16 @@ class ArchCard:
     peft_moe_aliases: dict = field(default_factory=dict)
     """peft's transformers-v4 names for fused MoE weights (``gate_proj`` → ``gate_up_proj``), where peft has them."""
     sliding_window: int = 0
+    layer_kinds: tuple[str, ...] = ()
+    """The kind of each decoder layer (layers of one kind run the same code: ``ftplan.derive.trace``)."""
+    saved_bytes_per_token: dict = field(default_factory=dict)
+    """kind -> ``mode/dtype/attention`` -> bytes one layer of that kind keeps for backward per token,
+    traced from one training step of the model's code. mode: ``full`` (weights train) or ``frozen``
+    (weights frozen, inputs require grad: LoRA's base model, adapters not included); dtype: ``bf16``
+    or ``fp32``; attention: ``flash`` (what flash-attention / SDPA's fused kernels keep) or ``eager``.
+    Empty when the model's forward could not be traced (the planner keeps its hand formulas)."""
+    saved_bytes_per_score: dict = field(default_factory=dict)
+    """Same keys: bytes per sequence per seq_len^2 (eager's attention probabilities, all heads)."""
     versions: dict = field(default_factory=dict)
     """Library versions the card was derived with (transformers, peft, torch)."""
     source: str = ""
@@ -145,6 +157,7 @@ class ArchCard:
         )
         data["decoder_layer_classes"] = tuple(data["decoder_layer_classes"])
         data["attention"] = tuple(data["attention"])
+        data["layer_kinds"] = tuple(data.get("layer_kinds", ()))
         return cls(**data)
 
     @classmethod
@@ -229,6 +242,23 @@ class ArchCard:
             return []
         names = [n for u in self.lora_units for n in u.module_names()[:1]]
         return [k for k in target_modules if k not in self.peft_moe_aliases and not any(_matches(n, k) for n in names)]
+
+    # ---- traced activations ---------------------------------------------------------------
+    def traced_saved(self, mode: str, dtype: str, attention: str) -> tuple[float, float] | None:
+        """(bytes per token, bytes per sequence per seq_len^2) one decoder layer saves, averaged over
+        the layers (the planner multiplies by the layer count); None when a layer kind lacks the figure."""
+        if not self.layer_kinds or len(self.layer_kinds) != self.layers:
+            return None
+        key = f"{mode}/{dtype}/{attention}"
+        per_token, per_score = 0.0, 0.0
+        for kind in set(self.layer_kinds):
+            figures = self.saved_bytes_per_token.get(kind, {})
+            if key not in figures:
+                return None
+            n = self.layer_kinds.count(kind)
+            per_token += n * figures[key]
+            per_score += n * self.saved_bytes_per_score.get(kind, {}).get(key, 0.0)
+        return per_token / self.layers, per_score / self.layers
 
     @cached_property
     def vision(self) -> bool:
