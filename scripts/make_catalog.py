@@ -7,18 +7,24 @@ ftplan/planner/catalog/models.py (CARD_MODELS; each entry's "_source" is the URL
 from): the model is built on the meta device and transformers / peft say which tensors exist,
 which LoRA adapts and which bitsandbytes quantizes. ``--check`` fails when a shipped card
 differs from what the installed libraries derive (run it after upgrading transformers or peft).
+
+It also writes ftplan/planner/catalog/traces.json: the traced saved-activation figures (the
+card's ``layer_kinds`` / ``saved_bytes_per_*``) of the hand-written catalog (MODEL_CONFIGS), whose
+counts stay in ``arch.py`` but whose activations come from the model's code like a card's
+(``--traces`` writes or checks only that file).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 
 from ftplan.derive.meta import derive_card
 from ftplan.planner.card import ArchCard
-from ftplan.planner.catalog.models import CARD_MODELS
-from ftplan.planner.models import CARDS_DIR, _card_file
+from ftplan.planner.catalog.models import CARD_MODELS, MODEL_CONFIGS
+from ftplan.planner.models import CARDS_DIR, TRACES_FILE, _card_file
 
 
 def published_config(hub_id: str) -> dict:
@@ -36,11 +42,35 @@ def _comparable(card: ArchCard) -> str:
     return replace(card, versions={}).to_json()
 
 
+def traces() -> dict:
+    """{hub id: traced activation figures} of the hand-written catalog, derived from each config."""
+    return {hub_id: derive_card(MODEL_CONFIGS[hub_id]).activation_trace() for hub_id in sorted(MODEL_CONFIGS)}
+
+
+def _traces_text(found: dict) -> str:
+    """One model per line: a re-derivation's diff names the models that moved."""
+    lines = [f"{json.dumps(k)}: {json.dumps(found[k], sort_keys=True)}" for k in sorted(found)]
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("ids", nargs="*", help="catalog ids (default: all)")
     ap.add_argument("--check", action="store_true", help="compare, do not write")
+    ap.add_argument("--traces", action="store_true", help="only the hand-written catalog's traces.json")
     args = ap.parse_args(argv)
+    if args.traces or not args.ids:
+        t = time.perf_counter()
+        text = _traces_text(traces())
+        if args.check:
+            if not TRACES_FILE.exists() or TRACES_FILE.read_text(encoding="utf-8") != text:
+                print("stale:", TRACES_FILE.name, file=sys.stderr)
+                return 1
+        else:
+            TRACES_FILE.write_text(text, encoding="utf-8")
+            print(f"{TRACES_FILE.name}: {len(MODEL_CONFIGS)} models  {time.perf_counter() - t:5.1f} s")
+        if args.traces:
+            return 0
     ids = args.ids or sorted(CARD_MODELS)
     CARDS_DIR.mkdir(parents=True, exist_ok=True)
     stale = []

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
+from ftplan.planner.card import traced_saved
+
 if TYPE_CHECKING:
     from ftplan.planner.card import ArchCard
 
@@ -66,6 +68,9 @@ class ModelArch:
     card: ArchCard | None = field(default=None, compare=False, repr=False)
     """The architecture card this accounting was built from; when set, its exact counts win
     (heterogeneous layers, vision towers, MLA, shared experts)."""
+    activation_trace: dict | None = field(default=None, compare=False, repr=False)
+    """Traced saved-activation figures for a model without a card (the hand-written catalog's
+    ``catalog/traces.json``, derived from the model's code like a card's); see ``traced_saved``."""
 
     # ---- counts -------------------------------------------------------------------------
     @cached_property
@@ -190,6 +195,12 @@ class ModelArch:
         if key not in self.memo:
             self.memo[key] = self._lora_params_uncached(r, target_modules)
         return self.memo[key]
+
+    def traced_saved(self, mode: str, dtype: str, attention: str) -> tuple[float, float] | None:
+        """The traced per-layer saved bytes (card, or ``activation_trace``); None when not traced."""
+        if self.card is not None:
+            return self.card.traced_saved(mode, dtype, attention)
+        return traced_saved(self.activation_trace, self.layers, mode, dtype, attention)
 
     @cached_property
     def memo(self) -> dict:

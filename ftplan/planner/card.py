@@ -247,22 +247,37 @@ class ArchCard:
     def traced_saved(self, mode: str, dtype: str, attention: str) -> tuple[float, float] | None:
         """(bytes per token, bytes per sequence per seq_len^2) one decoder layer saves, averaged over
         the layers (the planner multiplies by the layer count); None when a layer kind lacks the figure."""
-        if not self.layer_kinds or len(self.layer_kinds) != self.layers:
-            return None
-        key = f"{mode}/{dtype}/{attention}"
-        per_token, per_score = 0.0, 0.0
-        for kind in set(self.layer_kinds):
-            figures = self.saved_bytes_per_token.get(kind, {})
-            if key not in figures:
-                return None
-            n = self.layer_kinds.count(kind)
-            per_token += n * figures[key]
-            per_score += n * self.saved_bytes_per_score.get(kind, {}).get(key, 0.0)
-        return per_token / self.layers, per_score / self.layers
+        return traced_saved(self.activation_trace(), self.layers, mode, dtype, attention)
+
+    def activation_trace(self) -> dict:
+        """The traced figures alone (what ``catalog/traces.json`` ships for the hand-written catalog)."""
+        return {
+            "layer_kinds": list(self.layer_kinds),
+            "saved_bytes_per_token": self.saved_bytes_per_token,
+            "saved_bytes_per_score": self.saved_bytes_per_score,
+        }
 
     @cached_property
     def vision(self) -> bool:
         return any(t.kind == "vision" for t in self.tensors)
+
+
+def traced_saved(trace: dict | None, layers: int, mode: str, dtype: str, attention: str) -> tuple[float, float] | None:
+    """Mean traced (bytes per token, bytes per sequence per seq_len^2) of a decoder layer, from a trace
+    dict (``layer_kinds`` and the two ``saved_bytes_*`` tables, as in a card); None when absent."""
+    kinds = (trace or {}).get("layer_kinds") or ()
+    if not kinds or len(kinds) != layers:
+        return None
+    key = f"{mode}/{dtype}/{attention}"
+    per_token, per_score = 0.0, 0.0
+    for kind in set(kinds):
+        figures = trace["saved_bytes_per_token"].get(kind, {})
+        if key not in figures:
+            return None
+        n = kinds.count(kind)
+        per_token += n * figures[key]
+        per_score += n * trace["saved_bytes_per_score"].get(kind, {}).get(key, 0.0)
+    return per_token / layers, per_score / layers
 
 
 def _matches(name: str, key: str) -> bool:

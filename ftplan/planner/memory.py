@@ -343,35 +343,82 @@ def _layer_saved_per_token_uncached(arch: ModelArch, s: Settings, cpu: bool = Fa
         if not out_saved:
             attn += e * q  # o_proj's input
     if s.is_peft:
-        dims = {"attn_in": h, "attn_out": q, "mlp_in": h, "mlp_act": f}
-        counts = dict.fromkeys(dims, 0)
-        a = adapter_bytes(s)
-        dropout = 2 * a if cpu else a + DROPOUT_MASK_BYTES_CUDA  # output + noise / mask
-        for lin in arch.lora_targets(s.lora_target_modules):
-            group = _ADAPTER_INPUT.get(lin.name.rsplit(".", 1)[-1], "attn_in")
-            counts[group] += 1
-            extra = a * s.lora_r  # lora_A's output, saved by lora_B
-            if group.startswith("attn"):
-                attn += extra
-            else:
-                mlp += extra
-        for group, n in counts.items():
-            if not n:
-                continue
-            d = dims[group]
-            if s.lora_dropout > 0:
-                extra = n * dropout * d
-            elif e == a:
-                extra = 0 if (group == "attn_out" and out_saved) else a * d  # shared input
-            else:
-                extra = n * a * d  # each adapter casts its input to the adapter dtype and keeps it
-            if group.startswith("attn"):
-                attn += extra
-            else:
-                mlp += extra
-            if group == "mlp_act":
-                down_in = extra / n
+        extra_attn, extra_mlp, adapter_down_in = _adapter_saved_per_token(arch, s, cpu, out_saved)
+        attn += extra_attn
+        mlp += extra_mlp
+        down_in = adapter_down_in or down_in
     return attn, mlp, down_in
+
+
+def _adapter_saved_per_token(arch: ModelArch, s: Settings, cpu: bool, out_saved: bool) -> tuple[float, float, float]:
+    """What peft's LoRA adapters add to a frozen layer's saved bytes per token: (attention half, MLP half,
+    down_proj adapter's input). Each adapter keeps lora_A's output (r values) and its input cast to the
+    adapter dtype; one copy serves every adapter on the same input when no cast is needed (and none when
+    that input is already kept: SDPA's output for o_proj). Dropout keeps its output and mask/noise."""
+    e = act_bytes(s)
+    f = arch.intermediate_size * (arch.experts_per_token or 1)
+    q = arch.heads * arch.head_dim
+    attn = mlp = down_in = 0.0
+    dims = {"attn_in": arch.hidden_size, "attn_out": q, "mlp_in": arch.hidden_size, "mlp_act": f}
+    counts = dict.fromkeys(dims, 0)
+    a = adapter_bytes(s)
+    dropout = 2 * a if cpu else a + DROPOUT_MASK_BYTES_CUDA  # output + noise / mask
+    for lin in arch.lora_targets(s.lora_target_modules):
+        group = _ADAPTER_INPUT.get(lin.name.rsplit(".", 1)[-1], "attn_in")
+        counts[group] += 1
+        extra = a * s.lora_r  # lora_A's output, saved by lora_B
+        if group.startswith("attn"):
+            attn += extra
+        else:
+            mlp += extra
+    for group, n in counts.items():
+        if not n:
+            continue
+        d = dims[group]
+        if s.lora_dropout > 0:
+            extra = n * dropout * d
+        elif e == a:
+            extra = 0 if (group == "attn_out" and out_saved) else a * d  # shared input
+        else:
+            extra = n * a * d  # each adapter casts its input to the adapter dtype and keeps it
+        if group.startswith("attn"):
+            attn += extra
+        else:
+            mlp += extra
+        if group == "mlp_act":
+            down_in = extra / n
+    return attn, mlp, down_in
+
+
+FORMULA_MODEL_TYPES = ("llama", "mistral", "qwen2")
+"""Model types whose saved activations the formula above gets right (to the byte against the traced
+figure: tests/planner/test_traced_vs_formula.py); a plain config.json of another hand-coded type
+(qwen3, gemma2, phi3, mixtral: q/k norms, four norms, fused projections, routers) takes the traced
+figure of its derived card, and keeps the formula only where torch is not installed."""
+
+
+def traced_layer_saved(arch: ModelArch, s: Settings) -> tuple[float, float] | None:
+    """The traced (bytes per token, bytes per sequence per seq_len^2) of one average decoder layer for
+    these settings (the card's, or the hand catalog's ``catalog/traces.json``), base model only (LoRA
+    adapters are added from ``_adapter_saved_per_token``); None when the model was not traced: then
+    the Llama-shaped formula above is used (tests/planner/test_traced_vs_formula.py holds it to the
+    trace for the Llama-shaped types it is kept for).
+
+    LoRA / QLoRA use the ``frozen`` trace; the dtype is that of the hidden states the run carries
+    (``act_bytes``: fp32 for QLoRA's fp32 residual stream, bf16 for every 16-bit compute dtype);
+    every non-eager kernel keeps what flash-attention keeps.
+    """
+    mode = "full" if s.method == "full" else "frozen"
+    dtype = "fp32" if act_bytes(s) == FP32 else "bf16"
+    attention = "eager" if s.attention == "eager" else "flash"
+    key = ("traced", mode, dtype, attention)
+    if key not in arch.memo:
+        arch.memo[key] = arch.traced_saved(mode, dtype, attention)
+    found = arch.memo[key]
+    if found is None:
+        return None
+    per_token, per_score = found
+    return per_token, (per_score if attention == "eager" else 0.0)
 
 
 def activations(arch: ModelArch, s: Settings, cpu: bool = False, loss: str | None = None) -> Activations:
@@ -397,6 +444,15 @@ class ActivationModel:
         self.checkpointing = s.gradient_checkpointing
         self.layer_saved = attn + mlp
         self.mlp_saved = mlp
+        # eager's softmax output per head (+ its cast back to 16 bits), per sequence per seq_len^2
+        self.score_saved = arch.heads * (EAGER_SCORE_BYTES + (e if e < FP32 else 0)) if self.eager else 0.0
+        traced = traced_layer_saved(arch, s)
+        if traced is not None:  # the model's own code, traced on the meta device (card), replaces the formula
+            adapters = _adapter_saved_per_token(arch, s, cpu, not self.eager)[:2] if s.is_peft else (0.0, 0.0)
+            saved = traced[0] + sum(adapters)
+            self.mlp_saved = mlp * saved / max(attn + mlp, 1.0)  # the formula's MLP share of it
+            self.layer_saved = saved
+            self.score_saved = traced[1]
         self.mlp_work = (LAYER_BACKWARD_WORK * f + h) * e
         # Measured: with fp32 activations the peak comes after down_proj's backward has freed
         # its saved input; with 16-bit activations it comes before (MemTracker, every case).
@@ -427,7 +483,7 @@ class ActivationModel:
         forward_work = mlp_work
         if self.eager:
             scores = b * self.heads * seq * seq
-            layer_saved += scores * (EAGER_SCORE_BYTES + (e if e < FP32 else 0))
+            layer_saved += b * seq * seq * self.score_saved
             attn_work += scores * (e + FP32)  # softmax backward: the probabilities' gradient + fp32 input grad
             forward_work = max(forward_work, scores * (3 * e + FP32))  # q@k^T, scaled, masked, fp32 softmax
         mlp_work += self.dequantized

@@ -17,7 +17,7 @@ import json
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ftplan.planner.arch import (
@@ -30,6 +30,7 @@ from ftplan.planner.arch import (
 from ftplan.planner.card import ArchCard
 from ftplan.planner.catalog.models import ALIASES, CARD_ALIASES, CARD_MODELS, MODEL_CONFIGS
 from ftplan.planner.configcheck import BadConfig, check_config
+from ftplan.planner.memory import FORMULA_MODEL_TYPES
 
 
 class ModelNotFound(ValueError):
@@ -68,6 +69,7 @@ def _derive(config: dict, trust_remote_code: bool, source: str) -> ArchCard:
 _ALL_NAMES = [*MODEL_CONFIGS, *ALIASES, *CARD_MODELS, *CARD_ALIASES]
 _LOWER = {k.lower(): k for k in _ALL_NAMES}
 CARDS_DIR = Path(__file__).parent / "catalog" / "cards"
+TRACES_FILE = Path(__file__).parent / "catalog" / "traces.json"
 
 
 def catalog_names() -> list[str]:
@@ -144,7 +146,10 @@ def _from_config(name: str, source: str, path: Path, trust_remote_code: bool) ->
     text = raw.get("text_config", raw) if "hidden_size" not in raw else raw
     vision = isinstance(raw.get("vision_config"), dict)
     if raw.get("model_type") in SUPPORTED_MODEL_TYPES and not vision:
-        return ResolvedModel(name, source, text, _arch(text, name))
+        arch = _arch(text, name)
+        if raw.get("model_type") not in FORMULA_MODEL_TYPES:
+            arch = replace(arch, activation_trace=_derived_trace(raw, trust_remote_code, source))
+        return ResolvedModel(name, source, text, arch)
     try:
         card = _derive(raw, trust_remote_code, source)
     except ImportError as exc:
@@ -155,6 +160,15 @@ def _from_config(name: str, source: str, path: Path, trust_remote_code: bool) ->
     except Exception as exc:  # transformers' own config/model errors: report, never a traceback
         raise ModelNotFound(f"{name}: transformers cannot build this model from {path}: {exc}") from None
     return ResolvedModel(name, source, text, arch_from_card(card), card)
+
+
+def _derived_trace(raw: dict, trust_remote_code: bool, source: str) -> dict | None:
+    """The traced activations of a hand-coded type the formula gets wrong (memory.FORMULA_MODEL_TYPES),
+    from its derived (cached) card; None without torch / transformers (the formula then stands)."""
+    try:
+        return _derive(raw, trust_remote_code, source).activation_trace()
+    except Exception:  # noqa: BLE001 - ImportError or a model transformers cannot build: counts still plan
+        return None
 
 
 @functools.cache
@@ -176,8 +190,18 @@ def _card_arch(canonical: str) -> ModelArch:
 @functools.cache
 def _catalog_arch(canonical: str) -> ModelArch:
     """One accounting per catalog model per process: the configs are constants, and the app
-    replans the same model on every keystroke (its ``memo`` keeps the derived figures)."""
-    return arch_from_config(MODEL_CONFIGS[canonical])
+    replans the same model on every keystroke (its ``memo`` keeps the derived figures). Its
+    activations come from the shipped trace of the model's code (``traces.json``)."""
+    return replace(arch_from_config(MODEL_CONFIGS[canonical]), activation_trace=_traces().get(canonical))
+
+
+@functools.cache
+def _traces() -> dict:
+    """The hand-written catalog's traced activation figures (scripts/make_catalog.py writes them)."""
+    try:
+        return json.loads(TRACES_FILE.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
 
 
 def _arch(config: dict, name: str) -> ModelArch:
