@@ -112,3 +112,33 @@ def test_qwen3_saves_more_than_the_llama_shaped_formula():
     """Qwen3's q_norm / k_norm (fp32 copies of q and k) are in the traced figure."""
     llama, qwen3 = _card("llama"), _card("qwen3")
     assert qwen3.traced_saved("full", "bf16", "flash")[0] > llama.traced_saved("full", "bf16", "flash")[0]
+
+
+def _real_lora_per_layer(model_type, dtype, r) -> float:
+    import peft
+
+    def saved(layers):
+        model = _real_model(model_type, layers, dtype, full=False)
+        model = peft.get_peft_model(
+            model, peft.LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules="all-linear")
+        )
+        return _real_saved(model.train())
+
+    return (saved(4) - saved(2)) / 2
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen3"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_planned_lora_layer_matches_a_real_peft_step(model_type, precision):
+    """The planner's LoRA layer (traced frozen base + peft's adapter inputs) against a real peft step."""
+    pytest.importorskip("peft")
+    from ftplan.planner.arch import arch_from_card
+    from ftplan.planner.memory import ActivationModel
+    from ftplan.planner.settings import Settings
+
+    arch = arch_from_card(_card(model_type))
+    s = Settings(method="lora", precision=precision, attention="eager", lora_r=8, lora_dropout=0.0)
+    planned = ActivationModel(arch, s, cpu=True).at(BATCH, SEQ).layer_saved
+    real = _real_lora_per_layer(model_type, torch.bfloat16 if precision == "bf16" else torch.float32, 8)
+    print(f"{model_type} lora {precision}: planned {planned:,} B/layer, real {real:,.0f} B/layer")
+    assert planned == pytest.approx(real, rel=0.03)

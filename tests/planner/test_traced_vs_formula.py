@@ -10,6 +10,7 @@ are printed (``-s``): those are the models the trace corrects.
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -94,3 +95,16 @@ def test_a_plain_qwen3_config_plans_the_trace_not_the_formula(tmp_path, monkeypa
     s = Settings(method="full", precision="bf16", attention="sdpa")
     assert _per_layer(local, s) == _per_layer(resolve_model("Qwen/Qwen3-0.6B").arch, s)
     assert _per_layer(local, s) > 1.05 * _per_layer(arch_from_config(config), s)
+
+
+@pytest.mark.slow
+def test_shipped_traces_are_what_the_installed_libraries_derive():
+    """scripts/make_catalog.py --check --traces: every hand-catalog trace, re-derived (about 2 min)."""
+    pytest.importorskip("torch")
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "make_catalog.py"
+    spec = importlib.util.spec_from_file_location("make_catalog", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--check", "--traces"]) == 0
