@@ -5,9 +5,12 @@ bitsandbytes, DeepSpeed), not from a bytes-per-parameter rule of thumb:
 
 * model states: ZeRO paper (arXiv 1910.02054) for the DeepSpeed split; pure-bf16 training keeps
   bf16 optimizer states (torch AdamW's states take the parameter's dtype);
-* activations: Korthikanti et al. 2022 (arXiv 2205.05198) structure, tensor by tensor for
-  Llama-style blocks (RMSNorm fp32 upcasts, SDPA's q/k/v/out/logsumexp, SwiGLU's gate/up/silu,
-  peft's fp32 adapter inputs), each count checked with ``MemTracker`` on real CPU steps of tiny
+* activations: what each decoder layer saves for backward is traced from the model's own code
+  (``ftplan.derive.trace``: one meta-device training step per layer kind, stored in the card or, for
+  the hand-written catalog, ``catalog/traces.json``; ``traced_layer_saved``). Without a trace (a
+  plain llama / mistral / qwen2 config.json) the Korthikanti et al. 2022 (arXiv 2205.05198) structure,
+  tensor by tensor for Llama-style blocks, which equals the trace there (RMSNorm fp32 upcasts,
+  SDPA's q/k/v/out/logsumexp, SwiGLU's gate/up/silu, peft's fp32 adapter inputs), each count checked with ``MemTracker`` on real CPU steps of tiny
   configs (``ftplan.probe.calibration.GRID``; ``benchmarks/estimator_accuracy.py`` prints it);
 * logits: b*s*V elements; HF's loss upcasts them to fp32: 4 B/logit kept for backward and
   12 B/logit at the start of backward (torchtune's ~8.3 B/element is the forward side).
