@@ -65,7 +65,9 @@ def _real_per_layer(model_type, dtype, full) -> float:
     return (high - low) / 2
 
 
-@pytest.mark.parametrize("model_type", ["llama", "qwen3", "qwen3_moe"])
+@pytest.mark.parametrize(
+    "model_type", ["llama", "qwen3", "qwen3_moe", "gemma3_text", "olmo2", "phi3", "gpt_oss", "mixtral"]
+)
 @pytest.mark.parametrize("mode", ["full", "frozen"])
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 def test_traced_layer_bytes_match_a_real_cpu_step(model_type, mode, dtype):
