@@ -24,7 +24,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ftplan.planner.arch import ModelArch
+from ftplan.planner.arch import (
+    FORMULA_MODEL_TYPES,  # noqa: F401  (re-exported)
+    ModelArch,
+)
 from ftplan.planner.catalog.gpus import GIB, GPU
 from ftplan.planner.settings import Settings
 
@@ -391,13 +394,6 @@ def _adapter_saved_per_token(arch: ModelArch, s: Settings, cpu: bool, out_saved:
         if group == "mlp_act":
             down_in = extra / n
     return attn, mlp, down_in
-
-
-FORMULA_MODEL_TYPES = ("llama", "mistral", "qwen2")
-"""Model types whose saved activations the formula above gets right (to the byte against the traced
-figure: tests/planner/test_traced_vs_formula.py); a plain config.json of another hand-coded type
-(qwen3, gemma2, phi3, mixtral: q/k norms, four norms, fused projections, routers) takes the traced
-figure of its derived card, and keeps the formula only where torch is not installed."""
 
 
 def traced_layer_saved(arch: ModelArch, s: Settings) -> tuple[float, float] | None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ftplan.planner.arch import (
+    FORMULA_MODEL_TYPES,
     SUPPORTED_MODEL_TYPES,
     ModelArch,
     UnsupportedArchitecture,
@@ -30,7 +31,6 @@ from ftplan.planner.arch import (
 from ftplan.planner.card import ArchCard
 from ftplan.planner.catalog.models import ALIASES, CARD_ALIASES, CARD_MODELS, MODEL_CONFIGS
 from ftplan.planner.configcheck import BadConfig, check_config
-from ftplan.planner.memory import FORMULA_MODEL_TYPES
 
 
 class ModelNotFound(ValueError):
