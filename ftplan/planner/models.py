@@ -163,7 +163,7 @@ def _from_config(name: str, source: str, path: Path, trust_remote_code: bool) ->
 
 
 def _derived_trace(raw: dict, trust_remote_code: bool, source: str) -> dict | None:
-    """The traced activations of a hand-coded type the formula gets wrong (memory.FORMULA_MODEL_TYPES),
+    """The traced activations of a hand-coded type the formula gets wrong (arch.FORMULA_MODEL_TYPES),
     from its derived (cached) card; None without torch / transformers (the formula then stands)."""
     try:
         return _derive(raw, trust_remote_code, source).activation_trace()

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ftplan.planner.arch import arch_from_config
+from ftplan.planner.arch import FORMULA_MODEL_TYPES, arch_from_config
 from ftplan.planner.catalog.models import MODEL_CONFIGS
-from ftplan.planner.arch import FORMULA_MODEL_TYPES
 from ftplan.planner.memory import ActivationModel
 from ftplan.planner.models import TRACES_FILE, resolve_model
 from ftplan.planner.settings import Settings
