@@ -1,4 +1,4 @@
-"""FSDP2 exported and trained: two CPU processes (gloo), full fine-tuning and LoRA; the saved model
+"""FSDP2 exported and trained: two CPU processes (gloo), full fine-tuning, LoRA and QLoRA; the saved model
 loads; accelerate_config.yaml is read by accelerate's own config loader."""
 
 from __future__ import annotations
@@ -64,7 +64,12 @@ def test_fsdp2_full_finetuning_trains_on_two_cpu_processes_and_saves_a_loadable_
 def test_fsdp2_lora_trains_on_two_cpu_processes_and_saves_a_loadable_adapter(tiny_plan, tmp_path):
     project = export_fsdp2(tiny_plan, tmp_path, "lora")
     proc = run(["bash", "launch.sh", "--max-steps", "2"], project, timeout=300)
-    assert "[train] FSDP2: 5 units; this rank holds" in proc.stdout + proc.stderr
+    output = proc.stdout + proc.stderr
+    assert "[train] 14 linear layers in 4-bit nf4" in output  # 7 per decoder layer, quantized on load
+    # The sharded parameters are the 4-bit ones: the 128,832 of the LoRA model less its 73,728 linear
+    # weights plus those packed two 4-bit values a byte, four to one bf16 storage element (18,432);
+    # bf16 = the quant storage, fp32 = the CPU compute dtype of norms, embeddings and adapters.
+    assert "[train] FSDP2: 5 units; this rank holds 36,768 of 73,536 parameters (bfloat16, float32)" in output
     lines = [r for r in metrics(project) if "event" not in r]
     assert [r["step"] for r in lines] == [1, 2] and lines[0]["loss"] > 0
     from peft import PeftModel
@@ -77,6 +82,8 @@ def test_fsdp2_lora_trains_on_two_cpu_processes_and_saves_a_loadable_adapter(tin
     model = PeftModel.from_pretrained(base, out)
     adapters = {n: p for n, p in model.named_parameters() if "lora_" in n}
     assert adapters and all(p.ndim == 2 and min(p.shape) > 0 for p in adapters.values())  # whole, not shards
+    # lora_B starts at zero: non-zero after two steps means the gradients reached the adapters
+    assert any(p.abs().sum() > 0 for n, p in adapters.items() if "lora_B" in n)
 
 
 def test_fsdp2_lora_resumes_from_its_checkpoint_where_an_unstopped_run_would_be(tiny_plan, tmp_path):
@@ -101,3 +108,32 @@ def test_fsdp2_lora_resumes_from_its_checkpoint_where_an_unstopped_run_would_be(
     reference = {r["step"]: r["loss"] for r in metrics(unstopped) if "event" not in r}
     assert sorted(reference) == [1, 2, 3, 4]
     assert resumed[0]["loss"] == pytest.approx(reference[3], rel=1e-6)
+
+
+def test_fsdp2_qlora_trains_on_two_cpu_processes_and_saves_a_loadable_adapter(tiny_plan, tmp_path):
+    """QLoRA under FSDP2 (bf16 quant storage, no prepare_model_for_kbit_training): the 4-bit base
+    is sharded with the adapters, two steps train, and the adapter saved loads onto the base."""
+    project = export_fsdp2(tiny_plan, tmp_path, "qlora")
+    bnb = json.loads((project / "bnb_config.json").read_text())
+    assert bnb["bnb_4bit_quant_storage"] == "bfloat16"
+    proc = run(["bash", "launch.sh", "--max-steps", "2"], project, timeout=300)
+    output = proc.stdout + proc.stderr
+    assert "[train] 14 linear layers in 4-bit nf4" in output  # 7 per decoder layer, quantized on load
+    # The sharded parameters are the 4-bit ones: the 128,832 of the LoRA model less its 73,728 linear
+    # weights plus those packed two 4-bit values a byte, four to one bf16 storage element (18,432);
+    # bf16 = the quant storage, fp32 = the CPU compute dtype of norms, embeddings and adapters.
+    assert "[train] FSDP2: 5 units; this rank holds 36,768 of 73,536 parameters (bfloat16, float32)" in output
+    lines = [r for r in metrics(project) if "event" not in r]
+    assert [r["step"] for r in lines] == [1, 2] and lines[0]["loss"] > 0
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out = project / "output"
+    base = AutoModelForCausalLM.from_pretrained(
+        json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
+    )
+    model = PeftModel.from_pretrained(base, out)
+    adapters = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    assert adapters and all(p.ndim == 2 and min(p.shape) > 0 for p in adapters.values())  # whole, not shards
+    # lora_B starts at zero: non-zero after two steps means the gradients reached the adapters
+    assert any(p.abs().sum() > 0 for n, p in adapters.items() if "lora_B" in n)

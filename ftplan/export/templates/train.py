@@ -219,10 +219,11 @@ def build_model(cfg: dict, tokenizer):
             use_gradient_checkpointing=t["gradient_checkpointing"],
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
-        quantized = sum(type(module).__name__ == "Linear4bit" for module in model.modules())
-        print(f"[train] {quantized} linear layers in 4-bit {kwargs['quantization_config'].bnb_4bit_quant_type}")
     elif t["gradient_checkpointing"]:
         model.enable_input_require_grads()
+    if kind == "qlora":
+        quantized = sum(type(module).__name__ == "Linear4bit" for module in model.modules())
+        print(f"[train] {quantized} linear layers in 4-bit {kwargs['quantization_config'].bnb_4bit_quant_type}")
     model = get_peft_model(model, lora_config(cfg, model, tokenizer))
     head = model.get_output_embeddings()
     if type(head).__name__ == "TrainableTokensWrapper" and "bias" not in dir(head):
