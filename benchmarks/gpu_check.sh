@@ -5,7 +5,8 @@
 #   benchmarks/gpu_check.sh             # on a GPU machine
 #   benchmarks/gpu_check.sh --dry-run   # tiny configs of the same families on the CPU
 # Extra options go to `python -m ftplan.probe.gpu_check` (--models, --methods, --seq, --batch,
-# --checkpointing on|off|both, --tolerance). Exit 1 when a case is outside the tolerance.
+# --checkpointing on|off|both, --loss chunked|full_logits|both, --tolerance). Exit 1 when a
+# case is outside the tolerance.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PYTHONPATH="${here}${PYTHONPATH:+:${PYTHONPATH}}"

@@ -25,6 +25,8 @@ def test_gpu_check_dry_run():
             "Qwen/Qwen2.5-1.5B",
             "--seq",
             "32",
+            "--loss",
+            "both",
         ],
         capture_output=True,
         text=True,
@@ -32,9 +34,17 @@ def test_gpu_check_dry_run():
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    rows = [line for line in proc.stdout.splitlines() if line.startswith("Qwen/")]
-    assert len(rows) == 6  # full, lora, qlora x checkpointing off/on
-    assert not any("outside tolerance" in r or "failed" in r for r in rows)
+    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith("Qwen/")]
+    assert not any("outside" in r or "failed:" in r for r in rows), proc.stdout
+    # full, lora, qlora x checkpointing off/on x loss chunked/full_logits, planned beside measured
+    cases = {(r[1], r[2], r[3]): (r[4], r[5]) for r in rows}
+    assert len(rows) == len(cases) == 12
+    assert {c[2] for c in cases} == {"chunked", "full_logits"}
+    for method in ("full", "lora", "qlora"):
+        for ckpt in ("False", "True"):
+            # the plan reads training.loss: the two losses plan (and measure) different peaks
+            assert cases[method, ckpt, "chunked"][0] != cases[method, ckpt, "full_logits"][0]
+            assert cases[method, ckpt, "chunked"][1] != cases[method, ckpt, "full_logits"][1]
 
 
 def test_gpu_check_without_a_gpu_says_so():

@@ -4,9 +4,11 @@
 
 GPU mode builds randomly initialised Llama-3.2-1B, Llama-3.2-3B and Qwen2.5-1.5B from their
 config.json shapes (no downloads), trains full / LoRA / QLoRA with and without gradient
-checkpointing, with TRL SFTTrainer's fused LM head (``--loss trl``, what train.py runs) or the
-model's own loss (``--loss hf``), for a warm-up step plus one measured step (``torch.cuda.max_memory_allocated``
-per phase), and prints the planner's ``total - overhead`` next to the measured peak.
+checkpointing, with ``--loss chunked`` (TRL SFTTrainer's fused LM head, what train.py runs: no
+(batch, seq, vocab) logits), ``--loss full_logits`` (the model's own cross-entropy on fp32 logits) or
+``--loss both``, for a warm-up step plus one measured step (``torch.cuda.max_memory_allocated``
+per phase), and prints the planner's ``total - overhead`` for the same ``training.loss`` next to
+the measured peak, one row per case.
 ``--dry-run`` runs the same code on the CPU with tiny configs of the same families (MemTracker).
 Exits 1 when a case misses the tolerance.
 """
@@ -20,6 +22,11 @@ import time
 
 MODELS = ("meta-llama/Llama-3.2-1B", "Qwen/Qwen2.5-1.5B", "meta-llama/Llama-3.2-3B")
 METHODS = ("full", "lora", "qlora")
+LOSSES = ("chunked", "full_logits")
+# The planner's training.loss -> how ftplan.probe.measure.build_model computes that loss.
+MEASURED_LOSS = {"chunked": "trl", "full_logits": "hf"}
+# Earlier spellings of --loss (measure.build_model's names), kept so existing calls still run.
+LOSS_ALIASES = {"trl": "chunked", "hf": "full_logits"}
 GIB = 2**30
 
 
@@ -56,7 +63,7 @@ def run(
     dry_run: bool,
     tolerance: float,
     out=sys.stdout,
-    loss: str = "trl",
+    losses=("chunked",),
 ) -> int:
     import torch
 
@@ -76,7 +83,7 @@ def run(
     precision = "bf16" if cuda else "fp32"
     failures = 0
     print(
-        f"{'model':26s} {'method':6s} {'ckpt':5s} {'predicted':>11s} {'measured':>11s} {'error':>7s} "
+        f"{'model':26s} {'method':6s} {'ckpt':5s} {'loss':11s} {'predicted':>11s} {'measured':>11s} {'error':>7s} "
         f"{'phase p/m':>22s} {'s':>5s}",
         file=out,
     )
@@ -84,7 +91,7 @@ def run(
         cfg = model_config(name, dry_run)
         arch = arch_from_config(cfg)
         for method in methods:
-            for ckpt in checkpointing:
+            for ckpt, loss in [(c, x) for c in checkpointing for x in losses]:
                 s = Settings(
                     method=method,
                     precision=precision,
@@ -97,8 +104,9 @@ def run(
                     lora_r=16,
                     lora_alpha=32.0,
                     lora_dropout=0.05,
+                    loss=loss,
                 )
-                est = estimate_memory(arch, s, device, loss="trl_fused" if loss == "trl" else "hf")
+                est = estimate_memory(arch, s, device)  # the planner's own reading of s.loss
                 predicted = est.total - est.overhead
                 t0 = time.perf_counter()
                 try:
@@ -111,11 +119,14 @@ def run(
                         lora_alpha=32.0,
                         lora_dropout=0.05,
                         device="cuda" if cuda else "cpu",
-                        loss=loss,
+                        loss=MEASURED_LOSS[loss],
                     )
                     m = measure_step(model, micro_batch_size=batch, seq_len=seq, optimizer="adamw_torch")
                 except Exception as exc:  # report and go on (e.g. out of memory)
-                    print(f"{name:26s} {method:6s} {str(ckpt):5s} failed: {type(exc).__name__}: {exc}", file=out)
+                    print(
+                        f"{name:26s} {method:6s} {str(ckpt):5s} {loss:11s} failed: {type(exc).__name__}: {exc}",
+                        file=out,
+                    )
                     failures += 1
                     continue
                 finally:
@@ -129,7 +140,7 @@ def run(
                 unit = GIB if cuda else 2**20
                 suffix = "GiB" if cuda else "MiB"
                 print(
-                    f"{name:26s} {method:6s} {str(ckpt):5s} {predicted / unit:8.2f}{suffix} {m.peak / unit:8.2f}{suffix} "
+                    f"{name:26s} {method:6s} {str(ckpt):5s} {loss:11s} {predicted / unit:8.2f}{suffix} {m.peak / unit:8.2f}{suffix} "
                     f"{100 * err:+6.1f}% {est.peak_phase + '/' + m.peak_phase:>22s} {time.perf_counter() - t0:5.1f}"
                     + ("  <- outside tolerance" if bad else ""),
                     file=out,
@@ -158,9 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tolerance", type=float, default=0.10)
     ap.add_argument(
         "--loss",
-        choices=("trl", "hf"),
-        default="trl",
-        help="trl: TRL SFTTrainer's fused LM head (what train.py runs); hf: the model's own loss",
+        choices=(*LOSSES, "both", *LOSS_ALIASES),
+        default="chunked",
+        help="chunked: TRL SFTTrainer's fused LM head (what train.py runs); full_logits: the model's own "
+        "loss on fp32 logits; both: each case with each (trl / hf: old names of chunked / full_logits)",
     )
     args = ap.parse_args(argv)
     ckpt = {"both": (False, True), "on": (True,), "off": (False,)}[args.checkpointing]
@@ -170,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in args.models if m not in MODEL_CONFIGS]
     if unknown:
         ap.error(f"--models: {', '.join(unknown)} not in the catalog (e.g. {', '.join(MODELS)})")
-    return run(args.models, args.methods, ckpt, seq, args.batch, args.dry_run, args.tolerance, loss=args.loss)
+    loss = LOSS_ALIASES.get(args.loss, args.loss)
+    losses = LOSSES if loss == "both" else (loss,)
+    return run(args.models, args.methods, ckpt, seq, args.batch, args.dry_run, args.tolerance, losses=losses)
 
 
 if __name__ == "__main__":
