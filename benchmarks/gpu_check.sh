@@ -5,8 +5,9 @@
 #   benchmarks/gpu_check.sh             # on a GPU machine
 #   benchmarks/gpu_check.sh --dry-run   # tiny configs of the same families on the CPU
 # Extra options go to `python -m ftplan.probe.gpu_check` (--models, --methods, --seq, --batch,
-# --checkpointing on|off|both, --loss chunked|full_logits|both, --tolerance). Exit 1 when a
-# case is outside the tolerance.
+# --checkpointing on|off|both, --loss chunked|full_logits|both, --sharding none|fsdp2|both,
+# --tolerance). FSDP2 cases run on two GPUs (skipped, with a line saying so, on fewer; two gloo
+# processes in a dry run). Exit 1 when a case is outside the tolerance.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PYTHONPATH="${here}${PYTHONPATH:+:${PYTHONPATH}}"

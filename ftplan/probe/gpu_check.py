@@ -9,7 +9,14 @@ checkpointing, with ``--loss chunked`` (TRL SFTTrainer's fused LM head, what tra
 ``--loss both``, for a warm-up step plus one measured step (``torch.cuda.max_memory_allocated``
 per phase), and prints the planner's ``total - overhead`` for the same ``training.loss`` next to
 the measured peak, one row per case.
-``--dry-run`` runs the same code on the CPU with tiny configs of the same families (MemTracker).
+``--sharding fsdp2`` (or ``both``) adds each case under FSDP2 on two processes (``fully_shard`` per
+decoder layer and the root, parameters resharded after forward: what the exported accelerate
+config runs at zero_stage 3), planned with ``sharding = "fsdp2"`` on two GPUs and measured on
+rank 0; it needs two GPUs and says so and skips them on fewer. QLoRA is not measured under FSDP2
+here (``measure.build_model`` quantizes with uint8 storage, which FSDP2 cannot shard; the exported
+train.py's bf16-storage path is trained in tests/export/test_fsdp2_export.py).
+``--dry-run`` runs the same code on the CPU with tiny configs of the same families (MemTracker;
+FSDP2 on two gloo processes).
 Exits 1 when a case misses the tolerance.
 """
 
@@ -23,6 +30,8 @@ import time
 MODELS = ("meta-llama/Llama-3.2-1B", "Qwen/Qwen2.5-1.5B", "meta-llama/Llama-3.2-3B")
 METHODS = ("full", "lora", "qlora")
 LOSSES = ("chunked", "full_logits")
+SHARDINGS = ("none", "fsdp2")
+FSDP_WORLD = 2
 # The planner's training.loss -> how ftplan.probe.measure.build_model computes that loss.
 MEASURED_LOSS = {"chunked": "trl", "full_logits": "hf"}
 # Earlier spellings of --loss (measure.build_model's names), kept so existing calls still run.
@@ -64,6 +73,7 @@ def run(
     tolerance: float,
     out=sys.stdout,
     losses=("chunked",),
+    shardings=("none",),
 ) -> int:
     import torch
 
@@ -82,8 +92,16 @@ def run(
     device = Device(CPU) if not cuda else Device(_catalog_gpu(torch.cuda.get_device_name(0), GPUS))
     precision = "bf16" if cuda else "fp32"
     failures = 0
+    if "fsdp2" in shardings and cuda and torch.cuda.device_count() < FSDP_WORLD:
+        print(
+            f"gpu_check: FSDP2 cases skipped: they need {FSDP_WORLD} GPUs and this machine has "
+            f"{torch.cuda.device_count()}",
+            file=out,
+            flush=True,
+        )
+        shardings = tuple(x for x in shardings if x != "fsdp2")
     print(
-        f"{'model':26s} {'method':6s} {'ckpt':5s} {'loss':11s} {'predicted':>11s} {'measured':>11s} {'error':>7s} "
+        f"{'model':26s} {'method':6s} {'ckpt':5s} {'loss':11s} {'shard':5s} {'predicted':>11s} {'measured':>11s} {'error':>7s} "
         f"{'phase p/m':>22s} {'s':>5s}",
         file=out,
     )
@@ -91,7 +109,11 @@ def run(
         cfg = model_config(name, dry_run)
         arch = arch_from_config(cfg)
         for method in methods:
-            for ckpt, loss in [(c, x) for c in checkpointing for x in losses]:
+            cases = [(c, x, sh) for c in checkpointing for x in losses for sh in shardings]
+            for ckpt, loss, sharding in cases:
+                fsdp = sharding == "fsdp2"
+                if fsdp and method == "qlora":
+                    continue  # see the module docstring
                 s = Settings(
                     method=method,
                     precision=precision,
@@ -105,26 +127,33 @@ def run(
                     lora_alpha=32.0,
                     lora_dropout=0.05,
                     loss=loss,
+                    sharding="fsdp2" if fsdp else "deepspeed",
+                    zero_stage=3 if fsdp else 0,
                 )
-                est = estimate_memory(arch, s, device)  # the planner's own reading of s.loss
+                world = Device(device.gpu, gpus_per_node=FSDP_WORLD) if fsdp else device
+                est = estimate_memory(arch, s, world)  # the planner's own reading of s.loss
                 predicted = est.total - est.overhead
                 t0 = time.perf_counter()
                 try:
-                    model = build_model(
-                        cfg,
-                        method=method,
-                        precision=precision,
-                        gradient_checkpointing=ckpt,
-                        lora_r=16,
-                        lora_alpha=32.0,
-                        lora_dropout=0.05,
-                        device="cuda" if cuda else "cpu",
-                        loss=MEASURED_LOSS[loss],
-                    )
-                    m = measure_step(model, micro_batch_size=batch, seq_len=seq, optimizer="adamw_torch")
+                    if fsdp:
+                        build = dict(method=method, precision=precision, ckpt=ckpt, loss=MEASURED_LOSS[loss])
+                        m = measure_fsdp2(cfg, build, batch=batch, seq=seq, cuda=cuda)
+                    else:
+                        model = build_model(
+                            cfg,
+                            method=method,
+                            precision=precision,
+                            gradient_checkpointing=ckpt,
+                            lora_r=16,
+                            lora_alpha=32.0,
+                            lora_dropout=0.05,
+                            device="cuda" if cuda else "cpu",
+                            loss=MEASURED_LOSS[loss],
+                        )
+                        m = measure_step(model, micro_batch_size=batch, seq_len=seq, optimizer="adamw_torch")
                 except Exception as exc:  # report and go on (e.g. out of memory)
                     print(
-                        f"{name:26s} {method:6s} {str(ckpt):5s} {loss:11s} failed: {type(exc).__name__}: {exc}",
+                        f"{name:26s} {method:6s} {str(ckpt):5s} {loss:11s} {sharding:5s} failed: {type(exc).__name__}: {exc}",
                         file=out,
                     )
                     failures += 1
@@ -140,13 +169,80 @@ def run(
                 unit = GIB if cuda else 2**20
                 suffix = "GiB" if cuda else "MiB"
                 print(
-                    f"{name:26s} {method:6s} {str(ckpt):5s} {loss:11s} {predicted / unit:8.2f}{suffix} {m.peak / unit:8.2f}{suffix} "
+                    f"{name:26s} {method:6s} {str(ckpt):5s} {loss:11s} {sharding:5s} {predicted / unit:8.2f}{suffix} {m.peak / unit:8.2f}{suffix} "
                     f"{100 * err:+6.1f}% {est.peak_phase + '/' + m.peak_phase:>22s} {time.perf_counter() - t0:5.1f}"
                     + ("  <- outside tolerance" if bad else ""),
                     file=out,
                     flush=True,
                 )
     return 1 if failures else 0
+
+
+def measure_fsdp2(cfg: dict, build: dict, *, batch: int, seq: int, cuda: bool):
+    """One case under FSDP2 on FSDP_WORLD processes (nccl on GPUs, gloo on the CPU): rank 0's
+    measured step. Separate processes, not threads: each rank needs its own process group and,
+    on the CPU, its own MemTracker; the result comes back through a file rank 0 writes."""
+    import json
+    import os
+    import socket
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    from ftplan.probe.measure import StepMemory
+
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        result = os.path.join(tmp, "rank0.json")
+        mp.spawn(_fsdp2_rank, args=(port, cfg, build, batch, seq, cuda, result), nprocs=FSDP_WORLD, join=True)
+        with open(result, encoding="utf-8") as fh:
+            return StepMemory(**json.load(fh))
+
+
+def _fsdp2_rank(rank: int, port: int, cfg: dict, build: dict, batch: int, seq: int, cuda: bool, result: str):
+    """One rank: build the model as measure.build_model does, shard each decoder layer and then the
+    root with fully_shard (the exported accelerate config's wrap policy, reshard after forward),
+    and measure a step; rank 0 writes what it measured."""
+    import dataclasses
+    import json
+    import os
+
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    from ftplan.probe.calibration import quiet
+    from ftplan.probe.measure import build_model, measure_step
+
+    quiet()
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    if cuda:
+        torch.cuda.set_device(rank)
+    dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=FSDP_WORLD)
+    try:
+        model = build_model(
+            cfg,
+            method=build["method"],
+            precision=build["precision"],
+            gradient_checkpointing=build["ckpt"],
+            lora_r=16,
+            lora_alpha=32.0,
+            lora_dropout=0.05,
+            device=f"cuda:{rank}" if cuda else "cpu",
+            loss=build["loss"],
+        )
+        layers = [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")]
+        for layer in layers:
+            fully_shard(layer, reshard_after_forward=True)
+        fully_shard(model, reshard_after_forward=True)
+        m = measure_step(model, micro_batch_size=batch, seq_len=seq, optimizer="adamw_torch")
+        if rank == 0:
+            with open(result, "w", encoding="utf-8") as fh:
+                json.dump(dataclasses.asdict(m), fh)
+    finally:
+        dist.destroy_process_group()
 
 
 def _catalog_gpu(detected: str, gpus: dict):
@@ -174,6 +270,12 @@ def main(argv: list[str] | None = None) -> int:
         help="chunked: TRL SFTTrainer's fused LM head (what train.py runs); full_logits: the model's own "
         "loss on fp32 logits; both: each case with each (trl / hf: old names of chunked / full_logits)",
     )
+    ap.add_argument(
+        "--sharding",
+        choices=(*SHARDINGS, "both"),
+        default="none",
+        help=f"none: one process; fsdp2: FSDP2 on {FSDP_WORLD} processes ({FSDP_WORLD} GPUs, gloo in a dry run); both",
+    )
     args = ap.parse_args(argv)
     ckpt = {"both": (False, True), "on": (True,), "off": (False,)}[args.checkpointing]
     seq = args.seq or (64 if args.dry_run else 2048)
@@ -184,7 +286,18 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--models: {', '.join(unknown)} not in the catalog (e.g. {', '.join(MODELS)})")
     loss = LOSS_ALIASES.get(args.loss, args.loss)
     losses = LOSSES if loss == "both" else (loss,)
-    return run(args.models, args.methods, ckpt, seq, args.batch, args.dry_run, args.tolerance, losses=losses)
+    shardings = SHARDINGS if args.sharding == "both" else (args.sharding,)
+    return run(
+        args.models,
+        args.methods,
+        ckpt,
+        seq,
+        args.batch,
+        args.dry_run,
+        args.tolerance,
+        losses=losses,
+        shardings=shardings,
+    )
 
 
 if __name__ == "__main__":
