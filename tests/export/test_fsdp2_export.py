@@ -61,12 +61,8 @@ def test_fsdp2_full_finetuning_trains_on_two_cpu_processes_and_saves_a_loadable_
     assert saved.keys() == best.keys() and all(saved[k].equal(best[k]) for k in saved)
 
 
-def test_fsdp2_lora_trains_on_two_cpu_processes_and_saves_a_loadable_adapter(tiny_plan, tmp_path):
-    project = export_fsdp2(tiny_plan, tmp_path, "lora")
-    proc = run(["bash", "launch.sh", "--max-steps", "2"], project, timeout=300)
-    assert "[train] FSDP2: 5 units; this rank holds" in proc.stdout + proc.stderr
-    lines = [r for r in metrics(project) if "event" not in r]
-    assert [r["step"] for r in lines] == [1, 2] and lines[0]["loss"] > 0
+def saved_adapters(project):
+    """The adapter in output/, loaded onto its base with peft as a user would: its LoRA tensors."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -75,7 +71,16 @@ def test_fsdp2_lora_trains_on_two_cpu_processes_and_saves_a_loadable_adapter(tin
         json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
     )
     model = PeftModel.from_pretrained(base, out)
-    adapters = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    return {n: p for n, p in model.named_parameters() if "lora_" in n}
+
+
+def test_fsdp2_lora_trains_on_two_cpu_processes_and_saves_a_loadable_adapter(tiny_plan, tmp_path):
+    project = export_fsdp2(tiny_plan, tmp_path, "lora")
+    proc = run(["bash", "launch.sh", "--max-steps", "2"], project, timeout=300)
+    assert "[train] FSDP2: 5 units; this rank holds" in proc.stdout + proc.stderr
+    lines = [r for r in metrics(project) if "event" not in r]
+    assert [r["step"] for r in lines] == [1, 2] and lines[0]["loss"] > 0
+    adapters = saved_adapters(project)
     assert adapters and all(p.ndim == 2 and min(p.shape) > 0 for p in adapters.values())  # whole, not shards
 
 
@@ -118,15 +123,7 @@ def test_fsdp2_qlora_trains_on_two_cpu_processes_and_saves_a_loadable_adapter(ti
     assert "[train] FSDP2: 5 units; this rank holds 36,768 of 73,536 parameters (bfloat16, float32)" in output
     lines = [r for r in metrics(project) if "event" not in r]
     assert [r["step"] for r in lines] == [1, 2] and lines[0]["loss"] > 0
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    out = project / "output"
-    base = AutoModelForCausalLM.from_pretrained(
-        json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
-    )
-    model = PeftModel.from_pretrained(base, out)
-    adapters = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    adapters = saved_adapters(project)
     assert adapters and all(p.ndim == 2 and min(p.shape) > 0 for p in adapters.values())  # whole, not shards
     # lora_B starts at zero: non-zero after two steps means the gradients reached the adapters
     assert any(p.abs().sum() > 0 for n, p in adapters.items() if "lora_B" in n)
