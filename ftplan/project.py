@@ -171,7 +171,7 @@ class ProjectInfo:
 
     @property
     def world_size(self) -> int:
-        return self.gpus_per_node * self.nodes
+        return self.plan.hardware.world_size
 
     @property
     def precision(self) -> str:
@@ -183,7 +183,7 @@ class ProjectInfo:
 
     @property
     def uses_fsdp(self) -> bool:
-        return self.settings.sharding == "fsdp2" and self.settings.zero_stage > 0
+        return self.settings.uses_fsdp
 
     @property
     def allocated_peak(self) -> int:
