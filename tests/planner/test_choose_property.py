@@ -104,3 +104,67 @@ def test_longest_sequence_and_largest_batch_are_exact(model, gpu, method, attent
         assert fits(micro_batch_size=largest) and (largest >= 4096 or not fits(micro_batch_size=largest + 1))
     else:
         assert not fits(micro_batch_size=1)
+
+
+def engine_rules_space(world_size: int, method: str):
+    """Every (sharding, checkpointing, zero_stage, offload) the engines themselves accept, written from
+    their documentation rather than from the planner's ladders: DeepSpeed runs stages 0-3 and offloads
+    the optimizer from stage 1, the parameters only at stage 3; FSDP2 shards at stage 2
+    (reshard_after_forward=False) or 3, and its one CPUOffloadPolicy moves parameters and optimizer
+    together; sharding a single process only makes sense to reach an offload. One rule is the
+    planner's own, stated here on purpose: it does not switch to FSDP2 to reach a CPU offload, and
+    it never offloads an adapter run, and shards one at stage 3 (the frozen base) or not at all, and
+    not on a single GPU (QLoRA is its answer there)."""
+    space = []
+    adapter_stages = (0, 3) if world_size > 1 else (0,)
+    for ckpt in (False, True):
+        for stage in (0, 1, 2, 3):
+            for offload in ("none", "optimizer", "optimizer+params"):
+                if offload == "optimizer+params" and stage != 3 or offload != "none" and stage == 0:
+                    continue
+                if method != "full" and (offload != "none" or stage not in adapter_stages):
+                    continue
+                if world_size == 1 and stage and offload == "none":
+                    continue
+                space.append(("deepspeed", ckpt, stage, offload))
+        for stage in (0, 2, 3):
+            if (stage == 0 or world_size > 1) and (method == "full" or stage in adapter_stages):
+                space.append(("fsdp2", ckpt, stage, "none"))
+    return space
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    model=st.sampled_from(sorted(MODEL_CONFIGS)),
+    gpu=st.sampled_from(sorted(GPUS)),
+    gpus=st.sampled_from([1, 2, 8]),
+    seq=st.sampled_from([512, 2048, 8192, 32768]),
+    method=st.sampled_from(["full", "lora", "qlora"]),
+)
+def test_chosen_settings_fit_whenever_any_engine_configuration_fits_and_are_its_fastest(model, gpu, gpus, seq, method):
+    """An oracle independent of the ladders: if any configuration the engines accept fits, in either
+    precision the planner may fall back to, the chosen settings fit (a dropped rung fails here)."""
+    answers = read_answers_text(
+        f'[model]\nname = "{model}"\n[hardware]\ngpu = "{gpu}"\ngpus_per_node = {gpus}\n[data]\nmax_seq_len = {seq}\n'
+    )
+    arch = resolve_model(model).arch
+    device = Device(GPUS[gpu], gpus, 1)
+    data = DataShape(10_000, min(seq, 600))
+    s, fixed = base_settings(method, answers, device, data)
+    if s.attention not in arch.attention_kernels:
+        s = _with(s, attention="eager")
+    precisions = {s.precision, "bf16"} if s.precision == "bf16-mixed" else {s.precision}
+    limit = usable_memory(device)
+    fitting = []  # (sharding, precision, hours) of every accepted configuration that fits
+    for p in precisions:
+        for eng, ckpt, stage, off in engine_rules_space(gpus, method):
+            for mb in MICRO_BATCHES:
+                trial = _with(s, precision=p, sharding=eng, gradient_checkpointing=ckpt, zero_stage=stage, offload=off)
+                trial = _batch(trial, mb, fixed, device)
+                if estimate_memory(arch, trial, device).total <= limit:
+                    fitting.append((eng, p, estimate_time(arch, trial, device, data).hours))
+    chosen = choose_settings(method, answers, arch, device, data)
+    assert (estimate_memory(arch, chosen, device).total <= limit) == bool(fitting), chosen
+    same_engine = [h for eng, p, h in fitting if eng == chosen.sharding and p == chosen.precision]
+    if fitting:  # the fastest of its engine and precision (which engine is the planner's policy)
+        assert estimate_time(arch, chosen, device, data).hours <= min(same_engine) * (1 + 1e-9)

@@ -201,9 +201,9 @@ def test_offload_plans_are_held_against_host_ram():
 
 
 def test_the_ladder_picks_no_offload_rung_past_host_ram():
-    """Llama-3.1-8B full on one A100-40GB: with RAM to spare the ladder offloads parameters too
-    (a larger micro-batch); with less RAM than that needs, it must pick the optimizer-only
-    offload, which fits both the GPU and the host."""
+    """Llama-3.1-8B full on one A100-40GB at ZeRO-3: with RAM to spare the ladder offloads
+    parameters too (a larger micro-batch); with less RAM than that needs, it must pick the
+    optimizer-only offload, which fits both the GPU and the host."""
     from ftplan.planner.catalog.gpus import GPUS
     from ftplan.planner.choose import choose_settings
     from ftplan.planner.memory import Device, MemoryModel, usable_memory
@@ -211,7 +211,7 @@ def test_the_ladder_picks_no_offload_rung_past_host_ram():
 
     answers = read_answers_text(  # pure bf16 fixed: bf16-mixed's fallback to bf16 would also cut host RAM
         '[model]\nname = "meta-llama/Llama-3.1-8B"\n[data]\nexamples = 5000\navg_tokens = 400\nmax_seq_len = 1024\n'
-        '[training]\nprecision = "bf16"\n'
+        '[training]\nprecision = "bf16"\nzero_stage = 3\n'
     )
     arch = resolve_model("meta-llama/Llama-3.1-8B").arch
     device = Device(GPUS["A100-40GB"], 1, 1)
