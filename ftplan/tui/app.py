@@ -40,6 +40,7 @@ DataRequest = tuple[str, str, "str | None", str, str]
 """(data.path, data.format, data.train_on, model.name, objective.kind): what a measurement depends on."""
 MeasureFn = Callable[[DataRequest], "DataSample | None"]
 SourceFactory = Callable[..., RunSource]
+PlanFn = Callable[["Answers", "Context"], "Plan"]
 
 
 def _detect_default() -> list[str]:
@@ -111,6 +112,7 @@ class FtplanApp(App[int]):
         measure: MeasureFn | None = _measure_default,
         detect_host_ram: Callable[[], int | None] | None = _host_ram_default,
         run_source_factory: SourceFactory | None = None,
+        plan_fn: PlanFn | None = None,
         debounce: float = 0.1,
         cursor_blink: bool = True,
     ) -> None:
@@ -129,6 +131,9 @@ class FtplanApp(App[int]):
         self.host_ram: int | None = None
         """This machine's RAM, as the headless plan detects it (CPU offload must fit in it)."""
         self.run_source_factory = run_source_factory
+        self.plan_fn = plan_fn
+        """The planner (None: `make_plan`); the snapshot tests pass a frozen plan so that a
+        planner change moves the golden set, not the pictures of the screens."""
         self.debounce = debounce
         self.cursor_blink = cursor_blink
         # What the app shows: the latest valid answers and their plan.
@@ -343,7 +348,7 @@ class FtplanApp(App[int]):
         started = time.perf_counter()
         try:
             answers = parse_answers(raw)
-            plan = make_plan(answers, context)
+            plan = (self.plan_fn or make_plan)(answers, context)
         except AnswersError as exc:
             self.post_message(PlanInvalid(generation, exc.problems))
             return

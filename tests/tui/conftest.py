@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +19,43 @@ def make_app(answers: dict | None = None, path=None, detected: list[str] | None 
     kwargs.setdefault("cursor_blink", False)
     kwargs.setdefault("detect_host_ram", None)  # as `--answers` without detection: the same on every machine
     return FtplanApp(parsed, path, detect=lambda: list(detected or []), **kwargs)
+
+
+FROZEN_PLANS = Path(__file__).parent / "__snapshots__" / "plans"
+"""The plans the snapshot tests draw, a file for each set of answers, refreshed by `--snapshot-update`."""
+
+
+@pytest.fixture
+def frozen_planner(request):
+    """A planner that returns the plan frozen for these answers, so that the pictures of the
+    screens move with the screens, not with the planner (whose numbers the golden set holds).
+
+    With `--snapshot-update` it plans for real and freezes what it planned. Answers that have
+    no frozen plan fail the test at teardown, naming the file that is missing."""
+    import hashlib
+
+    from ftplan.planner.plan import Plan, make_plan
+
+    update = bool(request.config.option.update_snapshots)
+    misses: list[Path] = []
+
+    def plan_fn(answers, context):
+        key = json.dumps(answers.model_dump(mode="json"), sort_keys=True)
+        path = FROZEN_PLANS / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+        if update:
+            plan = make_plan(answers, context)
+            FROZEN_PLANS.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")  # xdist workers may freeze the same answers
+            tmp.write_text(plan.to_json() + "\n")
+            tmp.replace(path)
+            return plan
+        if not path.exists():
+            misses.append(path)
+            raise LookupError(f"no frozen plan {path.name}")
+        return Plan.model_validate_json(path.read_text())
+
+    yield plan_fn
+    assert not misses, f"no frozen plan for these answers ({', '.join(map(str, misses))}): run with --snapshot-update"
 
 
 async def wait_until(pilot, condition, timeout: float = 5.0, what: str = "condition") -> None:

@@ -15,49 +15,49 @@ NARROW = (80, 24)
 WIDE = (140, 45)
 
 
-def test_main_narrow_questions(snap_compare, example_answers):
-    assert snap_compare(make_app(example_answers), terminal_size=NARROW, run_before=settle)
+def test_main_narrow_questions(snap_compare, frozen_planner, example_answers):
+    assert snap_compare(make_app(example_answers, plan_fn=frozen_planner), terminal_size=NARROW, run_before=settle)
 
 
-def test_main_narrow_plan(snap_compare, example_answers):
+def test_main_narrow_plan(snap_compare, frozen_planner, example_answers):
     async def run_before(pilot):
         await settle(pilot)
         await pilot.press("f2")
 
-    assert snap_compare(make_app(example_answers), terminal_size=NARROW, run_before=run_before)
+    assert snap_compare(make_app(example_answers, plan_fn=frozen_planner), terminal_size=NARROW, run_before=run_before)
 
 
-def test_main_wide(snap_compare, example_answers):
-    assert snap_compare(make_app(example_answers), terminal_size=WIDE, run_before=settle)
+def test_main_wide(snap_compare, frozen_planner, example_answers):
+    assert snap_compare(make_app(example_answers, plan_fn=frozen_planner), terminal_size=WIDE, run_before=settle)
 
 
-def test_main_wide_light_theme(snap_compare, example_answers):
+def test_main_wide_light_theme(snap_compare, frozen_planner, example_answers):
     async def run_before(pilot):
         pilot.app.theme = "textual-light"
         await settle(pilot)
 
-    assert snap_compare(make_app(example_answers), terminal_size=WIDE, run_before=run_before)
+    assert snap_compare(make_app(example_answers, plan_fn=frozen_planner), terminal_size=WIDE, run_before=run_before)
 
 
-def test_main_wide_with_problems(snap_compare, example_answers):
+def test_main_wide_with_problems(snap_compare, frozen_planner, example_answers):
     async def run_before(pilot):
         await settle(pilot)
         pilot.app.query_one("#objective-variants").value = "0"
         await settle(pilot)
 
-    assert snap_compare(make_app(example_answers), terminal_size=WIDE, run_before=run_before)
+    assert snap_compare(make_app(example_answers, plan_fn=frozen_planner), terminal_size=WIDE, run_before=run_before)
 
 
-def test_main_70b_on_one_4090(snap_compare):
+def test_main_70b_on_one_4090(snap_compare, frozen_planner):
     answers = {
         "model": {"name": "meta-llama/Llama-3.1-70B"},
         "hardware": {"gpu": "RTX-4090"},
         "data": {"examples": 20000, "avg_tokens": 500},
     }
-    assert snap_compare(make_app(answers), terminal_size=WIDE, run_before=settle)
+    assert snap_compare(make_app(answers, plan_fn=frozen_planner), terminal_size=WIDE, run_before=settle)
 
 
-def test_launch_screen_running(snap_compare, example_answers):
+def test_launch_screen_running(snap_compare, frozen_planner, example_answers):
     source = FakeSource(block=False)  # the worker ends at once; the run still shows as active
 
     async def run_before(pilot):
@@ -79,11 +79,11 @@ def test_launch_screen_running(snap_compare, example_answers):
         pilot.app.screen.flush()
         await pilot.pause()
 
-    app = make_app(example_answers, run_source_factory=lambda *a, **k: source)
+    app = make_app(example_answers, run_source_factory=lambda *a, **k: source, plan_fn=frozen_planner)
     assert snap_compare(app, terminal_size=WIDE, run_before=run_before)
 
 
-def test_launch_screen_80x24(snap_compare, example_answers):
+def test_launch_screen_80x24(snap_compare, frozen_planner, example_answers):
     """Issue 14: at 80×24 the checklist scrolls in a few rows; log, buttons and footer show."""
 
     async def run_before(pilot):
@@ -95,10 +95,10 @@ def test_launch_screen_80x24(snap_compare, example_answers):
         pilot.app.screen.query_one("#launch-progress").update(total=100, progress=0)
         await pilot.pause()
 
-    assert snap_compare(make_app(example_answers), terminal_size=NARROW, run_before=run_before)
+    assert snap_compare(make_app(example_answers, plan_fn=frozen_planner), terminal_size=NARROW, run_before=run_before)
 
 
-def test_export_screen(snap_compare, example_answers, tmp_path, monkeypatch):
+def test_export_screen(snap_compare, frozen_planner, example_answers, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default folder (./ft-llama-3.1-8b-lora) is new and relative
 
     async def run_before(pilot):
@@ -112,4 +112,4 @@ def test_export_screen(snap_compare, example_answers, tmp_path, monkeypatch):
         await pilot.app.workers.wait_for_complete()
         await pilot.pause()
 
-    assert snap_compare(make_app(example_answers), terminal_size=WIDE, run_before=run_before)
+    assert snap_compare(make_app(example_answers, plan_fn=frozen_planner), terminal_size=WIDE, run_before=run_before)
