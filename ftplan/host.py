@@ -9,7 +9,6 @@ torch otherwise; no network.
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -114,29 +113,23 @@ def detect_gpus(need_gpus: bool) -> tuple[tuple[GpuFacts, ...], str]:
 
 
 def available_memory() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
+    """Host memory a new process can have without swapping, in bytes (MemAvailable on Linux), or None."""
+    memory = _virtual_memory()
+    return None if memory is None else int(memory.available)
 
 
 def total_memory() -> int | None:
-    """Total host memory of this machine in bytes (``/proc/meminfo``, else psutil), or None."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
+    """Total host memory of this machine in bytes, or None."""
+    memory = _virtual_memory()
+    return None if memory is None else int(memory.total)
+
+
+def _virtual_memory():
+    """psutil's reading of host memory (``/proc/meminfo`` on Linux, the kernel's own counters
+    elsewhere), or None where psutil cannot read this platform."""
     try:
         import psutil
 
-        return int(psutil.virtual_memory().total)
-    except Exception:  # noqa: BLE001 (no psutil, or it cannot read this platform)
+        return psutil.virtual_memory()
+    except Exception:  # noqa: BLE001 (psutil cannot read this platform)
         return None
