@@ -20,6 +20,21 @@ BASE = dict(
 )
 MOE = dict(num_experts=4, num_local_experts=4, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32)
 
+DEEPSEEK_MLA = {
+    **MOE,
+    "n_shared_experts": 1,
+    "first_k_dense_replace": 1,
+    "q_lora_rank": 32,
+    "kv_lora_rank": 16,
+    "qk_nope_head_dim": 16,
+    "qk_rope_head_dim": 8,
+    "v_head_dim": 16,
+    "n_group": 1,
+    "topk_group": 1,
+}
+"""DeepSeek-V2 and V3 share one layer design (multi-head latent attention, shared and routed experts);
+one tiny config serves both model types."""
+
 # model_type -> overrides of BASE (text models: AutoModelForCausalLM)
 TEXT_TYPES: dict[str, dict] = {
     "llama": {},
@@ -47,30 +62,8 @@ TEXT_TYPES: dict[str, dict] = {
     "olmoe": MOE,
     "granitemoe": MOE,
     "gpt_oss": {**MOE, "head_dim": 16, "sliding_window": 32},
-    "deepseek_v2": {
-        **MOE,
-        "n_shared_experts": 1,
-        "first_k_dense_replace": 1,
-        "q_lora_rank": 32,
-        "kv_lora_rank": 16,
-        "qk_nope_head_dim": 16,
-        "qk_rope_head_dim": 8,
-        "v_head_dim": 16,
-        "n_group": 1,
-        "topk_group": 1,
-    },
-    "deepseek_v3": {
-        **MOE,
-        "n_shared_experts": 1,
-        "first_k_dense_replace": 1,
-        "q_lora_rank": 32,
-        "kv_lora_rank": 16,
-        "qk_nope_head_dim": 16,
-        "qk_rope_head_dim": 8,
-        "v_head_dim": 16,
-        "n_group": 1,
-        "topk_group": 1,
-    },
+    "deepseek_v2": DEEPSEEK_MLA,
+    "deepseek_v3": DEEPSEEK_MLA,
 }
 
 _TEXT = {k: BASE[k] for k in BASE}
