@@ -14,12 +14,12 @@ import shlex
 import tomllib
 from dataclasses import dataclass
 from functools import cached_property
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ftplan.planner import MethodPlan, Plan
-    from ftplan.planner.settings import Settings
 
 TRAIN_SCRIPT = "train.py"
 TRAIN_CONFIG = "train_config.toml"
@@ -71,6 +71,11 @@ class ProjectError(Exception):
         return "\n".join(lines)
 
 
+def _read(path: str, doc: str | None = None) -> property:
+    """A read-only attribute that reads the dotted ``path`` from the project (``operator.attrgetter``)."""
+    return property(attrgetter(path), doc=doc)
+
+
 @dataclass(frozen=True)
 class ProjectInfo:
     """One exported project: its plan (typed, as the planner wrote it), the method train.py runs,
@@ -92,98 +97,41 @@ class ProjectInfo:
     def mp(self) -> MethodPlan:
         return self.plan.methods[self.method]
 
-    @property
-    def settings(self) -> Settings:
-        return self.mp.settings
-
-    @property
-    def gpu(self) -> str:
-        return self.plan.hardware.gpu
-
-    @property
-    def gpu_memory(self) -> int:
-        return self.plan.hardware.gpu_memory
-
-    @property
-    def gpus_per_node(self) -> int:
-        return self.plan.hardware.gpus_per_node
-
-    @property
-    def nodes(self) -> int:
-        return self.plan.hardware.nodes
-
-    @property
-    def usd_per_gpu_hour(self) -> float:
-        return self.plan.hardware.usd_per_gpu_hour
-
-    @property
-    def memory_total(self) -> int:
-        """Predicted per-GPU peak including ``memory_overhead`` (host memory on a CPU plan)."""
-        return self.mp.memory.total
-
-    @property
-    def memory_overhead(self) -> int:
-        return self.mp.memory.overhead
-
-    @property
-    def cpu_memory(self) -> int:
-        return self.mp.cpu_memory
-
-    @property
-    def fits(self) -> bool:
-        return self.mp.fits
-
-    @property
-    def hardware_needed(self) -> str:
-        return self.mp.hardware_needed
+    # The plan's figures under the names launch, preflight and the app read them by.
+    settings = _read("mp.settings")
+    gpu = _read("plan.hardware.gpu")
+    gpu_memory = _read("plan.hardware.gpu_memory")
+    gpus_per_node = _read("plan.hardware.gpus_per_node")
+    nodes = _read("plan.hardware.nodes")
+    world_size = _read("plan.hardware.world_size")
+    usd_per_gpu_hour = _read("plan.hardware.usd_per_gpu_hour")
+    answers = _read("plan.answers")
+    memory_total = _read(
+        "mp.memory.total", "Predicted per-GPU peak including ``memory_overhead`` (host memory on a CPU plan)."
+    )
+    memory_overhead = _read("mp.memory.overhead")
+    cpu_memory = _read("mp.cpu_memory")
+    fits = _read("mp.fits")
+    hardware_needed = _read("mp.hardware_needed")
+    steps = _read("mp.time.steps")
+    hours = _read("mp.time.hours")
+    tokens_per_second = _read("mp.time.tokens_per_second")
+    checkpoints_kept = _read("mp.cost.checkpoints_kept")
+    precision = _read("mp.settings.precision")
+    attention = _read("mp.settings.attention")
+    uses_fsdp = _read("mp.settings.uses_fsdp")
 
     @property
     def warnings(self) -> tuple[str, ...]:
         return tuple(self.mp.warnings)
 
     @property
-    def steps(self) -> int:
-        return self.mp.time.steps
-
-    @property
-    def hours(self) -> float:
-        return self.mp.time.hours
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.mp.time.tokens_per_second
-
-    @property
     def checkpoint_bytes(self) -> int:
         return int(self.mp.cost.checkpoint_gb * 1e9)
 
     @property
-    def checkpoints_kept(self) -> int:
-        return self.mp.cost.checkpoints_kept
-
-    @property
-    def answers(self) -> dict:
-        return self.plan.answers
-
-    @property
     def is_cpu(self) -> bool:
         return self.gpu.lower() == "cpu"
-
-    @property
-    def world_size(self) -> int:
-        return self.plan.hardware.world_size
-
-    @property
-    def precision(self) -> str:
-        return self.settings.precision
-
-    @property
-    def attention(self) -> str:
-        return self.settings.attention
-
-    @property
-    def uses_fsdp(self) -> bool:
-        return self.settings.uses_fsdp
 
     @property
     def allocated_peak(self) -> int:
