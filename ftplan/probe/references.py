@@ -30,14 +30,15 @@ class Reference:
     extra: dict = field(default_factory=dict)
 
 
-UNSLOTH_QLORA = dict(
-    method="qlora",
-    lora_r=32,
-    micro_batch_size=1,
-    gradient_checkpointing=True,
-    attention="flash_attention_2",
-    optimizer="adamw_8bit",
-    lora_dropout=0.0,
+def checkpointed(method: str, lora_r: int, batch: int, seq: int | None = None, **more) -> dict:
+    """The planner settings of a reference run: every source's runs use gradient checkpointing;
+    ``seq`` is left out where the row asks for the longest sequence that fits."""
+    settings = dict(method=method, lora_r=lora_r, micro_batch_size=batch, gradient_checkpointing=True, **more)
+    return settings if seq is None else {**settings, "max_seq_len": seq}
+
+
+UNSLOTH_QLORA = checkpointed(
+    "qlora", 32, batch=1, attention="flash_attention_2", optimizer="adamw_8bit", lora_dropout=0.0
 )
 """unsloth's longest-sequence benchmark setup (README, Jan 2025), on a 24 GB and an 80 GB GPU."""
 
@@ -47,14 +48,7 @@ REFERENCES: tuple[Reference, ...] = (
         "meta-llama/Llama-2-7b-hf",
         "RTX-4090",
         21.3,
-        dict(
-            method="lora",
-            lora_r=8,
-            lora_target_modules=QV,
-            micro_batch_size=4,
-            max_seq_len=2048,
-            gradient_checkpointing=True,
-        ),
+        checkpointed("lora", 8, batch=4, seq=2048, lora_target_modules=QV),
         source="torchtune README (May 2024)",
     ),
     Reference(
@@ -62,14 +56,7 @@ REFERENCES: tuple[Reference, ...] = (
         "meta-llama/Llama-2-7b-hf",
         "RTX-4090",
         12.3,
-        dict(
-            method="qlora",
-            lora_r=8,
-            micro_batch_size=4,
-            max_seq_len=2048,
-            gradient_checkpointing=True,
-            optimizer="adamw_torch_fused",
-        ),
+        checkpointed("qlora", 8, batch=4, seq=2048, optimizer="adamw_torch_fused"),
         source="torchtune README (May 2024)",
         note="torchtune keeps QLoRA activations in bf16; HF + prepare_model_for_kbit_training keeps fp32",
     ),
@@ -78,14 +65,7 @@ REFERENCES: tuple[Reference, ...] = (
         "meta-llama/Llama-2-7b-hf",
         "A100-80GB",
         15.57,
-        dict(
-            method="lora",
-            lora_r=8,
-            lora_target_modules=QV,
-            micro_batch_size=2,
-            max_seq_len=512,
-            gradient_checkpointing=True,
-        ),
+        checkpointed("lora", 8, batch=2, seq=512, lora_target_modules=QV),
         source="torchtune docs tutorials/lora_finetune.rst (reserved)",
         note="unpacked alpaca: s=512 assumed (longest batches)",
     ),
@@ -94,15 +74,7 @@ REFERENCES: tuple[Reference, ...] = (
         "meta-llama/Llama-2-7b-hf",
         "A100-80GB",
         9.29,
-        dict(
-            method="qlora",
-            lora_r=8,
-            lora_target_modules=QV,
-            micro_batch_size=2,
-            max_seq_len=512,
-            gradient_checkpointing=True,
-            optimizer="adamw_torch_fused",
-        ),
+        checkpointed("qlora", 8, batch=2, seq=512, lora_target_modules=QV, optimizer="adamw_torch_fused"),
         source="torchtune docs tutorials/qlora_finetune.rst (reserved)",
         note="s=512 assumed",
     ),
@@ -132,15 +104,7 @@ REFERENCES: tuple[Reference, ...] = (
         "meta-llama/Llama-2-70b-hf",
         "H100-SXM",
         64.0,
-        dict(
-            method="lora",
-            lora_r=8,
-            micro_batch_size=8,
-            max_seq_len=2048,
-            gradient_checkpointing=True,
-            attention="flash_attention_2",
-            zero_stage=3,
-        ),
+        checkpointed("lora", 8, batch=8, seq=2048, attention="flash_attention_2", zero_stage=3),
         gpus=8,
         source="peft docs accelerate/deepspeed.md (nvidia-smi)",
     ),
@@ -149,15 +113,7 @@ REFERENCES: tuple[Reference, ...] = (
         "meta-llama/Llama-2-70b-hf",
         "A100-40GB",
         36.6,
-        dict(
-            method="qlora",
-            lora_r=8,
-            micro_batch_size=2,
-            max_seq_len=2048,
-            gradient_checkpointing=True,
-            attention="flash_attention_2",
-            zero_stage=3,
-        ),
+        checkpointed("qlora", 8, batch=2, seq=2048, attention="flash_attention_2", zero_stage=3),
         gpus=2,
         source="peft docs accelerate/deepspeed.md (nvidia-smi)",
     ),
@@ -166,7 +122,7 @@ REFERENCES: tuple[Reference, ...] = (
         "meta-llama/Llama-3.1-8B",
         "A100-80GB",
         0.0,
-        dict(method="lora", lora_r=16, micro_batch_size=1, max_seq_len=2048, gradient_checkpointing=True),
+        checkpointed("lora", 16, batch=1, seq=2048),
         source="16 GB bf16 weights + 3.2 GB logits (2048 x 128256 x 12 B) + 1 GB CUDA context",
     ),
 )
