@@ -19,13 +19,36 @@ from ftplan.planner.memory import Device, estimate_memory, usable_memory
 from ftplan.planner.models import resolve_model
 from ftplan.planner.timecost import DataShape, estimate_time
 
+PLANNING_CASES = dict(
+    model=st.sampled_from(sorted(MODEL_CONFIGS)),
+    gpu=st.sampled_from(sorted(GPUS)),
+    gpus=st.sampled_from([1, 2, 8]),
+    seq=st.sampled_from([512, 2048, 8192, 32768]),
+    method=st.sampled_from(["full", "lora", "qlora"]),
+)
+"""What the settings search is tried on: every catalog model and GPU, 1 to 8 GPUs, short to long
+sequences, each method."""
+
+
+def planning_case(model, gpu, gpus, seq):
+    """The answers, architecture, device and data shape of one drawn case."""
+    answers = read_answers_text(
+        f'[model]\nname = "{model}"\n[hardware]\ngpu = "{gpu}"\ngpus_per_node = {gpus}\n[data]\nmax_seq_len = {seq}\n'
+    )
+    return answers, resolve_model(model).arch, Device(GPUS[gpu], gpus, 1), DataShape(10_000, min(seq, 600))
+
+
+def starting_settings(method, answers, arch, device, data):
+    """The search's starting settings and the fields the answers fix, with eager attention where the
+    model class refuses sdpa (Gemma-2)."""
+    s, fixed = base_settings(method, answers, device, data)
+    return (s if s.attention in arch.attention_kernels else _with(s, attention="eager")), fixed
+
 
 def exhaustive(method, answers, arch, device, data):
     """Every rung x every micro-batch: (hours, settings) of those that fit. DeepSpeed's ladder first;
     where none of its rungs fits, FSDP2's rungs without offload (the planner's engine choice)."""
-    s, fixed = base_settings(method, answers, device, data)
-    if s.attention not in arch.attention_kernels:
-        s = _with(s, attention="eager")  # the class refuses sdpa (Gemma-2)
+    s, fixed = starting_settings(method, answers, arch, device, data)
     fitting = _engines(s, fixed, method, arch, device, data)
     if not fitting and s.precision == "bf16-mixed":
         fitting = _engines(_with(s, precision="bf16"), fixed, method, arch, device, data)  # the pure-bf16 fallback
@@ -52,20 +75,9 @@ def _exhaustive(s, fixed, rungs, arch, device, data):
 
 
 @settings(max_examples=150, deadline=None)
-@given(
-    model=st.sampled_from(sorted(MODEL_CONFIGS)),
-    gpu=st.sampled_from(sorted(GPUS)),
-    gpus=st.sampled_from([1, 2, 8]),
-    seq=st.sampled_from([512, 2048, 8192, 32768]),
-    method=st.sampled_from(["full", "lora", "qlora"]),
-)
+@given(**PLANNING_CASES)
 def test_chosen_settings_fit_when_any_would_and_are_fastest(model, gpu, gpus, seq, method):
-    answers = read_answers_text(
-        f'[model]\nname = "{model}"\n[hardware]\ngpu = "{gpu}"\ngpus_per_node = {gpus}\n[data]\nmax_seq_len = {seq}\n'
-    )
-    arch = resolve_model(model).arch
-    device = Device(GPUS[gpu], gpus, 1)
-    data = DataShape(10_000, min(seq, 600))
+    answers, arch, device, data = planning_case(model, gpu, gpus, seq)
     chosen = choose_settings(method, answers, arch, device, data)
     fitting = exhaustive(method, answers, arch, device, data)
     chosen_fits = estimate_memory(arch, chosen, device).total <= usable_memory(device)
@@ -134,25 +146,12 @@ def engine_rules_space(world_size: int, method: str):
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    model=st.sampled_from(sorted(MODEL_CONFIGS)),
-    gpu=st.sampled_from(sorted(GPUS)),
-    gpus=st.sampled_from([1, 2, 8]),
-    seq=st.sampled_from([512, 2048, 8192, 32768]),
-    method=st.sampled_from(["full", "lora", "qlora"]),
-)
+@given(**PLANNING_CASES)
 def test_chosen_settings_fit_whenever_any_engine_configuration_fits_and_are_its_fastest(model, gpu, gpus, seq, method):
     """An oracle independent of the ladders: if any configuration the engines accept fits, in either
     precision the planner may fall back to, the chosen settings fit (a dropped rung fails here)."""
-    answers = read_answers_text(
-        f'[model]\nname = "{model}"\n[hardware]\ngpu = "{gpu}"\ngpus_per_node = {gpus}\n[data]\nmax_seq_len = {seq}\n'
-    )
-    arch = resolve_model(model).arch
-    device = Device(GPUS[gpu], gpus, 1)
-    data = DataShape(10_000, min(seq, 600))
-    s, fixed = base_settings(method, answers, device, data)
-    if s.attention not in arch.attention_kernels:
-        s = _with(s, attention="eager")
+    answers, arch, device, data = planning_case(model, gpu, gpus, seq)
+    s, fixed = starting_settings(method, answers, arch, device, data)
     precisions = {s.precision, "bf16"} if s.precision == "bf16-mixed" else {s.precision}
     limit = usable_memory(device)
     fitting = []  # (sharding, precision, hours) of every accepted configuration that fits
