@@ -5,9 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -122,3 +126,37 @@ def launch_cmd(*args: str) -> list[str]:
 
 def run_launch(*args: str, timeout: float = 90, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(launch_cmd(*args), env=ftplan_env(**env), capture_output=True, text=True, timeout=timeout)
+
+
+@contextmanager
+def launched(project: Path, grace: float, **fake_env: str) -> Iterator[subprocess.Popen]:
+    """``ftplan launch PROJECT --grace G`` running in the background (the fake train.py told what to
+    do by ``FAKE_*`` variables), stdout and stderr together; killed if the test leaves it running."""
+    proc = subprocess.Popen(launch_cmd(str(project), "--grace", str(grace)), env=ftplan_env(**fake_env),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def wait_for(proc: subprocess.Popen, pattern: str, timeout: float = 60) -> tuple[str, re.Match]:
+    """Read the run's output until ``pattern`` matches what was seen; (seen, match)."""
+    seen = ""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen += line
+        m = re.search(pattern, seen)
+        if m:
+            return seen, m
+    raise AssertionError(f"{pattern!r} not seen in:\n{seen}")
+
+
+def stop_with(proc: subprocess.Popen, signum: int, timeout: float = 30) -> str:
+    """Send ``signum`` to the launcher as a user's Ctrl+C or kill would; the rest of its output."""
+    proc.send_signal(signum)
+    return proc.communicate(timeout=timeout)[0]

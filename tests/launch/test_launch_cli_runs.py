@@ -11,7 +11,17 @@ import time
 
 from ftplan.launch.process import group_members
 
-from .conftest import answers_text, free_port, ftplan_env, launch_cmd, make_project, run_launch
+from .conftest import (
+    answers_text,
+    free_port,
+    ftplan_env,
+    launch_cmd,
+    launched,
+    make_project,
+    run_launch,
+    stop_with,
+    wait_for,
+)
 
 SMOKE_ENV = {"FAKE_STEP_SECONDS": "0.02"}
 
@@ -77,36 +87,15 @@ def test_oom_names_the_setting(project):
     assert "Traceback" in r.stdout  # the child's own output is shown, ftplan adds none
 
 
-def _wait_for(proc: subprocess.Popen, pattern: str, timeout: float = 60) -> tuple[str, re.Match]:
-    seen = ""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen += line
-        m = re.search(pattern, seen)
-        if m:
-            return seen, m
-    raise AssertionError(f"{pattern!r} not seen in:\n{seen}")
-
-
 def test_sigint_stops_every_child_then_resume_continues(project):
-    env = ftplan_env(FAKE_STEP_SECONDS="0.2", FAKE_TOTAL_STEPS="1000")
-    proc = subprocess.Popen(launch_cmd(str(project), "--grace", "5"), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    try:
-        seen, m = _wait_for(proc, r"process group (\d+)")
+    with launched(project, 5, FAKE_STEP_SECONDS="0.2", FAKE_TOTAL_STEPS="1000") as proc:
+        _, m = wait_for(proc, r"process group (\d+)")
         pgid = int(m.group(1))
-        _wait_for(proc, r"rank 0: step 3 ")
+        wait_for(proc, r"rank 0: step 3 ")
         assert group_members(pgid), "the run should be going"
         t0 = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=30)
+        rest = stop_with(proc, signal.SIGINT)
         assert time.monotonic() - t0 < 5 + 10  # within the grace period (slack for a loaded CI box)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 130, rest
     assert group_members(pgid) == []
     assert "Run interrupted" in rest and "stopped cleanly after SIGTERM" in rest
@@ -124,22 +113,15 @@ def test_sigint_under_torchrun_ends_every_worker(tmp_path):
     """torchrun puts each worker in a session of its own; rank 1 ignores SIGTERM, so the
     grace period ends with SIGKILL, which must reach the workers too."""
     proj = make_project(tmp_path / "p", answers_text(gpus=2))
-    env = ftplan_env(FAKE_STEP_SECONDS="0.2", FAKE_TOTAL_STEPS="1000", FAKE_IGNORE_SIGTERM="rank1")
-    proc = subprocess.Popen(launch_cmd(str(proj), "--grace", "2"), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    try:
-        seen, m = _wait_for(proc, r"process group (\d+)")
+    with launched(proj, 2, FAKE_STEP_SECONDS="0.2", FAKE_TOTAL_STEPS="1000", FAKE_IGNORE_SIGTERM="rank1") as proc:
+        _, m = wait_for(proc, r"process group (\d+)")
         pgid = int(m.group(1))
-        seen, _ = _wait_for(proc, r"rank 1: step 2 ", timeout=90)
+        seen, _ = wait_for(proc, r"rank 1: step 2 ", timeout=90)
         workers = [int(x) for x in re.findall(r"process group up \(gloo\) pid (\d+)", seen)]
         assert len(workers) == 2 and not set(workers) & set(group_members(pgid))
         t0 = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=30)
+        rest = stop_with(proc, signal.SIGINT)
         assert time.monotonic() - t0 < 2 + 10  # the grace period, then SIGKILL; slack for a loaded CI box
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 130, rest
     assert "rank 1: ignoring SIGTERM" in rest
     assert "Run interrupted" in rest and "was killed (SIGKILL)" in rest
@@ -209,18 +191,11 @@ def test_two_nodes_on_localhost_both_finish(tmp_path):
 
 
 def test_child_ignoring_sigterm_is_killed_after_grace(project):
-    env = ftplan_env(FAKE_STEP_SECONDS="0.1", FAKE_TOTAL_STEPS="1000", FAKE_IGNORE_SIGTERM="1")
-    proc = subprocess.Popen(launch_cmd(str(project), "--grace", "1"), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    try:
-        _, m = _wait_for(proc, r"process group (\d+)")
+    with launched(project, 1, FAKE_STEP_SECONDS="0.1", FAKE_TOTAL_STEPS="1000", FAKE_IGNORE_SIGTERM="1") as proc:
+        _, m = wait_for(proc, r"process group (\d+)")
         pgid = int(m.group(1))
-        _wait_for(proc, r"rank 0: step 2 ")
-        proc.send_signal(signal.SIGTERM)
-        rest, _ = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        wait_for(proc, r"rank 0: step 2 ")
+        rest = stop_with(proc, signal.SIGTERM, timeout=20)
     assert proc.returncode == 130, rest
     assert "ignoring SIGTERM" in rest and "Run terminated" in rest
     assert "did not stop within the 1 s grace period and was killed (SIGKILL)" in rest

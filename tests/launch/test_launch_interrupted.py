@@ -10,8 +10,7 @@ import threading
 
 import pytest
 
-from .conftest import answers_text, ftplan_env, launch_cmd, make_project, run_launch
-from .test_launch_cli_runs import _wait_for
+from .conftest import answers_text, launched, make_project, run_launch, stop_with, wait_for
 from .test_launch_runner_unit import FakeProcess, run_with
 
 
@@ -71,16 +70,10 @@ def test_interrupted_status_from_train_py_is_reported_as_interrupted(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("train_writes_end", [False, True])
 def test_ctrl_c_leaves_an_interrupted_record(project, train_writes_end):
-    env = ftplan_env(FAKE_STEP_SECONDS="0.2", FAKE_TOTAL_STEPS="1000", FAKE_END_ON_SIGTERM=str(int(train_writes_end)))
-    proc = subprocess.Popen(launch_cmd(str(project), "--grace", "5"), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    try:
-        _wait_for(proc, r"rank 0: step 3 ")
-        proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    fake = dict(FAKE_STEP_SECONDS="0.2", FAKE_TOTAL_STEPS="1000", FAKE_END_ON_SIGTERM=str(int(train_writes_end)))
+    with launched(project, 5, **fake) as proc:
+        wait_for(proc, r"rank 0: step 3 ")
+        rest = stop_with(proc, signal.SIGINT)
     assert proc.returncode == 130, rest
     ends = [r for r in _records(project / "output" / "metrics.jsonl") if r.get("event") == "end"]
     assert len(ends) == 1 and ends[0]["status"] == "interrupted", ends
