@@ -20,6 +20,17 @@ def reasons(plan) -> str:
     return "\n".join(plan.recommendation.reasons)
 
 
+def plan_8b_on_h100_node(**sections):
+    """Llama-3.1-8B on one node of 8 H100s, where every method fits and the lesson's rules decide."""
+    return plan_for(
+        model={"name": "meta-llama/Llama-3.1-8B"}, hardware={"gpu": "H100-SXM", "gpus_per_node": 8}, **sections
+    )
+
+
+DOMAIN_KNOWLEDGE = {"objective": {"kind": "domain_knowledge"}, "data": {"examples": 1_000_000, "avg_tokens": 1000}}
+"""A billion tokens of domain knowledge: full fine-tuning's case, unless a limit rules it out."""
+
+
 def test_lesson_worked_example_13b_two_a100_five_variants_is_lora():
     # seed: recommend_fine_tuning_method(13, 2 GPUs, 200K examples, "instruction", 5 variants, $1000)
     plan = plan_for(
@@ -36,12 +47,7 @@ def test_lesson_worked_example_13b_two_a100_five_variants_is_lora():
 
 
 def test_domain_knowledge_recommends_full_when_it_fits():
-    plan = plan_for(
-        model={"name": "meta-llama/Llama-3.1-8B"},
-        hardware={"gpu": "H100-SXM", "gpus_per_node": 8},
-        objective={"kind": "domain_knowledge"},
-        data={"examples": 1_000_000, "avg_tokens": 1000},
-    )
+    plan = plan_8b_on_h100_node(**DOMAIN_KNOWLEDGE)
     assert plan.methods["full"].fits
     assert plan.recommendation.method == "full"
     assert "domain knowledge" in reasons(plan)
@@ -74,40 +80,25 @@ def test_nothing_fits_says_the_smallest_hardware_that_would():
 
 
 def test_many_variants_turn_full_into_lora():
-    plan = plan_for(
-        model={"name": "meta-llama/Llama-3.1-8B"},
-        hardware={"gpu": "H100-SXM", "gpus_per_node": 8},
-        objective={"kind": "domain_knowledge", "variants": 10},
-    )
+    plan = plan_8b_on_h100_node(objective={"kind": "domain_knowledge", "variants": 10})
     assert plan.recommendation.method == "lora"
     assert "10 × 16.1 GB merged models" in reasons(plan)
 
 
-def test_budget_overrides_an_expensive_method():
-    plan = plan_for(
-        model={"name": "meta-llama/Llama-3.1-8B"},
-        hardware={"gpu": "H100-SXM", "gpus_per_node": 8},
-        objective={"kind": "domain_knowledge"},
-        data={"examples": 1_000_000, "avg_tokens": 1000},
-        budget={"usd": 120},
-    )
-    assert plan.methods["full"].cost.usd > 120
+@pytest.mark.parametrize(
+    "budget,full_figure,reason",
+    [
+        ({"usd": 120}, lambda full: full.cost.usd, r"\$\d[\d,]* > budget \$120"),
+        ({"hours": 3.5}, lambda full: full.time.hours, r"> deadline 3\.5 h"),
+    ],
+    ids=["budget", "deadline"],
+)
+def test_a_limit_full_exceeds_overrides_it(budget, full_figure, reason):
+    plan = plan_8b_on_h100_node(**DOMAIN_KNOWLEDGE, budget=budget)
+    (limit,) = budget.values()
+    assert full_figure(plan.methods["full"]) > limit
     assert plan.recommendation.method in ("lora", "qlora")
-    assert re.search(r"\$\d[\d,]* > budget \$120", reasons(plan))
-
-
-def test_deadline_overrides_a_slow_method():
-    plan = plan_for(
-        model={"name": "meta-llama/Llama-3.1-8B"},
-        hardware={"gpu": "H100-SXM", "gpus_per_node": 8},
-        objective={"kind": "domain_knowledge"},
-        data={"examples": 1_000_000, "avg_tokens": 1000},
-        budget={"hours": 3.5},
-    )
-    full = plan.methods["full"]
-    assert full.time.hours > 3.5
-    assert plan.recommendation.method != "full"
-    assert "> deadline 3.5 h" in reasons(plan)
+    assert re.search(reason, reasons(plan))
 
 
 def test_narrow_task_with_ten_million_examples_goes_full():
@@ -123,11 +114,7 @@ def test_narrow_task_with_ten_million_examples_goes_full():
 
 @pytest.mark.parametrize("tokens,method", [(200, "lora"), (20_000, "full")])
 def test_new_vocabulary(tokens, method):
-    plan = plan_for(
-        model={"name": "meta-llama/Llama-3.1-8B"},
-        hardware={"gpu": "H100-SXM", "gpus_per_node": 8},
-        objective={"kind": "new_vocabulary", "new_tokens": tokens},
-    )
+    plan = plan_8b_on_h100_node(objective={"kind": "new_vocabulary", "new_tokens": tokens})
     assert plan.recommendation.method == method
     assert f"{tokens:,} new tokens" in reasons(plan)
     lora = plan.methods["lora"]
