@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from ftplan.planner.card import traced_saved
+from ftplan.planner.card import DecoderShape, traced_saved
 
 FORMULA_MODEL_TYPES = ("llama", "mistral", "qwen2")
 """Model types whose saved activations memory.py's formula gets right (to the byte against the traced
@@ -51,17 +51,9 @@ class Linear:
 
 
 @dataclass(frozen=True)
-class ModelArch:
+class ModelArch(DecoderShape):
     """The shapes of a decoder-only transformer, enough to count and size everything."""
 
-    model_type: str
-    hidden_size: int
-    intermediate_size: int
-    layers: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    vocab_size: int
     tied_embeddings: bool
     layer_linears: tuple[Linear, ...]
     layer_other_params: int

@@ -95,16 +95,11 @@ class LoraUnit:
 
 
 @dataclass(frozen=True)
-class ArchCard:
-    """Everything the planner needs about one model, derived from its code (see module docstring)."""
+class DecoderShape:
+    """The config.json numbers that size a decoder, in one place for the card and the planner's
+    accounting built from it (``ftplan.planner.arch.ModelArch``)."""
 
     model_type: str
-    model_class: str
-    """The class the exported train.py loads (e.g. Qwen3MoeForCausalLM, Gemma3ForConditionalGeneration)."""
-    auto_class: str
-    """``AutoModelForCausalLM`` or ``AutoModelForImageTextToText``."""
-    decoder_layer_classes: tuple[str, ...]
-    """Decoder layer class names (FSDP's auto-wrap policy wraps these)."""
     hidden_size: int
     intermediate_size: int
     layers: int
@@ -112,6 +107,18 @@ class ArchCard:
     kv_heads: int
     head_dim: int
     vocab_size: int
+
+
+@dataclass(frozen=True)
+class ArchCard(DecoderShape):
+    """Everything the planner needs about one model, derived from its code (see module docstring)."""
+
+    model_class: str
+    """The class the exported train.py loads (e.g. Qwen3MoeForCausalLM, Gemma3ForConditionalGeneration)."""
+    auto_class: str
+    """``AutoModelForCausalLM`` or ``AutoModelForImageTextToText``."""
+    decoder_layer_classes: tuple[str, ...]
+    """Decoder layer class names (FSDP's auto-wrap policy wraps these)."""
     context_length: int
     tied_embeddings: bool
     attention: tuple[str, ...]
