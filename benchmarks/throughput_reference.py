@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ftplan.planner.catalog.gpus import GPUS  # noqa: E402
-from ftplan.planner.memory import Device  # noqa: E402
+from ftplan.planner.device import Device
 from ftplan.planner.models import resolve_model  # noqa: E402
 from ftplan.planner.settings import Settings  # noqa: E402
 from ftplan.planner.timecost import DataShape, estimate_time  # noqa: E402

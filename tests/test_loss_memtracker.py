@@ -10,7 +10,8 @@ pytest.importorskip("trl")
 
 from ftplan.planner.arch import arch_from_config  # noqa: E402
 from ftplan.planner.catalog.gpus import CPU  # noqa: E402
-from ftplan.planner.memory import Device, estimate_memory  # noqa: E402
+from ftplan.planner.device import Device
+from ftplan.planner.memory import estimate_memory
 from ftplan.planner.settings import Settings  # noqa: E402
 from ftplan.probe.calibration import quiet  # noqa: E402
 from ftplan.probe.measure import measure_config, tiny_llama_config  # noqa: E402

@@ -7,15 +7,11 @@ import sys
 
 import pytest
 
+from ftplan.planner.activations import _layer_saved_per_token, activations
 from ftplan.planner.arch import arch_from_config
 from ftplan.planner.catalog.gpus import CPU, GPUS
-from ftplan.planner.memory import (
-    Device,
-    _layer_saved_per_token,
-    activations,
-    estimate_memory,
-    usable_memory,
-)
+from ftplan.planner.device import Device
+from ftplan.planner.memory import estimate_memory, usable_memory
 from ftplan.planner.models import resolve_model
 from ftplan.planner.settings import Settings
 
@@ -163,13 +159,13 @@ def test_planner_imports_no_torch():
 
 
 def test_trl_fused_head_drops_the_logits_and_is_the_default():
-    from ftplan.planner import memory
+    from ftplan.planner.activations import LOSS_IMPLEMENTATION
 
     arch = llama8b()
     s = S(method="lora", max_seq_len=4096, gradient_checkpointing=True)
     hf = estimate_memory(arch, s, Device(A100), loss="hf")
     fused = estimate_memory(arch, s, Device(A100), loss="trl_fused")
-    assert memory.LOSS_IMPLEMENTATION == "trl_fused"  # what the exported train.py (SFTTrainer) runs
+    assert LOSS_IMPLEMENTATION == "trl_fused"  # what the exported train.py (SFTTrainer) runs
     assert estimate_memory(arch, s, Device(A100)) == fused
     # 4096 x 128256 logits x 12 B = 6.3 GB that the tiled head never materialises
     assert hf.total - fused.total > 4 * 10**9

@@ -1,6 +1,6 @@
 """Bytes each decoder layer saves for backward, read off one training step of the model's own code.
 
-The hand formulas in ``ftplan.planner.memory`` describe a Llama block tensor by tensor; every
+The hand formulas in ``ftplan.planner.activations`` describe a Llama block tensor by tensor; every
 newer block (Qwen3's q/k norms, Gemma-3's four norms and sliding layers, MoE routers and experts,
 MLA's low-rank projections) would need its own. Here the model's code answers instead: one
 forward of the meta-device model, its decoder stack cut down to one layer of each distinct kind,

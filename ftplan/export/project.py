@@ -17,7 +17,7 @@ from ftplan.export.configs import (
     train_config_toml,
 )
 from ftplan.planner import Plan
-from ftplan.planner.memory import TRL_MODELED
+from ftplan.planner.activations import TRL_MODELED
 from ftplan.planner.units import size as _gib
 from ftplan.project import (
     MASTER_PORT,

@@ -244,7 +244,7 @@ def check_trl_loss(project: ProjectInfo, host: HostFacts) -> Check:
     """The plan's logits memory is that of the TRL releases in ``TRL_MODELED`` (a fused LM head), the
     range requirements.txt pins; another release trains with another loss, so the measured peak will
     not be the planned one. A warning, not a failure: train.py runs on either."""
-    from ftplan.planner.memory import TRL_MODELED
+    from ftplan.planner.activations import TRL_MODELED
 
     name = "TRL loss"
     version = host.packages.get("trl")

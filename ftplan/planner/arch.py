@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from ftplan.planner.card import DecoderShape, traced_saved
 
 FORMULA_MODEL_TYPES = ("llama", "mistral", "qwen2")
-"""Model types whose saved activations memory.py's formula gets right (to the byte against the traced
+"""Model types whose saved activations activations.py's formula gets right (to the byte against the traced
 figure: tests/planner/test_traced_vs_formula.py); a plain config.json of another hand-coded type
 (qwen3, gemma2, phi3, mixtral: q/k norms, four norms, fused projections, routers) takes the traced
 figure of its derived card, and keeps the formula only where torch is not installed."""

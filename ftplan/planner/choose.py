@@ -13,7 +13,8 @@ import math
 
 from ftplan.planner.answers import Answers, Method
 from ftplan.planner.arch import ModelArch
-from ftplan.planner.memory import Device, MemoryModel, usable_memory
+from ftplan.planner.device import Device
+from ftplan.planner.memory import MemoryModel, usable_memory
 from ftplan.planner.settings import Settings
 from ftplan.planner.timecost import DataShape, estimate_time
 

@@ -12,14 +12,9 @@ from ftplan.planner.answers import METHODS, Answers, Method
 from ftplan.planner.arch import ModelArch
 from ftplan.planner.catalog.gpus import GPU, GPUS, gpu_by_name
 from ftplan.planner.choose import choose_settings, fitting_limits, most_frugal
-from ftplan.planner.memory import (
-    Device,
-    MemoryEstimate,
-    MemoryModel,
-    estimate_memory,
-    trainable_params,
-    usable_memory,
-)
+from ftplan.planner.device import Device
+from ftplan.planner.memory import MemoryEstimate, MemoryModel, estimate_memory, usable_memory
+from ftplan.planner.model_states import trainable_params
 from ftplan.planner.models import resolve_model
 from ftplan.planner.recommend import recommend
 from ftplan.planner.settings import Settings

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict
 
 from ftplan.planner.arch import ModelArch
-from ftplan.planner.memory import Device, trainable_params
+from ftplan.planner.device import Device
+from ftplan.planner.model_states import trainable_params
 from ftplan.planner.settings import Settings
 
 BASE_EFFICIENCY = 0.58
@@ -243,7 +244,7 @@ def fsdp2_comm_bytes_per_step(arch: ModelArch, s: Settings, trainable: int) -> f
     Every micro-batch all-gathers the weights in forward and, at zero_stage 3, again in backward;
     gradients are reduce-scattered every micro-batch (train.py syncs each batch, so accumulation
     holds sharded, not unsharded, gradients)."""
-    from ftplan.planner.memory import fsdp_frozen_gather_bytes, fsdp_param_bytes
+    from ftplan.planner.model_states import fsdp_frozen_gather_bytes, fsdp_param_bytes
 
     stored, gathered = fsdp_param_bytes(s)
     if s.method == "full":

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ftplan.planner.answers import Answers
 from ftplan.planner.arch import ModelArch
-from ftplan.planner.memory import Device, MemoryEstimate, usable_memory
+from ftplan.planner.device import Device
+from ftplan.planner.memory import MemoryEstimate, usable_memory
 from ftplan.planner.settings import Settings
 from ftplan.planner.units import gib as _gib
 

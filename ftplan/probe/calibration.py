@@ -137,7 +137,8 @@ class Result:
 def predict(case: Case):
     from ftplan.planner.arch import arch_from_config
     from ftplan.planner.catalog.gpus import CPU
-    from ftplan.planner.memory import Device, estimate_memory
+    from ftplan.planner.device import Device
+    from ftplan.planner.memory import estimate_memory
 
     loss = "trl_fused" if case.loss == "trl" else "hf"
     return estimate_memory(arch_from_config(case.config()), case.settings(), Device(CPU), loss=loss)

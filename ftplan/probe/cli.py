@@ -122,7 +122,8 @@ def _read_plan(path: Path) -> Plan:
 def _recompute_for_cpu(plan: Plan, mp: MethodPlan, loss: str | None = None) -> dict | None:
     try:
         from ftplan.planner.catalog.gpus import CPU
-        from ftplan.planner.memory import Device, estimate_memory
+        from ftplan.planner.device import Device
+        from ftplan.planner.memory import estimate_memory
         from ftplan.planner.models import resolve_model
 
         arch = resolve_model(plan.model.name).arch

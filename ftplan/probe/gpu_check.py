@@ -81,7 +81,8 @@ def run(
 
     from ftplan.planner.arch import arch_from_config
     from ftplan.planner.catalog.gpus import CPU, GPUS
-    from ftplan.planner.memory import Device, estimate_memory
+    from ftplan.planner.device import Device
+    from ftplan.planner.memory import estimate_memory
     from ftplan.planner.settings import Settings
     from ftplan.probe.calibration import quiet
     from ftplan.probe.measure import build_model, measure_step

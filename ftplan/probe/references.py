@@ -132,7 +132,8 @@ def predict_reference(ref: Reference) -> dict:
     """The planner's prediction for a reference row."""
     from ftplan.planner.catalog.gpus import GPUS
     from ftplan.planner.choose import longest_sequence_that_fits
-    from ftplan.planner.memory import Device, estimate_memory
+    from ftplan.planner.device import Device
+    from ftplan.planner.memory import estimate_memory
     from ftplan.planner.models import resolve_model
     from ftplan.planner.settings import Settings
 

@@ -15,7 +15,8 @@ from ftplan.planner.choose import (
     base_settings,
     choose_settings,
 )
-from ftplan.planner.memory import Device, estimate_memory, usable_memory
+from ftplan.planner.device import Device
+from ftplan.planner.memory import estimate_memory, usable_memory
 from ftplan.planner.models import resolve_model
 from ftplan.planner.timecost import DataShape, estimate_time
 

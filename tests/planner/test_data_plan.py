@@ -206,7 +206,8 @@ def test_the_ladder_picks_no_offload_rung_past_host_ram():
     optimizer-only offload, which fits both the GPU and the host."""
     from ftplan.planner.catalog.gpus import GPUS
     from ftplan.planner.choose import choose_settings
-    from ftplan.planner.memory import Device, MemoryModel, usable_memory
+    from ftplan.planner.device import Device
+    from ftplan.planner.memory import MemoryModel, usable_memory
     from ftplan.planner.models import resolve_model
 
     answers = read_answers_text(  # pure bf16 fixed: bf16-mixed's fallback to bf16 would also cut host RAM

@@ -8,7 +8,7 @@ sequences" when the difference was a setting.
 from ftplan.planner import make_plan, parse_answers
 from ftplan.planner.catalog.gpus import GPUS
 from ftplan.planner.choose import fitting_limits
-from ftplan.planner.memory import Device
+from ftplan.planner.device import Device
 from ftplan.planner.models import resolve_model
 
 BASE = {"model": {"name": "meta-llama/Llama-3.1-8B"}, "hardware": {"gpu": "A100-80GB"}, "data": {"examples": 50000}}

@@ -6,7 +6,9 @@ from __future__ import annotations
 from ftplan.planner import make_plan, read_answers_text
 from ftplan.planner.arch import ModelArch
 from ftplan.planner.catalog.gpus import GPUS
-from ftplan.planner.memory import FSDP_GATHERED_UNITS, Device, MemoryModel, trainable_params
+from ftplan.planner.device import Device
+from ftplan.planner.memory import MemoryModel
+from ftplan.planner.model_states import FSDP_GATHERED_UNITS, trainable_params
 from ftplan.planner.models import resolve_model
 from ftplan.planner.settings import Settings
 

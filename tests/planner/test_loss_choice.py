@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from ftplan.planner import make_plan, read_answers_text
-from ftplan.planner.memory import TRL_MODELED
+from ftplan.planner.activations import TRL_MODELED
 
 BASE = """
 [model]

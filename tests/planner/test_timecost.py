@@ -4,7 +4,7 @@ import pytest
 
 from ftplan.planner import make_plan, read_answers_text
 from ftplan.planner.catalog.gpus import GPUS
-from ftplan.planner.memory import Device
+from ftplan.planner.device import Device
 from ftplan.planner.models import resolve_model
 from ftplan.planner.settings import Settings
 from ftplan.planner.timecost import DataShape, estimate_time, flops_per_token, matmul_params, tokens_per_epoch

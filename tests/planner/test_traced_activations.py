@@ -134,8 +134,8 @@ def _real_lora_per_layer(model_type, dtype, r) -> float:
 def test_planned_lora_layer_matches_a_real_peft_step(model_type, precision):
     """The planner's LoRA layer (traced frozen base + peft's adapter inputs) against a real peft step."""
     pytest.importorskip("peft")
+    from ftplan.planner.activations import ActivationModel
     from ftplan.planner.arch import arch_from_card
-    from ftplan.planner.memory import ActivationModel
     from ftplan.planner.settings import Settings
 
     arch = arch_from_card(_card(model_type))

@@ -1,7 +1,7 @@
 """Where the planner may keep its Llama-shaped activation formula: the model types it agrees with the trace on.
 
 Every catalog model plans activations from a trace of its own code (a card's, or ``catalog/traces.json``
-for the hand-written catalog); the formula in ``ftplan.planner.memory`` stays only for plain configs
+for the hand-written catalog); the formula in ``ftplan.planner.activations`` stays only for plain configs
 of ``FORMULA_MODEL_TYPES``. This test holds the formula's per-layer saved bytes (adapters are the same
 term on both sides) to the traced ones for every hand-catalog model of those types, for full / LoRA /
 QLoRA x bf16 / fp32 x sdpa / eager: within 2 % (they agree to the byte today). The other types' gaps
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from ftplan.planner.activations import ActivationModel
 from ftplan.planner.arch import FORMULA_MODEL_TYPES, arch_from_config
 from ftplan.planner.catalog.models import MODEL_CONFIGS
-from ftplan.planner.memory import ActivationModel
 from ftplan.planner.models import TRACES_FILE, resolve_model
 from ftplan.planner.settings import Settings
 
