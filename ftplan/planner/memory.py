@@ -11,7 +11,7 @@ at that peak phase.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from ftplan.planner.activations import ActivationModel
 from ftplan.planner.arch import ModelArch
@@ -39,34 +39,31 @@ USABLE_FRACTION = 0.95
 CHECKPOINT_RECOMPUTE_ALIVE = 1.0
 
 
-@dataclass(frozen=True)
-class MemoryEstimate:
+class Memory(BaseModel):
+    """Memory per GPU at the step's peak, by component: what the plan's JSON carries as
+    ``methods.<m>.memory`` (the host RAM, the phases and the peak phase travel beside it, as
+    ``cpu_memory`` and ``memory_phases``, or not at all)."""
+
+    model_config = ConfigDict(frozen=True)
+
     weights: int
     gradients: int
     optimizer: int
     activations: int
     overhead: int
-    cpu_memory: int
-    phases: dict = field(default_factory=dict)
+    cpu_memory: int = Field(0, exclude=True)
+    """Host RAM per node: offloaded states, rank 0's loading copy."""
+    phases: dict[str, int] = Field(default_factory=dict, exclude=True)
     """Allocated bytes at each phase of the step; the peak phase decides the components."""
-    peak_phase: str = ""
+    peak_phase: str = Field("", exclude=True)
 
+    @computed_field
     @property
     def total(self) -> int:
         return self.weights + self.gradients + self.optimizer + self.activations + self.overhead
 
-    def as_dict(self) -> dict[str, int]:
-        return {
-            "weights": self.weights,
-            "gradients": self.gradients,
-            "optimizer": self.optimizer,
-            "activations": self.activations,
-            "overhead": self.overhead,
-            "total": self.total,
-        }
 
-
-def estimate_memory(arch: ModelArch, s: Settings, device: Device, loss: str | None = None) -> MemoryEstimate:
+def estimate_memory(arch: ModelArch, s: Settings, device: Device, loss: str | None = None) -> Memory:
     """Memory per GPU (host memory when the device is the CPU) at the step's peak."""
     return MemoryModel(arch, s, device, loss).estimate()
 
@@ -209,7 +206,7 @@ class MemoryModel:
         }
         peak_key = max(totals, key=totals.get)
         g, a, t = detail[peak_key]
-        return MemoryEstimate(
+        return Memory(
             weights=int(self.weights),
             gradients=int(g),
             optimizer=int(self.optimizer + t),

@@ -13,7 +13,7 @@ from ftplan.planner.arch import ModelArch
 from ftplan.planner.catalog.gpus import GPU, GPUS, gpu_by_name
 from ftplan.planner.choose import choose_settings, fitting_limits, most_frugal
 from ftplan.planner.device import Device
-from ftplan.planner.memory import MemoryEstimate, MemoryModel, estimate_memory, usable_memory
+from ftplan.planner.memory import Memory, MemoryModel, estimate_memory, usable_memory
 from ftplan.planner.model_states import trainable_params
 from ftplan.planner.models import resolve_model
 from ftplan.planner.recommend import recommend
@@ -53,15 +53,6 @@ class Context:
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True)
-
-
-class Memory(_Frozen):
-    weights: int
-    gradients: int
-    optimizer: int
-    activations: int
-    overhead: int
-    total: int
 
 
 class MethodPlan(_Frozen):
@@ -187,7 +178,7 @@ def _fewest_gpus(
     return ""
 
 
-def host_memory_needed(mem: MemoryEstimate, device: Device) -> int:
+def host_memory_needed(mem: Memory, device: Device) -> int:
     """Host RAM per node the plan needs: the offloaded states (``cpu_memory``), and on the CPU
     the whole training state of every process on the node."""
     if device.is_cpu:
@@ -228,7 +219,7 @@ def plan_method(
     return MethodPlan(
         trainable_params=trainable_params(arch, s),
         settings=s,
-        memory=Memory(**mem.as_dict()),
+        memory=mem,
         cpu_memory=mem.cpu_memory,
         fits=fits,
         time=time,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ftplan.planner.answers import Answers
 from ftplan.planner.arch import ModelArch
 from ftplan.planner.device import Device
-from ftplan.planner.memory import MemoryEstimate, usable_memory
+from ftplan.planner.memory import Memory, usable_memory
 from ftplan.planner.settings import Settings
 from ftplan.planner.units import gib as _gib
 
@@ -15,7 +15,7 @@ def method_warnings(
     arch: ModelArch,
     s: Settings,
     device: Device,
-    mem: MemoryEstimate,
+    mem: Memory,
     fits: bool,
     host_need: int = 0,
     host_ram: int | None = None,

@@ -160,7 +160,7 @@ def run_case(case: Case) -> Result:
         accumulation=case.accumulation,
         loss=case.loss,
     )
-    comps = est.as_dict()
+    comps = est.model_dump()
     comps.pop("overhead")
     comps.pop("total")
     return Result(

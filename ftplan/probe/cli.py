@@ -128,7 +128,7 @@ def _recompute_for_cpu(plan: Plan, mp: MethodPlan, loss: str | None = None) -> d
 
         arch = resolve_model(plan.model.name).arch
         device = Device(CPU, plan.hardware.gpus_per_node, plan.hardware.nodes)
-        return estimate_memory(arch, mp.settings, device, loss=loss).as_dict()
+        return estimate_memory(arch, mp.settings, device, loss=loss).model_dump()
     except Exception:  # the plan's own numbers are still shown
         return None
 

@@ -154,6 +154,6 @@ def predict_reference(ref: Reference) -> dict:
         "predicted_trl_gb": trl.total / GB,
         "predicted_gb": est.total / GB,
         "measured_gb": ref.measured_gb,
-        "components": est.as_dict(),
+        "components": est.model_dump(),
         "peak_phase": est.peak_phase,
     }
