@@ -13,18 +13,24 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from ftplan.planner.activations import ActivationModel
+from ftplan.planner.activations import (
+    TRL_TOKEN_CHUNK,
+    TRL_VOCAB_CHUNK,
+    ActivationModel,
+    Activations,
+    traced_layer_saved,
+)
 from ftplan.planner.arch import ModelArch
 from ftplan.planner.catalog.gpus import GIB
 from ftplan.planner.device import Device
 from ftplan.planner.model_states import (
+    FSDP_REDUCE_UNITS,
+    ModelStates,
+    Term,
     _step_temp,
     _trainable_bytes,
-    _weight_bytes,
-    _zero_shards,
-    fsdp2_states,
-    optimizer_bytes_per_param,
-    trainable_params,
+    model_states,
+    source_text,
 )
 from ftplan.planner.settings import Settings
 
@@ -33,6 +39,8 @@ from ftplan.planner.settings import Settings
 # headroom is *not* included here (it is in USABLE_FRACTION).
 CUDA_OVERHEAD = 1 * GIB
 NCCL_OVERHEAD = 1 * GIB // 2
+CUDA_SOURCE = "fixed 1 GiB: CUDA context, cuBLAS/cuDNN workspaces (outside PyTorch's allocator)"
+NCCL_SOURCE = "fixed 0.5 GiB: NCCL buffers (more than one GPU)"
 # Fraction of device memory a run can use before fragmentation makes allocations fail.
 USABLE_FRACTION = 0.95
 
@@ -61,6 +69,30 @@ class Memory(BaseModel):
     @property
     def total(self) -> int:
         return self.weights + self.gradients + self.optimizer + self.activations + self.overhead
+
+
+class MemoryTerm(BaseModel):
+    """One term of a method's memory (``methods.<m>.memory_terms``): the terms of a component add
+    up to its figure in ``memory`` (``cpu_memory``'s to ``cpu_memory``); a negative term takes a part
+    away (the other GPUs' shards, what is offloaded to the host)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    bytes: int
+    """Bytes per GPU (cpu_memory: per node)."""
+    component: str
+    """weights, gradients, optimizer, activations, overhead or cpu_memory."""
+    phase: str | None = None
+    """The phase of the step it is counted at (forward, backward, optimizer_step); None: every phase."""
+    source: str
+    """What it is computed from, e.g. "8,030,261,248 params × 2 B (bf16)"."""
+
+
+CUDA_TERM = MemoryTerm(
+    name="CUDA context and workspaces", bytes=CUDA_OVERHEAD, component="overhead", source=CUDA_SOURCE
+)
+NCCL_TERM = MemoryTerm(name="NCCL buffers", bytes=NCCL_OVERHEAD, component="overhead", source=NCCL_SOURCE)
 
 
 def estimate_memory(arch: ModelArch, s: Settings, device: Device, loss: str | None = None) -> Memory:
@@ -97,46 +129,10 @@ class MemoryModel:
     """
 
     def __init__(self, arch: ModelArch, s: Settings, device: Device, loss: str | None = None):
-        self.settings = s
+        self.settings, self.arch = s, arch
         world = device.world_size
-        trainable = trainable_params(arch, s)
-        weights = _weight_bytes(arch, s)
-        deepspeed = s.uses_deepspeed
-        value_bytes = _trainable_bytes(s)
-        if deepspeed:
-            # DeepSpeed bf16/fp16: 16-bit params and grads, fp32 master + Adam moments (12 B);
-            # LoRA's fp32 adapters need no master copy, QLoRA's bf16 ones do.
-            sixteen_bit = s.method in ("full", "qlora")
-            grad_bytes_pp = 2 if sixteen_bit else 4
-            opt_pp = optimizer_bytes_per_param(s.optimizer, 4) + (4 if sixteen_bit else 0)
-        else:
-            grad_bytes_pp = value_bytes
-            opt_pp = optimizer_bytes_per_param(s.optimizer, value_bytes)
-        w_div, g_div, o_div = _zero_shards(s, world)
-        if s.method == "full":
-            weights_gpu = weights // w_div
-        else:
-            # Adapters are added on top of the (frozen) base weights.
-            weights_gpu = (weights + trainable * value_bytes) // w_div
-        if s.zero_stage == 3:
-            # The largest module is gathered whole (in 16 bits) while it runs; prefetch keeps ~2.
-            weights_gpu += 2 * arch.largest_layer_params * 2
-        gradients = int(trainable * grad_bytes_pp) // g_div
-        optimizer = int(trainable * opt_pp) // o_div
-
-        cpu_memory = 0
-        if s.offload in ("optimizer", "optimizer+params") and deepspeed:
-            cpu_memory += optimizer * device.gpus_per_node + int(trainable * 4 // o_div) * device.gpus_per_node
-            optimizer = 0
-        if s.offload == "optimizer+params" and s.zero_stage == 3 and deepspeed:
-            cpu_memory += weights_gpu * device.gpus_per_node
-            weights_gpu = 4 * arch.largest_layer_params * 2
-        self.reduce_buffer = 0
-        if s.uses_fsdp:
-            fsdp = fsdp2_states(arch, s, device, trainable, weights)
-            weights_gpu, gradients, optimizer = fsdp.weights, fsdp.gradients, fsdp.optimizer
-            cpu_memory, self.reduce_buffer = fsdp.cpu_memory, fsdp.reduce_buffer
-
+        states = self.states = model_states(arch, s, device)
+        trainable, gradients, self.reduce_buffer = states.trainable, states.gradients, states.reduce_buffer
         # Gradients present at each point of backward (sharded like the full set). Backward runs
         # lm_head first, then the layers top-down, each MLP before its attention.
         if s.method == "full":
@@ -150,10 +146,19 @@ class MemoryModel:
             layer_params = trainable // max(arch.layers, 1)
             first_matrix = layer_params // 2
         frac = gradients / max(trainable, 1)
-        self.weights, self.gradients, self.optimizer, self.cpu_memory = weights_gpu, gradients, optimizer, cpu_memory
+        self.weights, self.gradients, self.optimizer, self.cpu_memory = (
+            states.weights,
+            gradients,
+            states.optimizer,
+            states.cpu_memory,
+        )
         self.g_top = int((head_params + first_matrix) * frac)
         self.g_bottom = int((head_params + (arch.layers - 1) * layer_params + first_matrix) * frac)
-        self.step_temp = _step_temp(arch, s, device, gradients, value_bytes)
+        self.gradient_params = (
+            head_params + first_matrix,
+            head_params + (arch.layers - 1) * layer_params + first_matrix,
+        )
+        self.step_temp, self.step_temp_source = _step_temp(arch, s, device, gradients, _trainable_bytes(s))
         self.overhead = 0 if device.is_cpu else CUDA_OVERHEAD + (NCCL_OVERHEAD if world > 1 else 0)
         self.activations = ActivationModel(arch, s, cpu=device.is_cpu, loss=loss)
 
@@ -188,23 +193,37 @@ class MemoryModel:
         base = self.weights + self.optimizer + self.overhead
         return base + max([g + a + t for g, a, t in self._phases(batch, seq_len, accumulation)])
 
-    def estimate(self, batch: int | None = None, seq_len: int | None = None, accumulation: int | None = None):
-        """The estimate by component at the peak phase (the settings' own shape by default)."""
+    def _shape(self, batch: int | None, seq_len: int | None, accumulation: int | None) -> tuple[int, int, int]:
         s = self.settings
-        shape = (
+        return (
             s.micro_batch_size if batch is None else batch,
             s.max_seq_len if seq_len is None else seq_len,
             s.gradient_accumulation_steps if accumulation is None else accumulation,
         )
+
+    def _peak_phase(self, shape: tuple[int, int, int]) -> tuple[dict, dict, str]:
+        """(gradients, activations, temporaries) at each point, the total at each, the peak's point."""
         detail = dict(zip(PHASES, self._phases(*shape), strict=True))
         base = self.weights + self.optimizer
         totals = {k: base + g + a + t for k, (g, a, t) in detail.items()}
+        return detail, totals, max(totals, key=totals.get)
+
+    def estimate(self, batch: int | None = None, seq_len: int | None = None, accumulation: int | None = None):
+        """The estimate by component at the peak phase (the settings' own shape by default)."""
+        return self._memory(*self._peak_phase(self._shape(batch, seq_len, accumulation)))
+
+    def itemise(self) -> tuple[Memory, list[MemoryTerm]]:
+        """``estimate()`` and ``terms()`` at the settings' own shape, the phases worked out once."""
+        shape = self._shape(None, None, None)
+        detail, totals, peak_key = self._peak_phase(shape)
+        return self._memory(detail, totals, peak_key), self.phase_terms(peak_key, *shape)
+
+    def _memory(self, detail: dict, totals: dict, peak_key: str) -> Memory:
         phases = {
             "forward": max(totals["forward_end"], totals["forward_layer"]),
             "backward": max(v for k, v in totals.items() if k.startswith("backward")),
             "optimizer_step": totals["optimizer_step"],
         }
-        peak_key = max(totals, key=totals.get)
         g, a, t = detail[peak_key]
         return Memory(
             weights=int(self.weights),
@@ -214,8 +233,217 @@ class MemoryModel:
             overhead=self.overhead,
             cpu_memory=int(self.cpu_memory),
             phases={k: int(v) for k, v in phases.items()},
-            peak_phase=peak_key.split("_")[0] if peak_key != "optimizer_step" else peak_key,
+            peak_phase=coarse_phase(peak_key),
         )
+
+    def terms(self, batch: int | None = None, seq_len: int | None = None, accumulation: int | None = None):
+        """Every term of the estimate at its peak phase, named, with its source: the terms of each
+        component add up to ``estimate()``'s figure for it (``cpu_memory`` included)."""
+        shape = self._shape(batch, seq_len, accumulation)
+        peak_key = self._peak_phase(shape)[2]
+        return self.phase_terms(peak_key, *shape)
+
+    def phase_terms(self, point: str, batch: int, seq_len: int, accumulation: int) -> list[MemoryTerm]:
+        """The terms alive at one point of ``PHASES`` (what ``terms`` lists for the peak's)."""
+        phase = coarse_phase(point)
+        states = self.states
+        found = [*_itemised(states, "weights", None), *_itemised(states, "optimizer", None)]
+        if point == "optimizer_step" and self.step_temp:
+            temp = ("optimizer", "optimizer step temporaries", self.step_temp, self.step_temp_source, ())
+            found.append(_term(temp, phase))
+        found += self._gradient_terms(point, accumulation)
+        act = self.activations.at(batch, seq_len)
+        found += [_term(t, phase) for t in self._activation_parts(act, point, batch * seq_len) if t[2]]
+        if self.overhead:
+            found.append(CUDA_TERM)
+        if self.overhead > CUDA_OVERHEAD:
+            found.append(NCCL_TERM)
+        found += _itemised(states, "cpu_memory", None)
+        return [term for term in found if term.bytes]
+
+    def _gradient_terms(self, point: str, accumulation: int) -> list[MemoryTerm]:
+        """Gradients alive at ``point``: all of them, none, or (mid-backward) those computed so far."""
+        phase = coarse_phase(point)
+        every = _itemised(self.states, "gradients", phase)
+        held = accumulation > 1
+        if point in ("backward_end", "optimizer_step"):
+            return every
+        if not point.startswith("backward_") or point == "backward_start":
+            return every if held else []
+        every = list(every)  # the memoised list stays as it is
+        top = point == "backward_top_layer"
+        so_far = self.g_top if top else self.g_bottom
+        found = every
+        if not held or so_far > self.gradients:
+            where = (
+                "lm_head and the top layer's first matrix" if top else "every layer but the bottom one's last matrices"
+            )
+            source = "{}: {:,} params' gradients, sharded like the rest"
+            found = [
+                _term(("gradients", "gradients so far", so_far, source, (where, self.gradient_params[not top])), phase)
+            ]
+        if self.reduce_buffer:
+            source = "FSDP2: {} units' unsharded gradients being reduce-scattered"
+            found.append(
+                _term(("gradients", "reduce-scatter buffers", self.reduce_buffer, source, (FSDP_REDUCE_UNITS,)), phase)
+            )
+        return found
+
+    def _activation_parts(self, act: Activations, point: str, tokens: int) -> list[Term]:
+        """The activations alive at ``point``, part by part (they add up to ``_phases``' figure)."""
+        model = self.activations
+        layers = model.layers
+        ckpt = act.checkpointing
+        e, h = model.e, model.h
+        residual = "{:,} tokens × {:,} hidden × {} B"
+        if ckpt:
+            stack = (
+                "activations",
+                "checkpointed layer inputs",
+                layers * act.layer_input,
+                "{} layers × " + residual,
+                (layers, tokens, h, e),
+            )
+        else:
+            traced = traced_layer_saved(self.arch, self.settings) is not None
+            kind = "traced layer" if traced else "Llama formula"
+            kind += " + LoRA inputs" if self.settings.is_peft else ""
+            scores = " + eager attention's s² scores" if model.eager else ""
+            source = "{}: {:,.0f} B saved per token × {:,} tokens × {} layers{}"
+            stack = (
+                "activations",
+                "decoder layers' saved tensors",
+                layers * act.layer_saved,
+                source,
+                (kind, model.layer_saved, tokens, layers, scores),
+            )
+        head = (
+            "activations",
+            "final norm, rotary tables, input ids, labels",
+            act.head_saved,
+            "{:,} tokens: the final norm's input and output, cos/sin, int64 ids and labels",
+            (tokens,),
+        )
+        shared = (
+            "activations",
+            "rotary tables, input ids, labels",
+            act.shared_saved,
+            "{:,} tokens: cos/sin, int64 ids and labels",
+            (tokens,),
+        )
+        head_less_norm = (
+            "activations",
+            "rotary tables, input ids, labels, final norm's output",
+            act.head_saved - act.final_norm_input,
+            "{:,} tokens (the final norm's fp32 input is freed)",
+            (tokens,),
+        )
+        fused = model.fused_loss
+        if fused:
+            tile = "TRL fused LM head: a [{:,}, {:,}] logits tile"
+            loss_kept = (
+                "activations",
+                "loss: kept for backward",
+                act.logits_saved,
+                "TRL fused LM head: {:,} tokens × (hidden {:,} × {} B + log-z, entropy, target)",
+                (tokens, h, model.logit_bytes),
+            )
+            loss_fwd = (
+                "activations",
+                "loss: logits tile",
+                act.logits_forward_extra,
+                tile,
+                (min(tokens, TRL_TOKEN_CHUNK), TRL_VOCAB_CHUNK),
+            )
+            loss_bwd = (
+                "activations",
+                "loss backward: tile and fp32 gradients",
+                act.logits_backward_extra,
+                tile + " + fp32 hidden (and lm_head) gradients",
+                (min(tokens, TRL_TOKEN_CHUNK), TRL_VOCAB_CHUNK),
+            )
+        else:
+            logits = "{:,} tokens × {:,} vocab × {} B per logit"
+            loss_kept = ("activations", "loss: fp32 log-softmax", act.logits_saved, logits, (tokens, model.vocab, 4))
+            loss_fwd = (
+                "activations",
+                "logits and their fp32 copy",
+                act.logits_forward_extra,
+                "{:,} tokens × {:,} vocab in {} B + fp32",
+                (tokens, model.vocab, model.logit_bytes),
+            )
+            loss_bwd = (
+                "activations",
+                "loss backward: fp32 gradients",
+                act.logits_backward_extra,
+                logits,
+                (tokens, model.vocab, 8),
+            )
+        recompute = int(CHECKPOINT_RECOMPUTE_ALIVE * act.layer_saved) if ckpt else 0
+        recomputed = (
+            "activations",
+            "top layer recomputed",
+            recompute,
+            "checkpointing: one layer's saved tensors again",
+            (),
+        )
+        work = (
+            "activations",
+            "one layer's backward working set",
+            act.layer_work,
+            "gradients in flight through an MLP or attention",
+            (),
+        )
+        if point == "forward_end":
+            return [stack, head, loss_kept, loss_fwd]
+        if point == "forward_layer":
+            forward = (
+                "activations",
+                "one layer's forward working set",
+                act.forward_work,
+                "transient tensors of a layer's forward",
+                (),
+            )
+            return [stack, head, forward] if ckpt else []
+        if point == "backward_start":
+            return [stack, head, loss_kept, loss_bwd]
+        if point == "backward_top_layer":
+            return [stack, head_less_norm, recomputed, work]
+        if point == "backward_bottom_layer":
+            if ckpt:
+                bottom = ("activations", "bottom layer's input", act.layer_input, residual, (tokens, h, e))
+            else:
+                bottom = (
+                    "activations",
+                    "bottom layer's saved tensors",
+                    act.layer_saved,
+                    "one layer's saved bytes × {:,} tokens",
+                    (tokens,),
+                )
+            return [bottom, recomputed, work, shared]
+        if point == "backward_end":
+            return [("activations", "gradient down the residual stream", act.layer_input, residual, (tokens, h, e))]
+        return []
+
+
+def coarse_phase(point: str) -> str:
+    """The phase of the step a point of ``PHASES`` belongs to: forward, backward or optimizer_step."""
+    return point if point == "optimizer_step" else point.split("_")[0]
+
+
+def _itemised(states: ModelStates, component: str, phase: str | None) -> list[MemoryTerm]:
+    """The states' terms of one component as the plan lists them: built once per memoised states
+    (the app replans the same states on every keystroke)."""
+    key = (component, phase)
+    found = states.itemised.get(key)
+    if found is None:
+        found = states.itemised[key] = [_term(t, phase) for t in states.terms if t[0] == component]
+    return found
+
+
+def _term(term: Term, phase: str | None) -> MemoryTerm:
+    component, name, nbytes, _, _ = term
+    return MemoryTerm(name=name, component=component, bytes=int(nbytes), phase=phase, source=source_text(term))
 
 
 def usable_memory(device: Device) -> int:

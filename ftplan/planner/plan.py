@@ -13,7 +13,7 @@ from ftplan.planner.arch import ModelArch
 from ftplan.planner.catalog.gpus import GPU, GPUS, gpu_by_name
 from ftplan.planner.choose import choose_settings, fitting_limits, most_frugal
 from ftplan.planner.device import Device
-from ftplan.planner.memory import Memory, MemoryModel, estimate_memory, usable_memory
+from ftplan.planner.memory import Memory, MemoryModel, MemoryTerm, estimate_memory, usable_memory
 from ftplan.planner.model_states import trainable_params
 from ftplan.planner.models import resolve_model
 from ftplan.planner.recommend import recommend
@@ -65,6 +65,9 @@ class MethodPlan(_Frozen):
     cost: Cost
     warnings: list[str]
     memory_phases: dict[str, int]
+    memory_terms: list[MemoryTerm] = []
+    """Where each byte of ``memory`` and ``cpu_memory`` comes from: a component's terms add up to it
+    (empty in plans written before ftplan listed them)."""
     max_seq_len_that_fits: int
     max_micro_batch_that_fits: int
     hardware_needed: str
@@ -198,7 +201,7 @@ def plan_method(
 ) -> MethodPlan:
     s = choose_settings(method, answers, arch, device, data, host_ram)
     memory = MemoryModel(arch, s, device)
-    mem = memory.estimate()
+    mem, memory_terms = memory.itemise()
     frugal = most_frugal(method, answers, s, device, data)
     longest, largest = fitting_limits(arch, frugal, device, memory if frugal == s else None)
     gpu_fits = device.is_cpu or mem.total <= usable_memory(device)
@@ -226,6 +229,7 @@ def plan_method(
         cost=cost,
         warnings=warnings,
         memory_phases=mem.phases,
+        memory_terms=memory_terms,
         max_seq_len_that_fits=longest,
         max_micro_batch_that_fits=largest,
         hardware_needed=hardware_needed(method, answers, arch, device.gpu, data, host_ram) if not fits else "",

@@ -6,6 +6,7 @@ file and says in its commit (and the CHANGELOG) which figures moved and why:
 
     python -m tests.golden.golden --write        # rewrite tests/golden/plans.jsonl.gz
     python -m tests.golden.golden --diff         # list what moved, case by case
+    python -m tests.golden.golden --diff --ignore memory_terms   # a change that adds a key: nothing else moved
 
 The grid: each example answers file × 4 GPUs × {1, 8} GPUs per node × 4 models × 2 sequence
 lengths × {sdpa, eager}. Plans are pure (no detection, no data file read), so the file does not
@@ -71,14 +72,15 @@ def write(plans: dict[str, dict]) -> None:
     GOLDEN.write_bytes(gzip.compress(text.encode("utf-8"), mtime=0))
 
 
-def differences(old: object, new: object, path: str = "") -> Iterator[str]:
-    """Each leaf that differs, as `path: old -> new`."""
+def differences(old: object, new: object, path: str = "", ignore: frozenset[str] = frozenset()) -> Iterator[str]:
+    """Each leaf that differs, as `path: old -> new` (keys named in ``ignore`` left out, at any depth)."""
     if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new)):
-            yield from differences(old.get(key, "<absent>"), new.get(key, "<absent>"), f"{path}.{key}" if path else key)
+        for key in sorted((set(old) | set(new)) - ignore):
+            where = f"{path}.{key}" if path else key
+            yield from differences(old.get(key, "<absent>"), new.get(key, "<absent>"), where, ignore)
     elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
         for i, (a, b) in enumerate(zip(old, new, strict=True)):
-            yield from differences(a, b, f"{path}[{i}]")
+            yield from differences(a, b, f"{path}[{i}]", ignore)
     elif old != new:
         yield f"{path}: {old!r} -> {new!r}"
 
@@ -87,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="rewrite the golden file from today's planner")
     parser.add_argument("--diff", action="store_true", help="print what moved against the golden file")
+    parser.add_argument("--ignore", action="append", default=[], metavar="KEY", help="leave this key out (repeatable)")
     args = parser.parse_args(argv)
     plans = build()
     if args.write:
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     old = load()
     moved = 0
     for case in sorted(set(old) | set(plans)):
-        diffs = list(differences(old.get(case, {}), plans.get(case, {})))
+        diffs = list(differences(old.get(case, {}), plans.get(case, {}), ignore=frozenset(args.ignore)))
         if diffs:
             moved += 1
             if args.diff:
