@@ -11,6 +11,8 @@ at that peak phase.
 
 from __future__ import annotations
 
+import functools
+
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from ftplan.planner.activations import (
@@ -162,9 +164,9 @@ class MemoryModel:
         self.overhead = 0 if device.is_cpu else CUDA_OVERHEAD + (NCCL_OVERHEAD if world > 1 else 0)
         self.activations = ActivationModel(arch, s, cpu=device.is_cpu, loss=loss)
 
-    def _phases(self, batch: int, seq_len: int, accumulation: int) -> tuple[tuple[int, int, int], ...]:
-        """(gradients, activations, step temporaries) alive at each of ``PHASES``."""
-        act = self.activations.at(batch, seq_len)
+    def phases(self, act: Activations, accumulation: int) -> tuple[tuple[int, int, int], ...]:
+        """(gradients, activations, step temporaries) alive at each of ``PHASES`` for a micro-batch's
+        activations (``self.activations.at(batch, seq_len)``)."""
         gradients = self.gradients
         held = gradients if accumulation > 1 else 0  # grads kept across micro-batches
         stored = act.stored
@@ -191,7 +193,7 @@ class MemoryModel:
     def peak(self, batch: int, seq_len: int, accumulation: int) -> int:
         """Total bytes at the step's peak for this batch shape (``estimate().total``)."""
         base = self.weights + self.optimizer + self.overhead
-        return base + max([g + a + t for g, a, t in self._phases(batch, seq_len, accumulation)])
+        return base + max([g + a + t for g, a, t in self.phases(self.activations.at(batch, seq_len), accumulation)])
 
     def _shape(self, batch: int | None, seq_len: int | None, accumulation: int | None) -> tuple[int, int, int]:
         s = self.settings
@@ -201,22 +203,24 @@ class MemoryModel:
             s.gradient_accumulation_steps if accumulation is None else accumulation,
         )
 
-    def _peak_phase(self, shape: tuple[int, int, int]) -> tuple[dict, dict, str]:
+    def _peak_phase(self, act: Activations, accumulation: int) -> tuple[dict, dict, str]:
         """(gradients, activations, temporaries) at each point, the total at each, the peak's point."""
-        detail = dict(zip(PHASES, self._phases(*shape), strict=True))
+        detail = dict(zip(PHASES, self.phases(act, accumulation), strict=True))
         base = self.weights + self.optimizer
         totals = {k: base + g + a + t for k, (g, a, t) in detail.items()}
         return detail, totals, max(totals, key=totals.get)
 
     def estimate(self, batch: int | None = None, seq_len: int | None = None, accumulation: int | None = None):
         """The estimate by component at the peak phase (the settings' own shape by default)."""
-        return self._memory(*self._peak_phase(self._shape(batch, seq_len, accumulation)))
+        batch, seq_len, accumulation = self._shape(batch, seq_len, accumulation)
+        return self._memory(*self._peak_phase(self.activations.at(batch, seq_len), accumulation))
 
     def itemise(self) -> tuple[Memory, list[MemoryTerm]]:
         """``estimate()`` and ``terms()`` at the settings' own shape, the phases worked out once."""
-        shape = self._shape(None, None, None)
-        detail, totals, peak_key = self._peak_phase(shape)
-        return self._memory(detail, totals, peak_key), self.phase_terms(peak_key, *shape)
+        batch, seq_len, accumulation = self._shape(None, None, None)
+        act = self.activations.at(batch, seq_len)
+        detail, totals, peak_key = self._peak_phase(act, accumulation)
+        return self._memory(detail, totals, peak_key), self.phase_terms(peak_key, batch, seq_len, accumulation, act)
 
     def _memory(self, detail: dict, totals: dict, peak_key: str) -> Memory:
         phases = {
@@ -239,11 +243,14 @@ class MemoryModel:
     def terms(self, batch: int | None = None, seq_len: int | None = None, accumulation: int | None = None):
         """Every term of the estimate at its peak phase, named, with its source: the terms of each
         component add up to ``estimate()``'s figure for it (``cpu_memory`` included)."""
-        shape = self._shape(batch, seq_len, accumulation)
-        peak_key = self._peak_phase(shape)[2]
-        return self.phase_terms(peak_key, *shape)
+        batch, seq_len, accumulation = self._shape(batch, seq_len, accumulation)
+        act = self.activations.at(batch, seq_len)
+        peak_key = self._peak_phase(act, accumulation)[2]
+        return self.phase_terms(peak_key, batch, seq_len, accumulation, act)
 
-    def phase_terms(self, point: str, batch: int, seq_len: int, accumulation: int) -> list[MemoryTerm]:
+    def phase_terms(
+        self, point: str, batch: int, seq_len: int, accumulation: int, act: Activations | None = None
+    ) -> list[MemoryTerm]:
         """The terms alive at one point of ``PHASES`` (what ``terms`` lists for the peak's)."""
         phase = coarse_phase(point)
         states = self.states
@@ -252,7 +259,7 @@ class MemoryModel:
             temp = ("optimizer", "optimizer step temporaries", self.step_temp, self.step_temp_source, ())
             found.append(_term(temp, phase))
         found += self._gradient_terms(point, accumulation)
-        act = self.activations.at(batch, seq_len)
+        act = act or self.activations.at(batch, seq_len)
         found += [_term(t, phase) for t in self._activation_parts(act, point, batch * seq_len) if t[2]]
         if self.overhead:
             found.append(CUDA_TERM)
@@ -290,7 +297,7 @@ class MemoryModel:
         return found
 
     def _activation_parts(self, act: Activations, point: str, tokens: int) -> list[Term]:
-        """The activations alive at ``point``, part by part (they add up to ``_phases``' figure)."""
+        """The activations alive at ``point``, part by part (they add up to ``phases``' figure)."""
         model = self.activations
         layers = model.layers
         ckpt = act.checkpointing
@@ -441,7 +448,9 @@ def _itemised(states: ModelStates, component: str, phase: str | None) -> list[Me
     return found
 
 
+@functools.lru_cache(maxsize=4096)
 def _term(term: Term, phase: str | None) -> MemoryTerm:
+    """The plan's entry for a term (memoised: the app replans the same terms on every keystroke)."""
     component, name, nbytes, _, _ = term
     return MemoryTerm(name=name, component=component, bytes=int(nbytes), phase=phase, source=source_text(term))
 

@@ -45,6 +45,8 @@ class ModelStates:
 
     def shard(self, component: str, unsharded: int, divisor: int, engine: str) -> int:
         """``unsharded // divisor``, written as a term that takes the other GPUs' part away."""
+        if divisor == 1:
+            return unsharded
         sharded = unsharded // divisor
         self.add(component, f"{engine} sharding", sharded - unsharded, "{}: ÷ {} GPUs", engine, divisor)
         return sharded

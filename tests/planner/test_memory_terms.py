@@ -99,7 +99,7 @@ def test_the_terms_at_every_point_of_the_step_add_up_to_that_point(device, accum
     arch = resolve_model("Qwen/Qwen2.5-0.5B").arch
     for s in SETTINGS:
         model = MemoryModel(arch, s, device)
-        for point, (g, a, t) in zip(PHASES, model._phases(2, 1024, accumulation), strict=True):
+        for point, (g, a, t) in zip(PHASES, model.phases(model.activations.at(2, 1024), accumulation), strict=True):
             found = sums(model.phase_terms(point, 2, 1024, accumulation))
             assert (found["gradients"], found["activations"]) == (g, a), (s, point)
             assert found["optimizer"] == model.optimizer + t and found["weights"] == model.weights, (s, point)
