@@ -29,10 +29,10 @@ from ftplan.planner.model_states import (
     FSDP_REDUCE_UNITS,
     ModelStates,
     Term,
-    _step_temp,
-    _trainable_bytes,
     model_states,
     source_text,
+    step_temporaries,
+    trainable_value_bytes,
 )
 from ftplan.planner.settings import Settings
 
@@ -160,7 +160,7 @@ class MemoryModel:
             head_params + first_matrix,
             head_params + (arch.layers - 1) * layer_params + first_matrix,
         )
-        self.step_temp, self.step_temp_source = _step_temp(arch, s, device, gradients, _trainable_bytes(s))
+        self.step_temp, self.step_temp_source = step_temporaries(arch, s, device, gradients, trainable_value_bytes(s))
         self.overhead = 0 if device.is_cpu else CUDA_OVERHEAD + (NCCL_OVERHEAD if world > 1 else 0)
         self.activations = ActivationModel(arch, s, cpu=device.is_cpu, loss=loss)
 
@@ -216,7 +216,8 @@ class MemoryModel:
         return self._memory(*self._peak_phase(self.activations.at(batch, seq_len), accumulation))
 
     def itemise(self) -> tuple[Memory, list[MemoryTerm]]:
-        """``estimate()`` and ``terms()`` at the settings' own shape, the phases worked out once."""
+        """``estimate()`` and every term of it at the peak point, named, with its source (the terms of a
+        component add up to its figure), at the settings' own shape: the phases worked out once."""
         batch, seq_len, accumulation = self._shape(None, None, None)
         act = self.activations.at(batch, seq_len)
         detail, totals, peak_key = self._peak_phase(act, accumulation)
@@ -240,18 +241,10 @@ class MemoryModel:
             peak_phase=coarse_phase(peak_key),
         )
 
-    def terms(self, batch: int | None = None, seq_len: int | None = None, accumulation: int | None = None):
-        """Every term of the estimate at its peak phase, named, with its source: the terms of each
-        component add up to ``estimate()``'s figure for it (``cpu_memory`` included)."""
-        batch, seq_len, accumulation = self._shape(batch, seq_len, accumulation)
-        act = self.activations.at(batch, seq_len)
-        peak_key = self._peak_phase(act, accumulation)[2]
-        return self.phase_terms(peak_key, batch, seq_len, accumulation, act)
-
     def phase_terms(
         self, point: str, batch: int, seq_len: int, accumulation: int, act: Activations | None = None
     ) -> list[MemoryTerm]:
-        """The terms alive at one point of ``PHASES`` (what ``terms`` lists for the peak's)."""
+        """The terms alive at one point of ``PHASES`` (what ``itemise`` lists for the peak's)."""
         phase = coarse_phase(point)
         states = self.states
         found = [*_itemised(states, "weights", None), *_itemised(states, "optimizer", None)]

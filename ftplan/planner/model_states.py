@@ -152,7 +152,7 @@ def _weight_terms(states: ModelStates, arch: ModelArch, s: Settings) -> int:
     return (arch.params + vocab_extra) * per
 
 
-def _trainable_bytes(s: Settings) -> int:
+def trainable_value_bytes(s: Settings) -> int:
     """Bytes per trainable parameter's value: LoRA adapters are fp32 (peft), QLoRA's bf16 (TRL)."""
     if s.is_peft:
         return adapter_bytes(s)
@@ -326,7 +326,9 @@ def _largest_trainable_tensors(arch: ModelArch, s: Settings) -> tuple[int, int]:
     return largest, largest
 
 
-def _step_temp(arch: ModelArch, s: Settings, device: Device, trainable_bytes: int, value_bytes: int) -> tuple[int, str]:
+def step_temporaries(
+    arch: ModelArch, s: Settings, device: Device, trainable_bytes: int, value_bytes: int
+) -> tuple[int, str]:
     """Temporaries of optimizer.step() beyond the states themselves, and what they are."""
     if s.uses_deepspeed:
         # DeepSpeed's fused Adam on fp32 partitions, plus the fp32 -> 16-bit copy-back buffer.
@@ -348,7 +350,7 @@ def _zero_states(arch: ModelArch, s: Settings, device: Device, states: ModelStat
     """Model states per GPU under DDP (zero_stage 0) or DeepSpeed ZeRO 1-3, with its offload."""
     trainable = states.trainable
     deepspeed = s.uses_deepspeed
-    value_bytes = _trainable_bytes(s)
+    value_bytes = trainable_value_bytes(s)
     master_bytes = 0
     if deepspeed:
         # DeepSpeed bf16/fp16: 16-bit params and grads, fp32 master + Adam moments (12 B);
