@@ -166,6 +166,17 @@ class ModelArch(DecoderShape):
             known |= {"gate", "experts", "mlp.gate", "mlp.experts", "w1", "w2", "w3"}
         return [k for k in target_modules if k not in known and not any(n.endswith("." + k) for n in known)]
 
+    def lora_adapts_expert_tensors(self, target_modules: str | Sequence[str]) -> bool:
+        """Whether peft adapts fused 3-D expert tensors for these targets (its ``ParamWrapper``, which
+        refuses ``lora_dropout != 0``): the card's units with a parameter, else the rule of
+        ``_moe_lora_per_layer``."""
+        if self.card is not None:
+            return any(u.parameter for u in self.card.lora_selected(target_modules))
+        if not self.experts:
+            return False
+        keys = {"all-linear"} if target_modules == "all-linear" else set(target_modules)
+        return bool(keys & {"all-linear", "experts", "mlp.experts", "w1", "w2", "w3"})
+
     def _moe_lora_per_layer(self, r: int, target_modules: str | Sequence[str]) -> int:
         """LoRA on a transformers-5 MoE block, as peft 0.21 applies it with "all-linear".
 

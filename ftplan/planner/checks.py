@@ -42,6 +42,16 @@ def semantic_problems(answers: Answers) -> list[Problem]:
                     f"{', '.join(missing)} not in {answers.model.name} (its linear layers: {', '.join(names)})",
                 )
             )
+    if arch is not None and t.lora_dropout and t.method != "full":
+        targets = t.lora_target_modules or "all-linear"
+        if arch.lora_adapts_expert_tensors(targets):
+            problems.append(
+                Problem(
+                    "training.lora_dropout",
+                    f"{answers.model.name}'s LoRA targets include its fused expert tensors, which peft adapts "
+                    "without dropout (lora.ParamWrapper refuses lora_dropout != 0): set 0, or leave it out",
+                )
+            )
     if arch is not None and t.attention is not None and t.attention not in arch.attention_kernels:
         problems.append(
             Problem(

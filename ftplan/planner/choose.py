@@ -153,6 +153,8 @@ def choose_settings(
     s, fixed = base_settings(method, answers, device, data)
     if "attention" not in fixed and s.attention not in arch.attention_kernels:
         s = _with(s, attention="eager")  # the model class refuses sdpa (Gemma-2's softcapping)
+    if "lora_dropout" not in fixed and s.is_peft and arch.lora_adapts_expert_tensors(s.lora_target_modules):
+        s = _with(s, lora_dropout=0.0)  # peft's LoRA on fused expert tensors takes no dropout
     if device.is_cpu:
         return _cpu_settings(s, fixed)
     chosen, fits = _choose_engine(s, fixed, method, arch, device, data, host_ram)

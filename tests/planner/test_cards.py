@@ -159,3 +159,45 @@ def test_second_plan_of_a_config_reads_the_cached_card(tmp_path):
     again = card_for_config(json.loads((folder / "config.json").read_text()), False, "local folder")
     assert time.perf_counter() - start < 0.5
     assert again == first.card
+
+
+@pytest.mark.parametrize(
+    "model_type,targets",
+    [
+        ("qwen3_moe", "all-linear"),
+        ("qwen3_moe", ["q_proj", "v_proj"]),
+        ("mixtral", "all-linear"),
+        ("qwen3", "all-linear"),
+    ],
+    ids=str,
+)
+def test_lora_dropout_rule_is_peft_s_own(model_type, targets, tmp_path):
+    """peft's LoRA on fused expert tensors (lora.ParamWrapper) refuses lora_dropout != 0: the planner
+    knows when the targets reach them (plans dropout 0 there, exit 2 for a dropout the user set)."""
+    import peft
+    import torch
+    import transformers
+
+    from ftplan.context import build_context
+    from ftplan.planner import AnswersError, make_plan, read_answers_text
+
+    folder = card_support.write_folder(tmp_path, model_type)
+    arch = _resolve(folder).arch
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.from_pretrained(folder))
+    try:
+        with torch.device("meta"):
+            peft.get_peft_model(model, peft.LoraConfig(r=2, lora_dropout=0.05, target_modules=targets))
+        refused = False
+    except ValueError as exc:
+        refused = "lora_dropout" in str(exc)
+    assert arch.lora_adapts_expert_tensors(targets) == refused
+    training = f'lora_target_modules = {json.dumps(targets)}\nmethod = "lora"\n'
+    text = f'[model]\nname = "{folder}"\n\n[training]\n{training}'
+    answers = read_answers_text(text)  # the plan leaves dropout to the planner: 0 where peft needs it
+    plan = make_plan(answers, build_context(answers, detect=False))
+    assert (plan.methods["lora"].settings.lora_dropout == 0.0) == refused
+    if refused:
+        with pytest.raises(AnswersError) as info:
+            read_answers_text(text + "lora_dropout = 0.05\n")
+        assert [p.field for p in info.value.problems] == ["training.lora_dropout"]
