@@ -133,6 +133,22 @@ def model_auto_class(name: str) -> str:
     return card.auto_class if card is not None else "AutoModelForCausalLM"
 
 
+def router_aux_loss_rows(name: str) -> list[tuple]:
+    """[training] router_aux_loss_coef for a MoE model whose config.json sets it (the weight of the
+    load-balancing loss TRL's SFTTrainer adds); none for a dense model or a config without it
+    (train.py then uses the model config's own, and says which)."""
+    from ftplan.planner.models import ModelNotFound, resolve_model
+
+    try:
+        resolved = resolve_model(name)
+    except ModelNotFound:
+        return []
+    coef = resolved.config.get("router_aux_loss_coef")
+    if not resolved.arch.experts or not isinstance(coef, int | float):
+        return []
+    return [("router_aux_loss_coef", float(coef), "MoE load-balancing loss weight (config.json's); 0 = off")]
+
+
 def train_config_toml(t: Target) -> str:
     s, plan, mp = t.s, t.plan, t.mp
     a = plan.answers
@@ -209,6 +225,7 @@ def train_config_toml(t: Target) -> str:
             ("zero_stage", s.zero_stage, "for reference: the stage ds_config.json sets"),
             ("offload", s.offload, "for reference: the offload ds_config.json sets"),
             ("use_cpu", t.cpu, "train on CPU processes (gloo backend), no GPU"),
+            *router_aux_loss_rows(plan.model.name),
         ],
     )
     if t.uses_fsdp:

@@ -95,6 +95,14 @@ class ModelArch(DecoderShape):
         return self.embedding_params + self.lm_head_params + self.layers * self.layer_params + self.final_norm_params
 
     @cached_property
+    def trained_params(self) -> int:
+        """What full fine-tuning trains: every parameter but a vision model's tower and projector,
+        which train.py freezes (the language model trains on text)."""
+        if self.card is not None:
+            return self.card.language_params
+        return self.params
+
+    @cached_property
     def quantizable_params(self) -> int:
         """Weights that bitsandbytes stores in 4 bits: every decoder nn.Linear weight.
 

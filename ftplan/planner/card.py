@@ -225,12 +225,13 @@ class ArchCard(DecoderShape):
         entry matches a module whose name equals it or ends with ``"." + entry``; for MoE
         models peft knows, the transformers-v4 expert names map onto the fused parameters.
         """
+        units = self.language_lora_units
         if isinstance(target_modules, str):
-            return [u for u in self.lora_units if u.all_linear] if target_modules == "all-linear" else []
+            return [u for u in units if u.all_linear] if target_modules == "all-linear" else []
         keys = list(target_modules)
         mapped = {self.peft_moe_aliases[k] for k in keys if k in self.peft_moe_aliases}
         chosen = []
-        for unit in self.lora_units:
+        for unit in units:
             if unit.parameter:
                 full = f"{unit.module}.{unit.parameter}"
                 if any(full.endswith("." + t) for t in mapped):
@@ -240,6 +241,13 @@ class ArchCard(DecoderShape):
                 chosen.append(unit)
         return chosen
 
+    @cached_property
+    def language_lora_units(self) -> tuple[LoraUnit, ...]:
+        """The units of the language model: train.py keeps a vision model's tower and projector frozen
+        (peft's ``exclude_modules``), so LoRA never adapts them, whatever the targets name."""
+        vision = {t.name.rsplit(".", 1)[0] for t in self.tensors if t.kind == "vision"}
+        return tuple(u for u in self.lora_units if u.module not in vision)
+
     def lora_params(self, r: int, target_modules: str | Sequence[str]) -> int:
         return r * sum(u.per_rank * u.count for u in self.lora_selected(target_modules))
 
@@ -247,7 +255,7 @@ class ArchCard(DecoderShape):
         """Entries of a target list that name no module peft could adapt here."""
         if isinstance(target_modules, str):
             return []
-        names = [n for u in self.lora_units for n in u.module_names()[:1]]
+        names = [n for u in self.language_lora_units for n in u.module_names()[:1]]
         return [k for k in target_modules if k not in self.peft_moe_aliases and not any(_matches(n, k) for n in names)]
 
     # ---- traced activations ---------------------------------------------------------------

@@ -89,7 +89,7 @@ def new_token_params(arch: ModelArch, s: Settings) -> int:
 
 def trainable_params(arch: ModelArch, s: Settings) -> int:
     if s.method == "full":
-        return arch.params + s.new_tokens * arch.hidden_size * (1 if arch.tied_embeddings else 2)
+        return arch.trained_params + s.new_tokens * arch.hidden_size * (1 if arch.tied_embeddings else 2)
     return arch.lora_params(s.lora_r, s.lora_target_modules) + new_token_params(arch, s)
 
 

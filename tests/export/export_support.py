@@ -74,6 +74,90 @@ def build_model(folder: Path) -> Path:
     return folder
 
 
+def _gemma3_text(tok, **ids):
+    from transformers import Gemma3TextConfig
+
+    # Two layers, one sliding-window and one global, as Gemma-3 alternates them.
+    return Gemma3TextConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=256,
+        sliding_window=16,
+        layer_types=["sliding_attention", "full_attention"],
+        **ids,
+    )
+
+
+def _qwen3_moe(tok, **ids):
+    from transformers import Qwen3MoeConfig
+
+    return Qwen3MoeConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        moe_intermediate_size=32,
+        num_experts=4,
+        num_experts_per_tok=2,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        **ids,
+    )
+
+
+def _gemma3_vision(tok, **ids):
+    from transformers import Gemma3Config, SiglipVisionConfig
+
+    # A one-layer SigLIP tower (32 wide: bitsandbytes' CPU 4-bit kernel wants widths divisible by 32);
+    # the image tokens are the last ids of the tokenizer (text-only training never sees them).
+    vision = SiglipVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+        vision_use_head=False,
+    )
+    n = len(tok)
+    return Gemma3Config(
+        text_config=_gemma3_text(tok, **ids),
+        vision_config=vision,
+        mm_tokens_per_image=4,
+        image_token_index=n - 1,
+        boi_token_index=n - 2,
+        eoi_token_index=n - 3,
+        **ids,
+    )
+
+
+ANY_MODELS = {"qwen3_moe": _qwen3_moe, "gemma3_text": _gemma3_text, "gemma3_vision": _gemma3_vision}
+"""Tiny configs of current architectures outside the hand-written accounting (planned from derived cards)."""
+
+
+def build_any_model(folder: Path, kind: str) -> Path:
+    """Save a random-init model of ANY_MODELS[kind] (hidden 64, 2 layers) and the tokenizer in `folder`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer(folder)
+    ids = dict(pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)
+    config = ANY_MODELS[kind](tok, **ids)
+    text = config.get_text_config()
+    text.vocab_size = len(tok)
+    auto = AutoModelForImageTextToText if kind.endswith("vision") else AutoModelForCausalLM
+    torch.manual_seed(0)
+    auto.from_config(config).save_pretrained(folder)
+    return folder
+
+
 def write_dataset(path: Path, n: int = 48) -> Path:
     rows = []
     for i in range(n):

@@ -7,6 +7,7 @@ the folder's config.json (the Auto class the model type is registered under), pe
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 BASE = dict(
@@ -157,6 +158,18 @@ def meta_truth(folder: Path, targets, r: int = 8) -> tuple[int, int]:
     with torch.device("meta"):
         model = auto.from_config(hf_config)
     params = sum(p.numel() for p in model.parameters())
+    config = peft.LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets, **language_only(model))
     with torch.device("meta"):
-        wrapped = peft.get_peft_model(model, peft.LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets))
+        wrapped = peft.get_peft_model(model, config)
     return params, sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
+
+
+VISION_PARTS = r".*\b(vision_tower|vision_model|multi_modal_projector)\b.*"
+"""The vision towers and projectors of the vision classes tested here, by their attribute names."""
+
+
+def language_only(model) -> dict:
+    """LoraConfig arguments that keep adapters off a vision model's tower and projector, as the exported
+    train.py does (there from the model's decoder; here from the names, independently)."""
+    vision = any(re.fullmatch(VISION_PARTS, name) for name, _ in model.named_modules())
+    return {"exclude_modules": VISION_PARTS} if vision else {}

@@ -50,7 +50,7 @@ TARGET_LISTS = [
     ("qwen3_moe", ["gate", "o_proj"]),
     ("qwen3_moe", ["q_proj", "lm_head"]),
     ("mixtral", ["w1", "w3", "w2", "gate"]),
-    ("gemma3", ["q_proj", "v_proj"]),  # also the vision tower's q_proj / v_proj, as peft matches names
+    ("gemma3", ["q_proj", "v_proj"]),  # not the vision tower's q_proj / v_proj: train.py excludes the tower
     ("gpt_oss", ["q_proj", "k_proj", "v_proj", "o_proj"]),
     ("deepseek_v3", ["q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj"]),
     ("llama4", ["gate_proj", "up_proj", "down_proj"]),

@@ -1,5 +1,8 @@
 """Exact counts: the pure-Python accounting equals transformers + peft on the meta device."""
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from ftplan.planner.arch import arch_from_config
@@ -8,6 +11,8 @@ from ftplan.planner.catalog.models import MODEL_CONFIGS
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
+sys.path.insert(0, str(Path(__file__).parent))
+from card_support import language_only  # noqa: E402
 
 
 def _meta_model(config: dict):
@@ -109,8 +114,9 @@ def test_shipped_card_counts_equal_the_meta_device(hub_id):
     model = _meta_from_published(hub_id)
     card = shipped_card(hub_id)
     assert card.params == sum(p.numel() for p in model.parameters())
+    config = peft.LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", **language_only(model))
     with torch.device("meta"):
-        wrapped = peft.get_peft_model(model, peft.LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"))
+        wrapped = peft.get_peft_model(model, config)
     assert card.lora_params(16, "all-linear") == _trainable(wrapped)
 
 

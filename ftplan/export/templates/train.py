@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import sys
@@ -197,10 +198,11 @@ def build_model(cfg: dict, tokenizer):
         # Creating the training arguments first makes from_pretrained load straight into shards
         # (and, for QLoRA, lets the 4-bit weights stored as bfloat16 be sharded).
         _DEEPSPEED_KEEPALIVE.append(training_arguments(cfg, has_eval=False))
-    # A vision model loads whole (AutoModelForImageTextToText); LoRA then trains the adapters
-    # peft puts on it and full training every weight, the vision tower included.
+    # A vision model loads whole (AutoModelForImageTextToText) and trains its language model on the text:
+    # the vision tower and projector stay frozen (no adapters on them, no gradients in full training).
     auto = getattr(transformers, m.get("auto_class", "AutoModelForCausalLM"))
     model = auto.from_pretrained(resolve(cfg, m["name_or_path"]), **kwargs)
+    freeze(model, vision_modules(cfg, model))
 
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
@@ -234,6 +236,43 @@ def build_model(cfg: dict, tokenizer):
     return model
 
 
+def vision_modules(cfg: dict, model) -> list[str]:
+    """The modules of a vision model outside its language model (vision tower, projector): the
+    biggest subtrees holding neither the decoder (``get_decoder()``) nor the embeddings or the head.
+    None for a causal LM."""
+    if cfg["model"].get("auto_class") != "AutoModelForImageTextToText":
+        return []
+    keep = [model.get_decoder(), model.get_input_embeddings(), model.get_output_embeddings()]
+    keep_ids = {id(m) for m in keep if m is not None}
+    found = []
+
+    def walk(prefix: str, module) -> None:
+        for name, child in module.named_children():
+            full = f"{prefix}.{name}" if prefix else name
+            if id(child) in keep_ids:
+                continue
+            if any(id(m) in keep_ids for m in child.modules()):
+                walk(full, child)
+            elif any(True for _ in child.parameters()):
+                found.append(full)
+
+    walk("", model)
+    return found
+
+
+def freeze(model, names: list[str]) -> None:
+    """Freeze these modules and say so: what trains is the language model."""
+    if not names:
+        return
+    sizes = []
+    for name in names:
+        params = list(model.get_submodule(name).parameters())
+        for p in params:
+            p.requires_grad_(False)
+        sizes.append(f"{name} ({sum(p.numel() for p in params):,} parameters)")
+    print(f"[train] vision model: the language model trains on text; frozen: {', '.join(sizes)}")
+
+
 def module_name(model, module) -> str:
     return next(name for name, mod in model.named_modules() if mod is module).rsplit(".", 1)[-1]
 
@@ -254,6 +293,9 @@ def lora_config(cfg: dict, model, tokenizer) -> LoraConfig:
                 extra["trainable_token_indices"][module_name(model, head)] = ids
         else:
             extra["modules_to_save"] = [embed] + ([module_name(model, head)] if head is not None else [])
+    frozen = vision_modules(cfg, model)
+    if frozen:  # no adapters on the vision tower or the projector, whatever the targets name
+        extra["exclude_modules"] = "^(" + "|".join(re.escape(name) for name in frozen) + r")(\..*)?$"
     return LoraConfig(
         r=lora["r"],
         lora_alpha=lora["alpha"],
@@ -471,6 +513,8 @@ def training_arguments(cfg: dict, max_steps: int | None = None, has_eval: bool =
         logging_first_step=True,
         report_to=log["report_to"],
         include_num_input_tokens_seen="non_padding",
+        # MoE: the load-balancing loss weight; absent = the model config's own (0 turns it off)
+        router_aux_loss_coef=t.get("router_aux_loss_coef"),
         disable_tqdm=not sys.stderr.isatty(),
         **fsdp_arguments(cfg),
     )
@@ -516,7 +560,21 @@ def build_trainer(cfg: dict, model, tokenizer, train, evaluation, max_steps: int
         callbacks=callbacks,
     )
     enable_fsdp_on_cpu(cfg, trainer)
+    report_router_aux_loss(trainer)
     return trainer
+
+
+def report_router_aux_loss(trainer) -> None:
+    """A MoE model (its config has output_router_logits): SFTTrainer asks for the router logits and adds
+    router_aux_loss_coef x the load-balancing loss to the loss (logged as aux_loss), or not when it is 0."""
+    text_config = trainer.model.config.get_text_config()
+    if not hasattr(text_config, "output_router_logits") or not is_main_process():
+        return
+    coef = getattr(trainer, "router_aux_loss_coef", 0.0)
+    if getattr(trainer, "aux_loss_enabled", False):
+        print(f"[train] MoE: the loss includes {coef:g} x the router load-balancing loss (logged as aux_loss)")
+    else:
+        print("[train] MoE: router load-balancing loss off (router_aux_loss_coef = 0)")
 
 
 # ---------------------------------------------------------------------------- FSDP2
@@ -682,6 +740,7 @@ class MetricsFile(TrainerCallback):
                     "epoch": state.epoch,
                     "max_steps": state.max_steps,
                     "time": now - self.start,
+                    **({"aux_loss": logs["aux_loss"]} if "aux_loss" in logs else {}),
                 },
             )
         elif "eval_loss" in logs:
