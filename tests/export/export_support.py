@@ -48,6 +48,19 @@ def build_tokenizer(folder: Path):
     return fast
 
 
+TEXT_SHAPE = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=256,
+)
+"""The tiny Llama's shape, and the language model of every ANY_MODELS config (widths divisible by 32
+for bitsandbytes' CPU 4-bit kernel)."""
+
+
 def build_model(folder: Path) -> Path:
     """Save a random-init LlamaForCausalLM (hidden 64, 2 layers) and its tokenizer in `folder`."""
     import torch
@@ -57,12 +70,7 @@ def build_model(folder: Path) -> Path:
     tok = build_tokenizer(folder)
     config = LlamaConfig(
         vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
+        **TEXT_SHAPE,
         tie_word_embeddings=False,
         pad_token_id=tok.pad_token_id,
         eos_token_id=tok.eos_token_id,
@@ -78,37 +86,15 @@ def _gemma3_text(tok, **ids):
     from transformers import Gemma3TextConfig
 
     # Two layers, one sliding-window and one global, as Gemma-3 alternates them.
-    return Gemma3TextConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=256,
-        sliding_window=16,
-        layer_types=["sliding_attention", "full_attention"],
-        **ids,
-    )
+    layer_types = ["sliding_attention", "full_attention"]
+    return Gemma3TextConfig(**TEXT_SHAPE, sliding_window=16, layer_types=layer_types, **ids)
 
 
 def _qwen3_moe(tok, **ids):
     from transformers import Qwen3MoeConfig
 
-    return Qwen3MoeConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        moe_intermediate_size=32,
-        num_experts=4,
-        num_experts_per_tok=2,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=256,
-        tie_word_embeddings=False,
-        **ids,
-    )
+    experts = dict(moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2)
+    return Qwen3MoeConfig(**TEXT_SHAPE, **experts, tie_word_embeddings=False, **ids)
 
 
 def _gemma3_vision(tok, **ids):
@@ -116,15 +102,8 @@ def _gemma3_vision(tok, **ids):
 
     # A one-layer SigLIP tower (32 wide: bitsandbytes' CPU 4-bit kernel wants widths divisible by 32);
     # the image tokens are the last ids of the tokenizer (text-only training never sees them).
-    vision = SiglipVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=32,
-        patch_size=8,
-        vision_use_head=False,
-    )
+    tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    vision = SiglipVisionConfig(**tower, image_size=32, patch_size=8, vision_use_head=False)
     n = len(tok)
     return Gemma3Config(
         text_config=_gemma3_text(tok, **ids),
