@@ -4,9 +4,10 @@
 
 1. Memory grid: tiny Llama-style configs trained for real on the CPU (MemTracker), the planner's
    ``total - overhead`` for ``Device(CPU)`` against the measured peak of a steady-state step.
-2. Published measured references (docs/sources.md) (GPU runs by others) next to the planner's prediction for the
-   same setup; printed side by side, not fitted.
-3. Time: ``time_rows()`` is the place for throughput rows (predicted vs measured tokens/s).
+2. Published GPU runs by others (ftplan/probe/references.py, docs/sources.md): peak memory (like
+   compared with like: allocated, reserved or nvidia-smi) and tokens/s per GPU, each planned with
+   the sharding, loss, attention and checkpointing it used; the rows the time model's constants
+   were chosen on (calibration) apart from the held-apart ones, each with median and worst error.
 """
 
 from __future__ import annotations
@@ -47,45 +48,57 @@ def memory_rows(cases=None) -> list[dict]:
 
 
 def reference_rows() -> list[dict]:
+    """Published GPU runs (ftplan/probe/references.py) with the planner's prediction and errors."""
+    from ftplan.probe.references import accuracy_rows
+
+    return accuracy_rows()
+
+
+def shape_rows() -> list[dict]:
+    """The longest-sequence rows (unsloth): a shape check, not in the error summaries."""
     from ftplan.probe.references import REFERENCES, predict_reference
 
-    rows = []
-    for ref in REFERENCES:
-        p = predict_reference(ref)
-        if ref.kind == "max_seq":
-            rows.append(
-                {
-                    "setup": ref.setup,
-                    "measured": f"{ref.measured_tokens:,} tokens",
-                    "predicted": f"{p['predicted_tokens']:,} tokens",
-                    "source": ref.source,
-                    "note": ref.note,
-                }
-            )
-        else:
-            measured = f"{ref.measured_gb:.2f} GB" if ref.measured_gb else "-"
-            rows.append(
-                {
-                    "setup": ref.setup,
-                    "measured": measured,
-                    "predicted": f"{p['predicted_gb']:.2f} GB",
-                    "predicted_trl": f"{p['predicted_trl_gb']:.2f} GB",
-                    "source": ref.source,
-                    "note": ref.note,
-                }
-            )
-    return rows
-
-
-def time_rows() -> list[dict]:
-    """Throughput rows: published tokens/s (docs/sources.md) vs ftplan's time model."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from throughput_reference import throughput_rows
-
     return [
-        {"setup": setup, "measured": measured, "predicted": predicted, "error": error / 100, "source": source}
-        for setup, measured, predicted, error, source in throughput_rows()
+        {"setup": ref.setup, "measured": ref.measured_tokens, **predict_reference(ref), "note": ref.note}
+        for ref in REFERENCES
+        if ref.kind == "max_seq"
     ]
+
+
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:+.1f}%"
+
+
+def print_reference_tables(rows: list[dict]) -> None:
+    """Memory and tokens/s side by side, calibration rows first, then the held-apart ones,
+    each group closed by its median and worst |error|."""
+    from ftplan.probe.references import error_summary
+
+    head = f"{'setup':76s} {'figure':>16s} {'meas GB':>8s} {'ftplan':>7s} {'error':>7s}"
+    head += f" {'meas tok/s':>10s} {'ftplan':>7s} {'error':>7s}"
+    for calibration, title in ((True, "calibration rows"), (False, "held-apart rows")):
+        print(f"\nPublished GPU runs vs ftplan, {title} (per GPU)")
+        print(head)
+        for r in rows:
+            ref = r["ref"]
+            if ref.calibration != calibration:
+                continue
+            figure = f"{ref.figure}{'' if ref.per_gpu else ' total'}" if ref.measured_gb else ""
+            memory = (
+                f"{ref.measured_gb:8.2f} {r['predicted_gb']:7.2f} {_percent(r['memory_error']):>7s}"
+                if ref.measured_gb
+                else f"{'':8s} {'':7s} {'':7s}"
+            )
+            speed = (
+                f"{ref.measured_tokens_per_s:10,.0f} {r['predicted_tokens_per_s']:7,.0f} {_percent(r['tokens_error']):>7s}"
+                if ref.measured_tokens_per_s
+                else ""
+            )
+            print(f"{ref.setup[:76]:76s} {figure:>16s} {memory} {speed}")
+            print(f"{'':4s}source: {ref.source}" + (f"; note: {ref.note}" if ref.note else ""))
+        for key, label in (("memory_error", "memory"), ("tokens_error", "tokens/s")):
+            n, median, worst = error_summary(rows, key, calibration)
+            print(f"  {label:9s} {title}: {n} rows, median |error| {100 * median:.1f}%, worst {100 * worst:.1f}%")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,23 +124,13 @@ def main(argv: list[str] | None = None) -> int:
         worst = max(abs(r["error"]) for r in rows)
         print(f"worst |error| {100 * worst:.1f}% over {len(rows)} cases\n")
     refs = reference_rows()
-    out["references"] = refs
-    print("Published measured references (others' GPU runs) vs ftplan's prediction, not fitted")
-    print(f"{'setup':72s} {'measured':>16s} {'ftplan hf-loss':>16s} {'TRL (default)':>14s}  source")
-    for r in refs:
-        trl = r.get("predicted_trl", "-")
-        print(f"{r['setup']:72s} {r['measured']:>16s} {r['predicted']:>16s} {trl:>14s}  {r['source']}")
-        if r["note"]:
-            print(f"{'':72s}   note: {r['note']}")
-    times = time_rows()
-    out["time"] = times
-    if times:
-        print("\nThroughput: published tokens/s vs ftplan (rows with compile are faster than the exported recipe)")
-        print(f"{'setup':72s} {'measured':>9s} {'ftplan':>9s} {'error':>7s}  source")
-        for r in times:
-            print(
-                f"{r['setup']:72s} {r['measured']:>9,.0f} {r['predicted']:>9,.0f} {100 * r['error']:>+6.0f}%  {r['source']}"
-            )
+    out["references"] = [{**{k: v for k, v in r.items() if k != "ref"}, "setup": r["ref"].setup} for r in refs]
+    print_reference_tables(refs)
+    shapes = shape_rows()
+    out["longest_sequence"] = shapes
+    print("\nLongest sequence that fits (unsloth's QLoRA runs; their kernels, so a shape check only)")
+    for r in shapes:
+        print(f"{r['setup']:76s} measured {r['measured']:>7,} ftplan {r['predicted_tokens']:>7,}  {r['note']}")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2, default=str))
     return 0

@@ -5,8 +5,19 @@ weights need no weight gradients), one more forward (2 x) with activation checkp
 attention's 12 * L * s * d_q (EleutherAI cookbook ``calc/calc_transformer_flops.py``).
 Achieved throughput: the GPU's best measured bf16 matmul rate (stas00/ml-engineering MAMF
 table, docs/sources.md "GPUs") times a model-level efficiency. torchtune's Llama-3.2-3B full fine-tune on
-one A100 reached ~0.5 of dense peak (7,075 tokens/s, docs/sources.md "Published measurements"), i.e.
-~0.58 of the A100's 271 TFLOP/s matmul ceiling; that is ``BASE_EFFICIENCY``.
+one A100 reached 7,075 tokens/s (docs/sources.md "Published measurements"); with its 8-bit
+optimizer step counted apart (below) that is 0.63 of the A100's 271 TFLOP/s matmul ceiling:
+``BASE_EFFICIENCY``.
+
+Beside the matmuls, four costs are bound by memory bandwidth, not FLOPs, and are added as bytes
+moved at the GPU's HBM rate (``memory_bound_seconds``): the loss over the vocabulary (the
+model's own cross-entropy on fp32 logits moves more than TRL's fused head), the optimizer step (a pass over every
+trainable parameter's value, gradient and states, several passes for torch's multi-kernel
+AdamW), peft's LoRA adapters (the input cast to the adapter dtype, the adapter output, its
+scaling and the add, forward and backward: per token, whatever the rank), and bitsandbytes'
+NF4 dequantisation (every 4-bit weight written out in bf16 for each forward, recompute and
+backward: per micro-batch, whatever its tokens). The published runs these were checked on are
+in ``ftplan/probe/references.py`` (``benchmarks/estimator_accuracy.py`` prints them).
 """
 
 from __future__ import annotations
@@ -23,13 +34,47 @@ from ftplan.planner.device import Device
 from ftplan.planner.model_states import trainable_params
 from ftplan.planner.settings import Settings
 
-BASE_EFFICIENCY = 0.58
-# bitsandbytes dequantises every 4-bit weight in forward and backward; HF + bnb QLoRA runs
-# measured ~20-35 % slower than bf16 LoRA (torchtune with compile: 2 %). 0.8 is the middle.
-QLORA_SLOWDOWN = 0.8
+BASE_EFFICIENCY = 0.63
+# Share of the datasheet HBM bandwidth that element-wise kernels (optimizer steps, casts, adds)
+# reach on A100/H100/L40S-class GPUs.
+HBM_EFFICIENCY = 0.9
+# Passes over a trainable parameter's value-sized tensors in one optimizer step, gradient
+# clipping (a norm read, a scaling read + write: 3) included. torch's foreach AdamW
+# (torch/optim/adam.py ``_multi_tensor_adam``) runs ~9 element-wise kernels (decay, lerp, mul,
+# addcmul, sqrt, two divs, add eps, addcdiv): 22 reads and writes; the fused kernel reads
+# value, gradient and two moments and writes three of them once: 7. bitsandbytes' 8-bit Adam is
+# one kernel over the value (read + write) and gradient plus 1-byte moments (see
+# OPTIMIZER_STATE_PASSES). Adafactor's factored update is several element-wise kernels.
+OPTIMIZER_VALUE_PASSES = {
+    "adamw_torch": 22 + 3,
+    "adamw_torch_fused": 7 + 3,
+    "adamw_8bit": 3 + 3,
+    "paged_adamw_8bit": 3 + 3,
+    "paged_adamw_32bit": 3 + 3,
+    "adafactor": 10 + 3,
+    "sgd": 3 + 3,
+}
+# Optimizer state read and written once by the single-kernel steps (bytes of state per
+# parameter: memory.optimizer_bytes_per_param); the multi-kernel AdamW's are in its passes.
+OPTIMIZER_STATE_PASSES = {"adamw_8bit": 2, "paged_adamw_8bit": 2, "paged_adamw_32bit": 2}
+# Bytes per logit (vocabulary entry) per token that the loss moves beside the LM head's matmul.
+# The model's own loss (transformers ``ForCausalLMLoss``): bf16 logits written (2), upcast to
+# fp32 (read 2, write 4), log-softmax (read 4, write 4); backward: its gradient (read 4, write 4),
+# the upcast's (read 4, write 2) and the read by the head's backward (2): 30. TRL's fused head
+# works on bf16 tiles it reuses: a tile written and read for the log-sum-exp in forward, again
+# in backward with its gradient written and read: ~12.
+LOSS_BYTES_PER_LOGIT = {"full_logits": 30, "chunked": 12}
+# NF4 dequantisation per use of a 4-bit weight: read the packed nibbles (0.5 B) and write the
+# bf16 copy (2 B) that the matmul then reads (2 B).
+DEQUANT_BYTES_PER_WEIGHT = 4.5
 # Small micro-batches leave the GPU underfed; below this many tokens per micro-batch the
-# efficiency falls off with the fourth root.
+# efficiency falls off with the fourth root. The matmuls' tiles are tokens x width, so the
+# threshold is for a model SATURATING_WIDTH wide (Llama-3.2-3B, where it was set: torchtune's
+# 8,192-token micro-batches run at full efficiency, peft's ~840-token ones at ~0.57 of it) and
+# scales inversely with the hidden size (a 70B model's 8,192-wide matmuls fill the GPU at
+# 2,048 tokens: AnswerDotAI/fsdp_qlora's b1 x 2,048 70B runs are not slower per token).
 SATURATING_TOKENS = 8192
+SATURATING_WIDTH = 3072
 PCIE_GBS = 25.0  # host <-> GPU, PCIe 4.0 x16 in practice
 NETWORK_GBS = 12.5  # between nodes, 100 Gb/s per GPU (InfiniBand/RoCE); per-GPU share
 COMM_OVERLAP = 0.5  # share of communication hidden behind compute
@@ -210,14 +255,84 @@ def flops_per_token(arch: ModelArch, s: Settings, seq_len: int) -> float:
     return passes * p + attention + lora
 
 
-def achieved_tflops(device: Device, s: Settings) -> float:
+def achieved_tflops(arch: ModelArch, device: Device, s: Settings) -> float:
     gpu = device.gpu
-    eff = BASE_EFFICIENCY * min(1.0, (s.micro_batch_size * s.max_seq_len / SATURATING_TOKENS) ** 0.25)
-    if s.method == "qlora":
-        eff *= QLORA_SLOWDOWN
+    work = s.micro_batch_size * s.max_seq_len * arch.hidden_size
+    eff = BASE_EFFICIENCY * min(1.0, (work / (SATURATING_TOKENS * SATURATING_WIDTH)) ** 0.25)
     if not gpu.bf16 and gpu.name != "cpu":
         eff *= 0.8  # fp16 mixed with loss scaling, no FlashAttention-2
     return gpu.matmul_tflops * eff
+
+
+def optimizer_step_bytes(arch: ModelArch, s: Settings, device: Device) -> float:
+    """HBM bytes one GPU moves in an optimizer step (none when the states are offloaded to the
+    CPU, whose cost ``_offload_seconds_per_step`` has).
+
+    Counted for all trainable parameters, sharded or not: a ZeRO/FSDP step updates 1/N of them
+    but on fp32 master values (DeepSpeed) with a cast and re-gather after it, and the settings
+    search ranks a higher sharding stage as never faster than a lower one (``choose._search``);
+    modelling the shard's saving would break that ranking without a published run to weigh it."""
+    from ftplan.planner.model_states import adapter_bytes, dtype_bytes, optimizer_bytes_per_param
+
+    if s.offload != "none" and s.zero_stage > 0:
+        return 0.0
+    trainable = trainable_params(arch, s)
+    value = adapter_bytes(s) if s.is_peft else dtype_bytes(s.precision)
+    state = optimizer_bytes_per_param(s.optimizer, value) * OPTIMIZER_STATE_PASSES.get(s.optimizer, 0)
+    return trainable * (OPTIMIZER_VALUE_PASSES.get(s.optimizer, 3) * value + state)
+
+
+def adapter_bytes_per_token(arch: ModelArch, s: Settings) -> float:
+    """HBM bytes peft's LoRA layers move per token beside their (tiny) matmuls.
+
+    Per adapted Linear, with activations of ``e`` bytes and adapters of ``a``: forward casts
+    the input to the adapter dtype (e + a per input feature, when they differ), lora_A reads it
+    (a), lora_B writes its output (a per output feature), the scaling reads and writes it (2a)
+    and the add reads it and the base output and writes the sum (2e); backward moves about as
+    much again. Counted per (d_in + d_out), both taken as half of it. MoE expert adapters see a
+    token only in its ``experts_per_token`` experts.
+    """
+    if not s.is_peft:
+        return 0.0
+    from ftplan.planner.activations import act_bytes
+    from ftplan.planner.model_states import adapter_bytes
+
+    e, a = act_bytes(s), adapter_bytes(s)
+    per_feature = (e + a if a != e else 0) + 3 * a + 2 * e
+    features = arch.lora_params(1, s.lora_target_modules)
+    if arch.experts:
+        expert = arch.layers * arch._moe_lora_per_layer(1, s.lora_target_modules)
+        features -= expert * (1 - arch.experts_per_token / arch.experts)
+    return per_feature * features
+
+
+def loss_bytes_per_token(arch: ModelArch, s: Settings) -> float:
+    """HBM bytes the loss moves per token over the vocabulary (LOSS_BYTES_PER_LOGIT)."""
+    return LOSS_BYTES_PER_LOGIT[s.loss] * (arch.vocab_size + s.new_tokens)
+
+
+def dequant_bytes_per_micro_batch(arch: ModelArch, s: Settings) -> float:
+    """HBM bytes of bitsandbytes' NF4 dequantisation per micro-batch: every 4-bit weight is
+    dequantised for the forward, for the backward's input gradient and, with checkpointing,
+    for the recompute (each GPU dequantises the whole gathered model under ZeRO-3/FSDP)."""
+    if s.method != "qlora":
+        return 0.0
+    uses = 3 if s.gradient_checkpointing else 2
+    return arch.quantizable_params * DEQUANT_BYTES_PER_WEIGHT * uses
+
+
+def memory_bound_seconds(arch: ModelArch, s: Settings, device: Device, tokens: float, steps: int) -> float:
+    """Seconds one GPU spends on the bandwidth-bound work above for ``tokens`` (its share) over
+    ``steps`` optimizer steps."""
+    if device.is_cpu or not device.gpu.bandwidth_gbs:
+        return 0.0  # CPU steps are timed from measurements (cpu_step_seconds)
+    micro_batches = steps * s.gradient_accumulation_steps
+    moved = (
+        tokens * (adapter_bytes_per_token(arch, s) + loss_bytes_per_token(arch, s))
+        + micro_batches * dequant_bytes_per_micro_batch(arch, s)
+        + steps * optimizer_step_bytes(arch, s, device)
+    )
+    return moved / (device.gpu.bandwidth_gbs * 1e9 * HBM_EFFICIENCY)
 
 
 def _comm_seconds_per_step(arch: ModelArch, s: Settings, device: Device) -> float:
@@ -327,7 +442,8 @@ def estimate_time(arch: ModelArch, s: Settings, device: Device, data: DataShape)
     flops = flops_per_token(arch, s, seq_len) * tokens
     world = device.world_size
     steps = optimizer_steps(data, s, world)
-    compute_s = flops / (achieved_tflops(device, s) * 1e12 * world)
+    compute_s = flops / (achieved_tflops(arch, device, s) * 1e12 * world)
+    compute_s += memory_bound_seconds(arch, s, device, tokens / world, steps)
     comm_s = _comm_seconds_per_step(arch, s, device) * steps
     offload_s = _offload_seconds_per_step(arch, s) * steps
     seconds = compute_s + (1 - COMM_OVERLAP) * comm_s + max(0.0, COMM_OVERLAP * comm_s - compute_s) + offload_s

@@ -1,17 +1,35 @@
-"""Published peak-memory measurements (docs/sources.md, "Published measurements") next to the planner's prediction (not fitted).
+"""Published GPU measurements (docs/sources.md, "Published measurements") next to the planner's prediction.
 
-Each row states the settings the planner is given for the reference setup; where the source
-does not say (sequence lengths of an unpacked dataset, the optimizer) the assumption is in
-``note``. The planner predicts HF Trainer + peft runs; the torchtune and unsloth rows use their
-own kernels (chunked cross-entropy, compiled LoRA, fused QLoRA), so they check shape, not digits.
+One table, one row per measured run: the settings the run used (sharding, loss, attention,
+checkpointing, GPUs), what was measured (peak memory and/or tokens/s) and what kind of figure it
+is. Where the source does not say (sequence lengths of an unpacked dataset, the optimizer) the
+assumption is in ``note``.
+
+Like is compared with like: ``figure`` says what the memory number counts, and
+``predicted_memory`` takes the matching part of the planner's estimate (allocated: without the
+CUDA context and workspaces; reserved: the allocator's pool, i.e. without the context outside
+it; nvidia-smi: everything). ``calibration`` marks the rows the time model's constants were
+chosen on; the others are held apart and reported separately, so the held-apart errors say how
+well the model carries to runs it was not tuned on. The memory model is fitted to none of them
+(it is built from CPU MemTracker steps, ``ftplan/probe/calibration.py``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 GB = 10**9
+GIB = 2**30
 QV = ["q_proj", "v_proj"]
+ATTN_MLP = ["q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+MLP = ["gate_proj", "up_proj", "down_proj"]
+# The CUDA context lives outside torch's caching allocator (~500 MiB on Ampere/Hopper with lazy
+# module loading, the figure ftplan/planner/memory.py's CUDA_OVERHEAD starts from); cuBLAS
+# workspaces and NCCL buffers are allocated through it and so count in "reserved".
+CUDA_CONTEXT = GIB // 2
+
+Figure = Literal["allocated", "reserved", "nvidia-smi"]
 
 
 @dataclass(frozen=True)
@@ -19,10 +37,20 @@ class Reference:
     setup: str
     model: str
     gpu: str
-    measured_gb: float
     settings: dict
+    source: str
     gpus: int = 1
-    source: str = ""
+    measured_gb: float = 0.0
+    """Peak memory as published (0: not measured), per GPU unless ``per_gpu`` is False."""
+    figure: Figure = "allocated"
+    per_gpu: bool = True
+    measured_tokens_per_s: float = 0.0
+    """Training tokens per second per GPU as published (0: not measured)."""
+    time_seq_len: int = 0
+    """Tokens per sequence that set the throughput: the dataset's mean for a length-bucketed
+    unpacked run (tokens/s then counts real tokens); 0 = ``max_seq_len`` (packed)."""
+    calibration: bool = False
+    """True: the time model's constants were chosen with this row in view."""
     note: str = ""
     kind: str = "peak"
     """"peak": compare peak memory; "max_seq": compare the longest sequence that fits (tokens)."""
@@ -30,130 +58,387 @@ class Reference:
     extra: dict = field(default_factory=dict)
 
 
-def checkpointed(method: str, lora_r: int, batch: int, seq: int | None = None, **more) -> dict:
-    """The planner settings of a reference run: every source's runs use gradient checkpointing;
-    ``seq`` is left out where the row asks for the longest sequence that fits."""
-    settings = dict(method=method, lora_r=lora_r, micro_batch_size=batch, gradient_checkpointing=True, **more)
-    return settings if seq is None else {**settings, "max_seq_len": seq}
+def _settings(**overrides) -> dict:
+    """A row's settings: the keys it states over the defaults of a plain bf16 run."""
+    return dict(overrides)
 
 
-UNSLOTH_QLORA = checkpointed(
-    "qlora", 32, batch=1, attention="flash_attention_2", optimizer="adamw_8bit", lora_dropout=0.0
+UNSLOTH_QLORA = _settings(
+    method="qlora",
+    lora_r=32,
+    micro_batch_size=1,
+    gradient_checkpointing=True,
+    attention="flash_attention_2",
+    optimizer="adamw_8bit",
+    lora_dropout=0.0,
+    loss="full_logits",
 )
 """unsloth's longest-sequence benchmark setup (README, Jan 2025), on a 24 GB and an 80 GB GPU."""
 
+# huggingface/peft method_comparison/MetaMathQA: Llama-3.2-3B on one L40S, plain torch loop, bf16
+# weights and AdamW, batch 4, truncation 768, no checkpointing, SDPA, the model's own loss,
+# batches bucketed by length; "train total tokens" / "train samples" = 210 tokens per example.
+PEFT_SHAPE = dict(micro_batch_size=4, max_seq_len=768, gradient_checkpointing=False)
+PEFT_BENCH = dict(PEFT_SHAPE, loss="full_logits", optimizer="adamw_torch", lora_dropout=0.0)
+PEFT_SOURCE = "huggingface/peft method_comparison/MetaMathQA/results/{} (max reserved, whole run)"
+PEFT_NOTE = "peak at the longest batch (4 x 768) assumed; tokens/s at the 210-token mean"
+# (setup, settings over PEFT_BENCH, result file @ commit, max reserved GB, tokens/s, calibration)
+PEFT_BENCH_RUNS = (
+    (
+        "LoRA r32 q,v",
+        dict(method="lora", lora_r=32, lora_target_modules=QV),
+        "lora--llama-3.2-3B-rank32.json @0a179c1",
+        22.27,
+        6770,
+        True,
+    ),
+    (
+        "LoRA r64 q,v",
+        dict(method="lora", lora_r=64, lora_target_modules=QV),
+        "lora--llama-3.2-3B-rank64.json @18e07f1",
+        22.54,
+        6660,
+        False,
+    ),
+    (
+        "LoRA r10 MLP",
+        dict(method="lora", lora_r=10, lora_target_modules=MLP),
+        "lora--llama-3.2-3B-rank10-target-mlp.json @1948110",
+        24.71,
+        5770,
+        False,
+    ),
+    (
+        "full, bf16 weights+AdamW",
+        dict(method="full"),
+        "full-finetuning--llama-3.2-3B-lr_0.00001.json @0a179c1",
+        37.24,
+        2310,
+        True,
+    ),
+)
+
+
+def _peft_bench_reference(setup, settings, result_file, gb, tokens_per_s, calibration):
+    return Reference(
+        f"Llama-3.2-3B {setup} b4 s<=768 no ckpt, 1x L40S",
+        "meta-llama/Llama-3.2-3B",
+        "L40S",
+        _settings(**settings, **PEFT_BENCH),
+        PEFT_SOURCE.format(result_file),
+        measured_gb=gb,
+        figure="reserved",
+        measured_tokens_per_s=tokens_per_s,
+        time_seq_len=210,
+        calibration=calibration,
+        note=PEFT_NOTE,
+    )
+
+
+# torchtune README "optimization flags": Llama-3.2-3B on one A100, b2, s4096 packed.
+TORCHTUNE_FLAGS = dict(micro_batch_size=2, max_seq_len=4096)
+# Its rows with torch.compile + chunked cross-entropy + checkpointing: (setup, settings, tokens/s, note).
+COMPILED = "torch.compile (the planned HF recipe runs eager)"
+TORCHTUNE_COMPILED_RUNS = (
+    ("full", dict(method="full"), 7210, COMPILED),
+    ("LoRA r64 attn+MLP", dict(method="lora", lora_r=64, lora_target_modules=ATTN_MLP), 8210, COMPILED),
+    (
+        "QLoRA r64 attn+MLP",
+        dict(method="qlora", lora_r=64, lora_target_modules=ATTN_MLP),
+        8035,
+        "torch.compile fuses the NF4 dequantisation that bitsandbytes runs as separate kernels",
+    ),
+)
+
+
+def _torchtune_compiled_reference(setup, settings, tokens_per_s, note):
+    return Reference(
+        f"Llama-3.2-3B {setup} b2 s4096 compile, chunked CE, ckpt, 1x A100",
+        "meta-llama/Llama-3.2-3B",
+        "A100-80GB",
+        _settings(**settings, **TORCHTUNE_FLAGS),
+        "torchtune README, optimization flags",
+        measured_tokens_per_s=tokens_per_s,
+        note=note,
+    )
+
+
+# AnswerDotAI/fsdp_qlora benchmarks_03_2024.md: its train.py on 1,024 dummy samples of 2,048
+# tokens (time for all of them, so tokens/s per GPU = 1024 * 2048 / time / GPUs), reentrant
+# checkpointing, FSDP1 full shard ("DDP": a full copy per GPU). train.py's defaults assumed
+# where the note does not state them: LoRA r64 on all linear layers, AdamW, SDPA, bf16.
+FSDP_QLORA_SOURCE = "AnswerDotAI/fsdp_qlora benchmarks_03_2024.md"
+FSDP_QLORA_NOTE = "train.py defaults assumed (LoRA r64 all linear, AdamW, SDPA); FSDP1 planned as FSDP2"
+SAMPLES_X_TOKENS = 1024 * 2048
+# (model, method, GPU, GPUs, sharded, micro-batch, accumulation, seconds, peak GiB reserved, calibration)
+FSDP_QLORA_RUNS = (
+    ("Llama-2-7B", "lora", "RTX-4090", 2, False, 4, 1, 437, 22.04, True),
+    ("Llama-2-7B", "lora", "RTX-4090", 2, True, 6, 1, 481, 21.35, False),
+    ("Llama-2-7B", "qlora", "RTX-4090", 2, False, 8, 1, 450, 20.94, False),
+    ("Llama-2-7B", "qlora", "RTX-4090", 2, True, 10, 1, 466, 20.97, True),
+    ("Llama-2-70B", "qlora", "A100-40GB", 2, True, 1, 16, 3277, 0.0, False),
+    ("Llama-2-70B", "qlora", "A100-40GB", 4, True, 4, 2, 1266, 0.0, True),
+    ("Llama-2-70B", "qlora", "A100-40GB", 8, True, 4, 1, 672, 0.0, False),
+    ("Llama-2-70B", "qlora", "H100-SXM", 4, True, 8, 1, 667, 0.0, False),
+)
+
+
+def _fsdp_qlora_reference(model, method, gpu, gpus, sharded, batch, accumulation, seconds, gib, calibration):
+    engine = "FSDP" if sharded else "DDP"
+    return Reference(
+        f"{model} {method} r64 all-linear b{batch}x{accumulation} s2048 ckpt {engine}, {gpus}x {gpu}",
+        f"meta-llama/{model}-hf",
+        gpu,
+        _settings(
+            method=method,
+            lora_r=64,
+            lora_alpha=16.0,
+            lora_dropout=0.1,
+            micro_batch_size=batch,
+            gradient_accumulation_steps=accumulation,
+            max_seq_len=2048,
+            loss="full_logits",
+            sharding="fsdp2",
+            zero_stage=3 if sharded else 0,
+        ),
+        FSDP_QLORA_SOURCE,
+        gpus=gpus,
+        measured_gb=gib * GIB / GB,
+        figure="reserved",
+        measured_tokens_per_s=SAMPLES_X_TOKENS / seconds / gpus,
+        calibration=calibration,
+        note=FSDP_QLORA_NOTE,
+    )
+
+
 REFERENCES: tuple[Reference, ...] = (
     Reference(
-        "Llama-2-7B LoRA r8 q,v bf16 b4 s2048 ckpt, 1x RTX 4090",
+        "Llama-2-7B LoRA r8 q,v b4 s2048 ckpt, 1x RTX 4090",
         "meta-llama/Llama-2-7b-hf",
         "RTX-4090",
-        21.3,
-        checkpointed("lora", 8, batch=4, seq=2048, lora_target_modules=QV),
-        source="torchtune README (May 2024)",
+        _settings(
+            method="lora",
+            lora_r=8,
+            lora_target_modules=QV,
+            micro_batch_size=4,
+            max_seq_len=2048,
+            loss="full_logits",
+        ),
+        "torchtune README (May 2024)",
+        measured_gb=21.3,
+        note="allocator peak assumed (the README says 'peak memory')",
     ),
     Reference(
-        "Llama-2-7B QLoRA r8 q,k,v,o+MLP b4 s2048 compile, 1x RTX 4090",
+        "Llama-2-7B QLoRA r8 all-linear b4 s2048 compile, 1x RTX 4090",
         "meta-llama/Llama-2-7b-hf",
         "RTX-4090",
-        12.3,
-        checkpointed("qlora", 8, batch=4, seq=2048, optimizer="adamw_torch_fused"),
-        source="torchtune README (May 2024)",
+        _settings(
+            method="qlora",
+            lora_r=8,
+            micro_batch_size=4,
+            max_seq_len=2048,
+            optimizer="adamw_torch_fused",
+            loss="full_logits",
+        ),
+        "torchtune README (May 2024)",
+        measured_gb=12.3,
         note="torchtune keeps QLoRA activations in bf16; HF + prepare_model_for_kbit_training keeps fp32",
     ),
     Reference(
-        "Llama-2-7B LoRA r8 q,v bf16 b2 AdamW ckpt, alpaca unpacked",
+        "Llama-2-7B LoRA r8 q,v b2 ckpt, alpaca unpacked, 1x A100",
         "meta-llama/Llama-2-7b-hf",
         "A100-80GB",
-        15.57,
-        checkpointed("lora", 8, batch=2, seq=512, lora_target_modules=QV),
-        source="torchtune docs tutorials/lora_finetune.rst (reserved)",
+        _settings(
+            method="lora",
+            lora_r=8,
+            lora_target_modules=QV,
+            micro_batch_size=2,
+            max_seq_len=512,
+            loss="full_logits",
+        ),
+        "torchtune docs tutorials/lora_finetune.rst",
+        measured_gb=15.57,
+        figure="reserved",
+        calibration=True,
         note="unpacked alpaca: s=512 assumed (longest batches)",
     ),
     Reference(
-        "Llama-2-7B QLoRA r8 q,v b2 ckpt, alpaca unpacked",
+        "Llama-2-7B QLoRA r8 q,v b2 ckpt, alpaca unpacked, 1x A100",
         "meta-llama/Llama-2-7b-hf",
         "A100-80GB",
-        9.29,
-        checkpointed("qlora", 8, batch=2, seq=512, lora_target_modules=QV, optimizer="adamw_torch_fused"),
-        source="torchtune docs tutorials/qlora_finetune.rst (reserved)",
+        _settings(
+            method="qlora",
+            lora_r=8,
+            lora_target_modules=QV,
+            micro_batch_size=2,
+            max_seq_len=512,
+            optimizer="adamw_torch_fused",
+            loss="full_logits",
+        ),
+        "torchtune docs tutorials/qlora_finetune.rst",
+        measured_gb=9.29,
+        figure="reserved",
         note="s=512 assumed",
     ),
     Reference(
         "Llama-3.1-8B QLoRA r32 all-linear b1 FA2: longest sequence on 24 GB",
         "meta-llama/Llama-3.1-8B",
         "RTX-4090",
-        0.0,
         UNSLOTH_QLORA,
-        source="unsloth README (Jan 2025)",
+        "unsloth README (Jan 2025)",
         kind="max_seq",
         measured_tokens=5789,
-        note="unsloth: fused kernels, chunked cross-entropy, offloaded checkpoints; shape check only",
+        note="the HF + FlashAttention-2 baseline of unsloth's table; optimizer assumed",
     ),
     Reference(
         "Llama-3.1-8B QLoRA r32 all-linear b1 FA2: longest sequence on 80 GB",
         "meta-llama/Llama-3.1-8B",
         "A100-80GB",
-        0.0,
         UNSLOTH_QLORA,
-        source="unsloth README (Jan 2025)",
+        "unsloth README (Jan 2025)",
         kind="max_seq",
         measured_tokens=28454,
     ),
     Reference(
-        "Llama-2-70B LoRA r8 all-linear s2048 FA2 ckpt ZeRO-3, 8x H100, b8",
+        "Llama-2-70B LoRA r8 all-linear s2048 FA2 ckpt ZeRO-3 b8, 8x H100",
         "meta-llama/Llama-2-70b-hf",
         "H100-SXM",
-        64.0,
-        checkpointed("lora", 8, batch=8, seq=2048, attention="flash_attention_2", zero_stage=3),
+        _settings(
+            method="lora",
+            lora_r=8,
+            micro_batch_size=8,
+            max_seq_len=2048,
+            attention="flash_attention_2",
+            zero_stage=3,
+            loss="full_logits",
+        ),
+        "peft docs accelerate/deepspeed.md",
         gpus=8,
-        source="peft docs accelerate/deepspeed.md (nvidia-smi)",
+        measured_gb=64.0,
+        figure="nvidia-smi",
+        calibration=True,
     ),
     Reference(
-        "Llama-2-70B QLoRA r8 all-linear ZeRO-3, 2x A100-40GB, b2",
+        "Llama-2-70B QLoRA r8 all-linear s2048 FA2 ckpt ZeRO-3 b2, 2x A100-40GB",
         "meta-llama/Llama-2-70b-hf",
         "A100-40GB",
-        36.6,
-        checkpointed("qlora", 8, batch=2, seq=2048, attention="flash_attention_2", zero_stage=3),
+        _settings(
+            method="qlora",
+            lora_r=8,
+            micro_batch_size=2,
+            max_seq_len=2048,
+            attention="flash_attention_2",
+            zero_stage=3,
+            loss="full_logits",
+        ),
+        "peft docs accelerate/deepspeed.md",
         gpus=2,
-        source="peft docs accelerate/deepspeed.md (nvidia-smi)",
+        measured_gb=36.6,
+        figure="nvidia-smi",
     ),
     Reference(
-        "Llama-3.1-8B LoRA r16 all-linear b1 s2048 ckpt (sanity, no measurement)",
-        "meta-llama/Llama-3.1-8B",
+        "Llama-3.2-3B full bf16 b2 s4096 packed, no ckpt, 1x A100",
+        "meta-llama/Llama-3.2-3B",
         "A100-80GB",
-        0.0,
-        checkpointed("lora", 16, batch=1, seq=2048),
-        source="16 GB bf16 weights + 3.2 GB logits (2048 x 128256 x 12 B) + 1 GB CUDA context",
+        _settings(
+            method="full",
+            gradient_checkpointing=False,
+            loss="full_logits",
+            optimizer="paged_adamw_8bit",
+            **TORCHTUNE_FLAGS,
+        ),
+        "torchtune README, optimization flags",
+        measured_tokens_per_s=7075,
+        calibration=True,
+        note="optimizer: the recipe's PagedAdamW8bit (recipes/configs/llama3_2/3B_full_single_device.yaml) assumed",
     ),
+    *(_torchtune_compiled_reference(*run) for run in TORCHTUNE_COMPILED_RUNS),
+    *(_peft_bench_reference(*run) for run in PEFT_BENCH_RUNS),
+    *(_fsdp_qlora_reference(*run) for run in FSDP_QLORA_RUNS),
 )
 
 
-def predict_reference(ref: Reference) -> dict:
-    """The planner's prediction for a reference row."""
-    from ftplan.planner.catalog.gpus import GPUS
-    from ftplan.planner.choose import longest_sequence_that_fits
-    from ftplan.planner.device import Device
-    from ftplan.planner.memory import estimate_memory
-    from ftplan.planner.models import resolve_model
+def _row_settings(ref: Reference, seq_len: int | None = None):
     from ftplan.planner.settings import Settings
 
-    arch = resolve_model(ref.model).arch
     base = dict(precision="bf16", optimizer="adamw_torch", gradient_accumulation_steps=1, lora_dropout=0.05)
     base.update(ref.settings)
     if "lora_alpha" not in base:
         base["lora_alpha"] = 2.0 * base.get("lora_r", 16)
-    s = Settings(**base)
+    if seq_len:
+        base["max_seq_len"] = seq_len
+    return Settings(**base)
+
+
+def _device(ref: Reference):
+    from ftplan.planner.catalog.gpus import GPUS
+    from ftplan.planner.device import Device
+
     per_node = min(ref.gpus, 8)
-    device = Device(GPUS[ref.gpu], per_node, max(1, ref.gpus // per_node))
+    return Device(GPUS[ref.gpu], per_node, max(1, ref.gpus // per_node))
+
+
+def comparable_memory(total: int, overhead: int, figure: Figure) -> int:
+    """The part of the planner's per-GPU total that a published figure of this kind counts."""
+    if figure == "allocated":
+        return total - overhead
+    if figure == "reserved":
+        return total - min(overhead, CUDA_CONTEXT)
+    return total
+
+
+def predict_reference(ref: Reference) -> dict:
+    """The planner's prediction for a reference row, in the units the row was measured in."""
+    from ftplan.planner.choose import longest_sequence_that_fits
+    from ftplan.planner.memory import estimate_memory
+    from ftplan.planner.models import resolve_model
+    from ftplan.planner.timecost import DataShape, estimate_time
+
+    arch = resolve_model(ref.model).arch
+    s = _row_settings(ref)
+    device = _device(ref)
     if ref.kind == "max_seq":
-        tokens = longest_sequence_that_fits(arch, s, device)
-        return {"predicted_tokens": tokens, "predicted_trl_tokens": 0, "measured_tokens": ref.measured_tokens}
-    est = estimate_memory(arch, s, device, loss="hf")
-    trl = estimate_memory(arch, s, device, loss="trl_fused")
-    return {
-        "predicted_trl_gb": trl.total / GB,
-        "predicted_gb": est.total / GB,
-        "measured_gb": ref.measured_gb,
-        "components": est.model_dump(),
-        "peak_phase": est.peak_phase,
-    }
+        return {"predicted_tokens": longest_sequence_that_fits(arch, s, device), "measured_tokens": ref.measured_tokens}
+    out: dict = {}
+    if ref.measured_gb:
+        est = estimate_memory(arch, s, device)
+        per_gpu = comparable_memory(est.total, est.overhead, ref.figure)
+        out["predicted_gb"] = (per_gpu if ref.per_gpu else per_gpu * ref.gpus) / GB
+        out["components"] = est.model_dump()
+        out["peak_phase"] = est.peak_phase
+    if ref.measured_tokens_per_s:
+        timed = _row_settings(ref, ref.time_seq_len) if ref.time_seq_len else s
+        time = estimate_time(arch, timed, device, DataShape(10_000, timed.max_seq_len))
+        out["predicted_tokens_per_s"] = time.tokens_per_second / device.world_size
+    return out
+
+
+def error(predicted: float, measured: float) -> float:
+    """Relative error of a prediction (+0.10 = 10 % over)."""
+    return (predicted - measured) / measured
+
+
+def accuracy_rows() -> list[dict]:
+    """Every measured row with its prediction and errors (memory and tokens/s where measured)."""
+    rows = []
+    for ref in REFERENCES:
+        if ref.kind != "peak" or not (ref.measured_gb or ref.measured_tokens_per_s):
+            continue
+        p = predict_reference(ref)
+        row = {"ref": ref, **p}
+        if ref.measured_gb:
+            row["memory_error"] = error(p["predicted_gb"], ref.measured_gb)
+        if ref.measured_tokens_per_s:
+            row["tokens_error"] = error(p["predicted_tokens_per_s"], ref.measured_tokens_per_s)
+        rows.append(row)
+    return rows
+
+
+def error_summary(rows: list[dict], key: str, calibration: bool) -> tuple[int, float, float]:
+    """(rows, median |error|, worst |error|) of one metric over the calibration or held-apart rows."""
+    errors = sorted(abs(r[key]) for r in rows if key in r and r["ref"].calibration == calibration)
+    if not errors:
+        return 0, 0.0, 0.0
+    n = len(errors)
+    median = errors[n // 2] if n % 2 else (errors[n // 2 - 1] + errors[n // 2]) / 2
+    return n, median, errors[-1]

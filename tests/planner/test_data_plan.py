@@ -201,9 +201,9 @@ def test_offload_plans_are_held_against_host_ram():
 
 
 def test_the_ladder_picks_no_offload_rung_past_host_ram():
-    """Llama-3.1-8B full on one A100-40GB at ZeRO-3: with RAM to spare the ladder offloads
-    parameters too (a larger micro-batch); with less RAM than that needs, it must pick the
-    optimizer-only offload, which fits both the GPU and the host."""
+    """Llama-3.1-8B full on one A100-40GB at ZeRO-3: offloading the parameters too needs more
+    host RAM than offloading the optimizer alone; with less RAM than the parameter offload
+    needs, the ladder must pick the optimizer-only offload, which fits both the GPU and the host."""
     from ftplan.planner.catalog.gpus import GPUS
     from ftplan.planner.choose import choose_settings
     from ftplan.planner.device import Device
@@ -218,9 +218,11 @@ def test_the_ladder_picks_no_offload_rung_past_host_ram():
     device = Device(GPUS["A100-40GB"], 1, 1)
     data = DataShape(5000, 400)
     roomy = choose_settings("full", answers, arch, device, data, host_ram=None)
-    roomy_host = MemoryModel(arch, roomy, device).estimate().cpu_memory
-    assert roomy.offload == "optimizer+params"
-    host_ram = roomy_host - 1
+    with_params = roomy.model_copy(update={"offload": "optimizer+params"})
+    params_host = MemoryModel(arch, with_params, device).estimate().cpu_memory
+    optimizer_host = MemoryModel(arch, roomy.model_copy(update={"offload": "optimizer"}), device).estimate().cpu_memory
+    assert optimizer_host < params_host
+    host_ram = params_host - 1
     s = choose_settings("full", answers, arch, device, data, host_ram=host_ram)
     mem = MemoryModel(arch, s, device).estimate()
     assert s.offload == "optimizer" and mem.cpu_memory <= host_ram and mem.total <= usable_memory(device)
