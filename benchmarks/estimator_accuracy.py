@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     print_reference_tables(refs)
     shapes = shape_rows()
     out["longest_sequence"] = shapes
-    print("\nLongest sequence that fits (unsloth's QLoRA runs; their kernels, so a shape check only)")
+    print("\nLongest sequence that fits (unsloth's table, its HF + FlashAttention-2 baseline; not in the summaries)")
     for r in shapes:
         print(f"{r['setup']:76s} measured {r['measured']:>7,} ftplan {r['predicted_tokens']:>7,}  {r['note']}")
     if args.json:
