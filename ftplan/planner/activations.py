@@ -138,7 +138,8 @@ class Activations:
     shared_saved: int
     """Rotary tables and the input batch (alive until the end of backward)."""
     final_norm_input: int
-    """The final norm's fp32 input copy, freed before the layers' backward starts."""
+    """What the final norm keeps (its fp32 input copy; training its weight, also the normalised input and the
+    output lm_head keeps), freed before the layers' backward starts."""
     logits_saved: int
     logits_forward_extra: int
     """Logits in the model dtype and their fp32 copy, alive at the end of forward only."""
@@ -238,6 +239,7 @@ def _adapter_saved_per_token(arch: ModelArch, s: Settings, cpu: bool, out_saved:
             mlp += extra
         if group == "mlp_act":
             down_in = extra / n
+    mlp += e * arch.expert_adapter_saved(s.lora_target_modules)[0]  # adapted experts / router keep inputs
     return attn, mlp, down_in
 
 
@@ -262,6 +264,9 @@ def traced_layer_saved(arch: ModelArch, s: Settings) -> tuple[float, float] | No
     if found is None:
         return None
     per_token, per_score = found
+    if s.attention == "sdpa" and arch.card is not None:  # sliding-window layers: SDPA gets a mask
+        mask_token, mask_score = arch.card.sdpa_mask_saved(FP32 if dtype == "fp32" else 2)
+        return per_token + mask_token, mask_score
     return per_token, (per_score if attention == "eager" else 0.0)
 
 
@@ -298,9 +303,19 @@ class ActivationModel:
             self.layer_saved = saved
             self.score_saved = traced[1]
         self.mlp_work = (LAYER_BACKWARD_WORK * f + h) * e
-        # Measured: with fp32 activations the peak comes after down_proj's backward has freed
-        # its saved input; with 16-bit activations it comes before (MemTracker, every case).
-        self.mlp_freed = down_in if e == FP32 else 0
+        # per layer, not per token: the W + dW copy of each expert tensor / router peft adapts (ParamWrapper).
+        # Not under QLoRA (fp32 experts, bf16 adapters): measured without it (ArchCase qwen3_moe, mixtral).
+        self.layer_constant = e * arch.expert_adapter_saved(s.lora_target_modules)[1] if s.method == "lora" else 0.0
+        # Measured: with fp32 activations, or a recomputed (checkpointed) dense layer of full training,
+        # the peak comes after down_proj's backward has freed its saved input; with 16-bit activations
+        # it comes before (MemTracker, every case of calibration.GRID and ArchCase; MoE experts differ).
+        self.mlp_freed = down_in if e == FP32 or (self.checkpointing and full and not arch.experts) else 0
+        # A recomputed (checkpointed) LoRA layer can peak in its recompute, before any gradient exists
+        # (MemTracker, ArchCase's LoRA + checkpointing rows): peft adds lora_B's output to the base output in
+        # the adapter dtype, so the widest adapted linear's base output, lora_B output and scaled sum exist
+        # together, while the down_proj adapter's input is not made yet.
+        widest = max((lin.d_out for lin in arch.lora_targets(s.lora_target_modules)), default=0) if s.is_peft else 0
+        self.recompute_work = ((e + 2 * adapter_bytes(s)) * widest - down_in) if self.checkpointing else 0.0
         self.attn_work = (2 * q + 2 * k) * e
         # bitsandbytes dequantizes one weight at a time to the compute dtype (and its transpose in backward)
         self.dequantized = 2 * 2 * arch.largest_matrix if s.method == "qlora" else 0
@@ -315,25 +330,30 @@ class ActivationModel:
         head_trains = full or bool(s.new_tokens)
         self.head_weight_grad = self.vocab * h * (FP32 + self.logit_bytes) if head_trains else 0
 
+    @property
+    def quadratic(self) -> bool:
+        """Memory grows with seq_len^2 per sequence (eager's scores, SDPA's masks), not with tokens alone."""
+        return self.eager or self.score_saved > 0
+
     def at(self, b: int, seq: int) -> Activations:
         """The activations of a micro-batch of ``b`` sequences of ``seq`` tokens."""
         e, h = self.e, self.h
         tokens = b * seq
-        layer_saved = self.layer_saved * tokens
+        layer_saved = self.layer_saved * tokens + self.layer_constant
         mlp_work = self.mlp_work * tokens
         if self.mlp_freed:
             mlp_work -= self.mlp_freed * tokens
         attn_work = self.attn_work * tokens
         forward_work = mlp_work
+        layer_saved += b * seq * seq * self.score_saved  # eager's probabilities, SDPA's sliding-window masks
         if self.eager:
             scores = b * self.heads * seq * seq
-            layer_saved += b * seq * seq * self.score_saved
             attn_work += scores * (e + FP32)  # softmax backward: the probabilities' gradient + fp32 input grad
             forward_work = max(forward_work, scores * (3 * e + FP32))  # q@k^T, scaled, masked, fp32 softmax
         mlp_work += self.dequantized
         # The layer's backward peaks either in the MLP (everything saved + MLP gradients) or in the
         # attention (the MLP half already freed + attention gradients / eager's s*s gradients).
-        work = max(mlp_work, attn_work - self.mlp_saved * tokens)
+        work = max(mlp_work, attn_work - self.mlp_saved * tokens, self.recompute_work * tokens)
         head = self.final_norm * tokens  # final norm
         shared = self.shared * tokens  # rotary cos and sin, shared by all layers
         shared += 2 * 8 * tokens  # input_ids and labels (int64)
@@ -360,7 +380,7 @@ class ActivationModel:
             forward_work=int(forward_work),
             head_saved=int(head),
             shared_saved=int(shared),
-            final_norm_input=int((RMSNORM_INPUT_BYTES * h + FP32) * tokens),
+            final_norm_input=int(self.final_norm * tokens),
             logits_saved=int(logits_saved),
             logits_forward_extra=int(logits_forward_extra),
             logits_backward_extra=int(logits_backward_extra),

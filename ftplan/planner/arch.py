@@ -206,6 +206,25 @@ class ModelArch(DecoderShape):
             total += r * e * (f + h)
         return total
 
+    def expert_adapter_saved(self, target_modules: str | Sequence[str]) -> tuple[float, float]:
+        """(elements per token, per layer) kept because peft adapts routers / fused experts as parameters
+        (``ArchCard.expert_adapter_saved``; for the hand-coded Mixtral, the same rule on its shapes)."""
+        if self.card is not None:
+            return self.card.expert_adapter_saved(target_modules)
+        if not self.experts:
+            return 0.0, 0.0
+        keys = {"all-linear"} if target_modules == "all-linear" else set(target_modules)
+        h, f, e, k = self.hidden_size, self.intermediate_size, self.experts, self.experts_per_token
+        whole = bool(keys & {"all-linear", "experts", "mlp.experts"})
+        per_token = per_layer = 0.0
+        if keys & {"all-linear", "gate", "mlp.gate"}:
+            per_token, per_layer = h, e * h
+        if whole or {"w1", "w3"} <= keys:
+            per_token, per_layer = per_token + k * h, per_layer + e * 2 * f * h
+        if whole or "w2" in keys:
+            per_token, per_layer = per_token + k * f, per_layer + e * f * h
+        return per_token, per_layer
+
     def lora_params(self, r: int, target_modules: str | Sequence[str]) -> int:
         """Trainable LoRA parameters: sum of r * (d_in + d_out) over adapted matrices."""
         key = ("lora", r, target_modules if isinstance(target_modules, str) else tuple(target_modules))

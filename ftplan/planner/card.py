@@ -12,6 +12,7 @@ in (``model.layers.{i}.mlp.down_proj.weight`` for layers 0–31), so a 94-layer 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -251,6 +252,33 @@ class ArchCard(DecoderShape):
     def lora_params(self, r: int, target_modules: str | Sequence[str]) -> int:
         return r * sum(u.per_rank * u.count for u in self.lora_selected(target_modules))
 
+    def expert_adapter_saved(self, target_modules: str | Sequence[str]) -> tuple[float, float]:
+        """(elements per token, elements per layer) autograd keeps because peft adapts a parameter.
+
+        peft's ``ParamWrapper`` (fused expert tensors, routers) adds the LoRA delta to the frozen tensor
+        while the module runs, so the weight the matmul sees requires grad: the matmul keeps its input
+        (``experts_per_token`` rows of the hidden state per token into gate_up, of the expert width into
+        down; the router's whole hidden state), and keeps that W + dW copy for the input gradient, a tensor
+        of the parameter's size in every layer (LoRA on 16-bit or fp32 weights; QLoRA's fp32 experts with bf16
+        adapters keep no such copy). Averaged over the decoder layers; elements, in the parameter's dtype
+        (measured on real CPU steps: tests/planner/test_arch_accuracy.py)."""
+        shapes = {t.name: t.shape for t in self.tensors}
+        per_token = per_layer = 0.0
+        for unit in self.lora_selected(target_modules):
+            shape = shapes.get(f"{unit.module}.{unit.parameter}") if unit.parameter else None
+            if not shape:
+                continue
+            share = unit.count / max(self.layers, 1)
+            per_layer += share * math.prod(shape)
+            if len(shape) < 3:  # a router: one row per token
+                per_token += share * self.hidden_size
+                continue
+            width = self.hidden_size
+            if "down" in unit.parameter or unit.parameter == "w2":  # its input is the expert width
+                width = next((d for d in shape[1:] if d != self.hidden_size), self.hidden_size)
+            per_token += share * self.experts_per_token * width
+        return per_token, per_layer
+
     def unmatched_targets(self, target_modules: str | Sequence[str]) -> list[str]:
         """Entries of a target list that name no module peft could adapt here."""
         if isinstance(target_modules, str):
@@ -263,6 +291,20 @@ class ArchCard(DecoderShape):
         """(bytes per token, bytes per sequence per seq_len^2) one decoder layer saves, averaged over
         the layers (the planner multiplies by the layer count); None when a layer kind lacks the figure."""
         return traced_saved(self.activation_trace(), self.layers, mode, dtype, attention)
+
+    def sdpa_mask_saved(self, dtype_bytes: int) -> tuple[float, float]:
+        """(bytes per token, bytes per sequence per seq_len^2) SDPA adds in sliding-window layers, averaged over
+        the layers. There transformers hands SDPA a materialised mask, so it repeats k and v to every head
+        instead of using SDPA's GQA (``use_gqa_in_sdpa`` wants no mask), and SDPA converts the boolean mask
+        to the activation dtype and keeps that copy for backward in every such layer (the traced ``flash``
+        figure has neither: flash-attention takes the window without a mask). Measured on real CPU steps
+        of tiny Gemma-3 configs (tests/planner/test_arch_accuracy.py)."""
+        sliding = sum(1 for kind in self.layer_kinds if kind.startswith("sliding_attention"))
+        if not sliding or not self.sliding_window:
+            return 0.0, 0.0
+        share = sliding / self.layers
+        repeated = 2 * (self.heads - self.kv_heads) * self.head_dim * dtype_bytes
+        return share * repeated, share * dtype_bytes
 
     def activation_trace(self) -> dict:
         """The traced figures alone (what ``catalog/traces.json`` ships for the hand-written catalog)."""

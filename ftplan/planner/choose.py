@@ -286,7 +286,7 @@ def fitting_limits(arch: ModelArch, s: Settings, device: Device, memory: MemoryM
     """(longest max_seq_len at micro-batch 1, largest micro-batch at the plan's length) that
     fit, each 0 where none does; both at the plan's accumulation.
 
-    Without eager attention, memory depends on a micro-batch's tokens (b * s) alone, so one
+    Without eager attention (or SDPA's sliding-window masks), memory depends on a micro-batch's tokens (b * s) alone, so one
     search for the most tokens that fit answers both, starting from the plan's own shape.
     ``memory``: the settings' model when the caller has built it already.
     """
@@ -295,7 +295,7 @@ def fitting_limits(arch: ModelArch, s: Settings, device: Device, memory: MemoryM
     memory = memory or MemoryModel(arch, s, device)
     limit = usable_memory(device)
     accumulation, seq = s.gradient_accumulation_steps, s.max_seq_len
-    if s.attention == "eager":  # s*s scores: the two questions differ
+    if memory.activations.quadratic:  # s*s scores or masks: the two questions differ
         longest = _largest_by_secant(
             lambda length: memory.peak(1, length, accumulation), limit, step=SEQ_STEP, cap=LONGEST_SEQ_CAP
         )

@@ -187,3 +187,150 @@ def quiet() -> None:
         transformers.utils.logging.disable_progress_bar()
     except Exception:  # pragma: no cover
         pass
+
+
+# ---- any architecture: the card's activation figures against real steps -------------------------
+
+ARCH_TYPES = (
+    "llama",
+    "qwen3",
+    "qwen3_moe",
+    "gemma3_text",
+    "phi3",
+    "olmo2",
+    "mixtral",
+    "gpt_oss",
+    "granite",
+    "smollm3",
+)
+"""Model types ``benchmarks/estimator_accuracy.py --archs`` measures (tiny, random weights)."""
+TINY_ARCH = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "vocab_size": 128,
+    "max_position_embeddings": 1024,
+    "pad_token_id": 0,
+}
+"""Every linear width a multiple of 32: bitsandbytes' CPU 4-bit kernel needs it (QLoRA)."""
+TINY_MOE = {"num_experts": 4, "num_local_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32}
+TINY_ARCH_OVERRIDES = {
+    "qwen3_moe": TINY_MOE,
+    "mixtral": TINY_MOE,
+    "gpt_oss": {**TINY_MOE, "sliding_window": 32},
+    "gemma3_text": {"sliding_window": 32},
+}
+_NOT_CONFIG = ("architectures", "transformers_version", "_name_or_path", "torch_dtype", "dtype")
+
+
+@dataclass(frozen=True)
+class ArchCase:
+    """One method of one tiny architecture, planned from its config.json and measured on the CPU."""
+
+    model_type: str
+    method: str = "lora"
+    checkpointing: bool = False
+    precision: str = "bf16"
+    micro_batch: int = 2
+    seq: int = 256
+    lora_r: int = 8
+
+    @property
+    def name(self) -> str:
+        ckpt = "ckpt" if self.checkpointing else "nockpt"
+        return f"{self.model_type} {self.method} {ckpt} {self.precision} b{self.micro_batch} s{self.seq}"
+
+    def config(self) -> dict:
+        """The tiny model's config.json (transformers' own serialisation of its config class)."""
+        from transformers import AutoConfig
+
+        values = {**TINY_ARCH, **TINY_ARCH_OVERRIDES.get(self.model_type, {})}
+        config = AutoConfig.for_model(self.model_type, **values).to_dict()
+        return {k: v for k, v in config.items() if k not in _NOT_CONFIG}
+
+    def settings(self, arch):
+        """The plan's settings: SDPA where the class accepts it (else eager), the model's own loss."""
+        from ftplan.planner.settings import Settings
+
+        return Settings(
+            method=self.method,
+            precision=self.precision,
+            optimizer="adamw_torch",
+            micro_batch_size=self.micro_batch,
+            gradient_checkpointing=self.checkpointing,
+            attention="sdpa" if "sdpa" in arch.attention_kernels else "eager",
+            max_seq_len=self.seq,
+            lora_r=self.lora_r,
+            lora_alpha=2.0 * self.lora_r,
+            lora_dropout=0.0,
+            lora_target_modules="all-linear",
+        )
+
+
+@dataclass
+class ArchResult:
+    case: ArchCase
+    predicted: int
+    measured: int
+    predicted_activations: int
+    measured_activations: int
+    predicted_phase: str
+    measured_phase: str
+
+    @property
+    def error(self) -> float:
+        """Relative error of the planned peak, (predicted - measured) / measured."""
+        return (self.predicted - self.measured) / self.measured
+
+    @property
+    def activation_error(self) -> float:
+        """Relative error of the activation bytes at each side's peak."""
+        return (self.predicted_activations - self.measured_activations) / self.measured_activations
+
+
+def plan_arch_case(case: ArchCase, folder):
+    """The planner's CPU estimate for ``case``, planned from ``folder/config.json`` as ``ftplan probe``
+    plans a project: the model resolved like an answers file's local folder (its card derived from the
+    model's code, or the hand-written accounting), ``Device(CPU)``."""
+    from ftplan.planner.catalog.gpus import CPU
+    from ftplan.planner.memory import Device, estimate_memory
+    from ftplan.planner.models import resolve_model
+
+    arch = resolve_model(str(folder)).arch
+    settings = case.settings(arch)
+    return estimate_memory(arch, settings, Device(CPU), loss="hf"), settings
+
+
+def run_arch_case(case: ArchCase, root) -> ArchResult:
+    """Plan ``case`` from a config.json written under ``root`` and measure one steady-state CPU step."""
+    import json
+    from pathlib import Path
+
+    config = case.config()
+    folder = Path(root) / case.model_type
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    est, settings = plan_arch_case(case, folder)
+    m = measure_config(
+        config,
+        method=case.method,
+        precision=case.precision,
+        attention=settings.attention,
+        gradient_checkpointing=case.checkpointing,
+        micro_batch_size=case.micro_batch,
+        seq_len=case.seq,
+        lora_r=case.lora_r,
+        loss="hf",
+    )
+    return ArchResult(
+        case=case,
+        predicted=est.total - est.overhead,
+        measured=m.peak,
+        predicted_activations=est.activations,
+        measured_activations=m.components["activations"],
+        predicted_phase=est.peak_phase,
+        measured_phase=m.peak_phase,
+    )
