@@ -39,9 +39,9 @@ QUICK_START: tuple[str, ...] = (
 """The questions most plans turn on, first and together: a recommendation is a few keys away
 (Enter moves to the next one); every other question keeps its default and its section."""
 FIRST_FRAME = {QUICK}
-"""Sections whose questions come with the form. The other open sections are below the fold
-and mount right after the first frame (``mount_below_the_fold``): about fifty fewer
-widgets to style and lay out before the app first appears."""
+"""Sections that come with the form. The others are below the fold and mount right after
+the first frame (``mount_below_the_fold``): about seventy fewer widgets (their questions and
+their collapsibles' titles) to style and lay out before the app first appears."""
 TITLES = {QUICK: "Quick start (Enter: next question)", **SECTIONS}
 
 
@@ -142,25 +142,32 @@ class QuestionsForm(VerticalScroll):
         self._general = ""
         self._problems_shown: list[Problem] | None = None
         self._mounted_sections: set[str] = set()
-        self._first_frame_pending = True
+        self._below_the_fold_made = False
+        self._open_early: set[str] = set()
         self._made: dict[str, Question] = {}
         """Every question made so far by key, mounted or still mounting."""
 
     def compose(self) -> ComposeResult:
         yield Static("", id="form-problems", markup=False)
-        for section, title in TITLES.items():
-            now = section in FIRST_FRAME
-            questions = self._questions(section) if now else []
-            if now:
-                self._mounted_sections.add(section)
-            yield Collapsible(*questions, title=title, collapsed=section in LAZY, id=f"section-{section}")
-
-    def mount_below_the_fold(self) -> None:
-        """Mount the open sections left out of the first frame (the app calls this after it)."""
-        self._first_frame_pending = False
         for section in TITLES:
-            if section not in LAZY and section not in self._mounted_sections:
-                self.open_section(section)
+            if section in FIRST_FRAME:
+                yield self._section(section)
+
+    def _section(self, section: str) -> Collapsible:
+        """A section's collapsible: open ones with their questions, lazy ones collapsed and empty."""
+        lazy = section in LAZY and section not in self._open_early
+        if not lazy:
+            self._mounted_sections.add(section)
+        questions = [] if lazy else self._questions(section)
+        return Collapsible(*questions, title=TITLES[section], collapsed=lazy, id=f"section-{section}")
+
+    def mount_below_the_fold(self) -> AwaitMount | None:
+        """Mount the sections left out of the first frame, below the quick start (the app calls
+        this right after that frame; anything that needs a section before then mounts them)."""
+        if self._below_the_fold_made:
+            return None
+        self._below_the_fold_made = True
+        return self.mount_all([self._section(section) for section in TITLES if section not in FIRST_FRAME])
 
     def _questions(self, section: str) -> list[Question]:
         fields = [BY_KEY[key] for key in QUICK_START] if section == QUICK else FIELDS
@@ -175,12 +182,14 @@ class QuestionsForm(VerticalScroll):
     @on(Collapsible.Expanded)
     def _expanded(self, event: Collapsible.Expanded) -> None:
         section = str(event.collapsible.id).removeprefix("section-")
-        if self._first_frame_pending and section not in LAZY:
-            return  # an open section announcing itself while the form mounts: it follows the first frame
-        self.open_section(section)
+        if section not in self._mounted_sections:  # open sections announce themselves as they mount
+            self.open_section(section)
 
     def open_section(self, section: str) -> AwaitMount | None:
         """Expand a section, mounting its questions the first time; await the result to use them."""
+        if not self._below_the_fold_made:
+            self._open_early.add(section)  # asked for before the first frame was out: made open
+            return self.mount_below_the_fold()
         collapsible = self.query_one(f"#section-{section}", Collapsible)
         collapsible.collapsed = False
         if section not in self._mounted_sections:
