@@ -11,7 +11,6 @@ from rich.text import Text
 
 from ftplan.planner import METHODS
 from ftplan.planner.units import gib  # the shells' one formatter, re-exported
-from ftplan.quicktable import QuickTable
 
 if TYPE_CHECKING:
     from ftplan.planner.plan import Plan
@@ -43,7 +42,7 @@ def count(n: int) -> str:
 
 def model_table(plan: Plan) -> Table:
     m, hw = plan.model, plan.hardware
-    t = QuickTable(title="Model and hardware", show_header=False, title_justify="left")
+    t = Table(title="Model and hardware", show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column()
     t.add_row("model", f"{m.name} ({m.model_type}, from {m.source})")
@@ -62,7 +61,7 @@ def model_table(plan: Plan) -> Table:
 
 def memory_table(plan: Plan) -> Table:
     per = "host memory" if plan.hardware.gpu == "cpu" else "per GPU"
-    t = QuickTable(title=f"Memory {per} at the step's peak", title_justify="left")
+    t = Table(title=f"Memory {per} at the step's peak", title_justify="left")
     t.add_column("component")
     for m in METHODS:
         t.add_column(NAMES[m] + (" ★" if m == plan.recommendation.method else ""), justify="right")
@@ -97,7 +96,7 @@ def memory_section(plan: Plan) -> Group:
 
 
 def settings_table(plan: Plan) -> Table:
-    t = QuickTable(title="Settings each method assumed (* = chosen by ftplan)", title_justify="left")
+    t = Table(title="Settings each method assumed (* = chosen by ftplan)", title_justify="left")
     t.add_column("setting")
     for m in METHODS:
         t.add_column(NAMES[m])
@@ -124,7 +123,7 @@ def settings_table(plan: Plan) -> Table:
 
 def _methods_table(plan: Plan, title: str, rows, of=lambda mp: mp) -> Table:
     """A table with one column per method: ``rows`` are (label, formatter of ``of(method plan)``)."""
-    t = QuickTable(title=title, title_justify="left")
+    t = Table(title=title, title_justify="left")
     t.add_column("")
     for m in METHODS:
         t.add_column(NAMES[m], justify="right")

@@ -15,7 +15,6 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from ftplan.planner import Problem
-from ftplan.quicktable import QuickTable
 from ftplan.render import (
     NAMES,
     SETTING_KEYS,
@@ -48,9 +47,7 @@ def chosen_table(plan: Plan) -> Table:
     """The settings of the recommended method only (the full comparison is further down)."""
     method = plan.recommendation.method
     s = plan.methods[method].settings
-    t = QuickTable(
-        title=f"Settings for {NAMES[method]} (* = chosen by ftplan)", title_justify="left", show_header=False
-    )
+    t = Table(title=f"Settings for {NAMES[method]} (* = chosen by ftplan)", title_justify="left", show_header=False)
     t.add_column(style="bold")
     t.add_column()
     keys = [*SETTING_KEYS, "max_seq_len"]
@@ -63,44 +60,23 @@ def chosen_table(plan: Plan) -> Table:
     return t
 
 
-def _methods(plan: Plan, *attrs: str) -> str:
-    return repr([[getattr(mp, a) for a in attrs] for mp in plan.methods.values()])
-
-
-# Each section: a name, what it depends on (a cheap string key), and how to draw it. Only the
-# sections whose key changed are rendered again: a keystroke in `examples` redraws the cost
-# tables, not the memory table.
-SECTIONS: tuple[tuple[str, Callable[[Plan], str], Callable[[Plan], Any]], ...] = (
-    ("summary", lambda p: repr((p.model.name, p.model.params, p.hardware, p.data)), summary_line),
-    ("recommendation", lambda p: repr((p.recommendation, p.chosen.warnings, p.notes)), recommendation_panel),
-    (
-        "bars",
-        lambda p: (
-            repr((p.hardware.gpu, p.hardware.gpu_memory, p.recommendation.method)) + _methods(p, "memory", "fits")
-        ),
-        MemoryBars,
-    ),
-    (
-        "memory",
-        lambda p: (
-            repr((p.hardware.gpu, p.recommendation.method))
-            + _methods(
-                p, "memory", "fits", "trainable_params", "cpu_memory", "max_seq_len_that_fits", "hardware_needed"
-            )
-        ),
-        memory_section,
-    ),
-    ("cost", lambda p: _methods(p, "time", "cost"), cost_table),
-    ("hidden", lambda p: _methods(p, "cost"), hidden_cost_table),
-    ("chosen", lambda p: repr((p.recommendation.method, p.chosen.settings)), chosen_table),
-    ("settings", lambda p: _methods(p, "settings"), settings_table),
+SECTIONS: tuple[tuple[str, Callable[[Plan], Any]], ...] = (
+    ("summary", summary_line),
+    ("recommendation", recommendation_panel),
+    ("bars", MemoryBars),
+    ("memory", memory_section),
+    ("cost", cost_table),
+    ("hidden", hidden_cost_table),
+    ("chosen", chosen_table),
+    ("settings", settings_table),
 )
+"""The panel's sections, top to bottom: the answer first, the detail after."""
 
 
 def plan_group(plan: Plan) -> Group:
-    """Everything the panel shows, top to bottom: the answer first, the detail after."""
+    """Everything the panel shows, as one renderable."""
     parts: list[Any] = []
-    for _, _, draw in SECTIONS:
+    for _, draw in SECTIONS:
         parts += [draw(plan), Text("")]
     return Group(*parts[:-1])
 
@@ -110,37 +86,38 @@ FIRST_PASS = ("summary", "recommendation", "bars", "memory")
 
 
 class PlanRenderer:
-    """Renders a plan to lines, section by section, reusing the sections that did not change.
+    """Renders a plan to lines in two passes: the top sections (`FIRST_PASS`) first, with the
+    others kept from the plan before for one pass, then the rest.
 
-    Called from the plan worker (one at a time, but a superseded thread may still be finishing,
-    hence the lock).
+    Every section is drawn again for each plan: without a cache the tables below the fold cost
+    about 10 ms more per edit, in the second pass (docs/INTERNALS.md has the figures). Called
+    from the plan worker (one at a time, but a superseded thread may still be finishing, hence
+    the lock).
     """
 
     def __init__(self) -> None:
-        self._cache: dict[str, tuple[int, str, list]] = {}
+        self._drawn: dict[str, tuple[Plan, list]] = {}
+        """Each section's lines and the plan they were drawn from, at `_width`."""
+        self._width = 0
         self._lock = threading.Lock()
 
     def lines(self, plan: Plan, width: int, only: Iterable[str] | None = None) -> tuple[list, bool]:
-        """(lines, complete). With `only`, other sections that changed keep their previous
-        lines (complete is then False): the visible tables first, the rest in a second pass."""
+        """(lines, complete). With `only`, the other sections keep the lines of an older plan
+        (complete is then False); without, every section not yet drawn from `plan` is drawn."""
         out: list = []
         complete = True
-        fresh = set(only) if only is not None else None
         with self._lock:
-            for i, (name, key_of, draw) in enumerate(SECTIONS):
-                key = key_of(plan)
-                cached = self._cache.get(name)
-                if cached is not None and cached[0] == width and cached[1] == key:
-                    section = cached[2]
-                elif fresh is not None and name not in fresh and cached is not None and cached[0] == width:
-                    section = cached[2]  # stale for one pass
-                    complete = False
-                else:
-                    section = render_to_lines(draw(plan), width)
-                    self._cache[name] = (width, key, section)
+            if width != self._width:
+                self._drawn.clear()
+                self._width = width
+            for i, (name, draw) in enumerate(SECTIONS):
+                drawn = self._drawn.get(name)
+                if drawn is None or (drawn[0] is not plan and (only is None or name in only)):
+                    drawn = self._drawn[name] = (plan, render_to_lines(draw(plan), width))
+                complete = complete and drawn[0] is plan
                 if i:
                     out.append([Segment(" " * width)])
-                out.extend(section)
+                out.extend(drawn[1])
         return out, complete
 
 
