@@ -262,7 +262,10 @@ class FtplanApp(App[int]):
         main.set_class(not plan, "show-questions")
         if self.screen.has_class("-narrow"):
             # the hidden pane cannot keep the focus: PageDown must scroll what is shown
-            (self.results if plan else self._last_question_focus()).focus()
+            shown = self.results if plan else self.form
+            focused = self.focused
+            if focused is None or not (focused is shown or shown in focused.ancestors):
+                (self.results if plan else self._last_question_focus()).focus()
 
     def action_toggle_view(self) -> None:
         """Narrow: switch panes. Wide (both shown): move the focus between the questions and

@@ -6,6 +6,7 @@ the key sequence to the app in-process so a change that lengthens it fails here.
 
 from __future__ import annotations
 
+import pytest
 from textual.widgets import Input
 
 from ftplan.planner import catalog_names
@@ -35,10 +36,13 @@ def test_completion_finds_the_model_from_a_few_characters():
     assert best_model("./my-model", names) is None
 
 
-async def test_the_quick_start_scenario_in_at_most_40_keys():
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)])
+async def test_the_quick_start_scenario_in_at_most_40_keys(size):
+    """At 80x24 (one pane at a time) the Questions tab took the focus from the model name at
+    start-up and the typed name went to the objective's list."""
     assert len(SCENARIO) <= 40
     app = FtplanApp(None, None, detect=lambda: [], cursor_blink=False)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=size) as pilot:
         await settle(pilot)
         assert app.focused is app.query_one("#model-name", Input)  # typing starts at once
         for key in SCENARIO:
