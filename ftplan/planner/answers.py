@@ -45,8 +45,11 @@ class Objective(_Section):
 
 class ModelChoice(_Section):
     name: str = Field(min_length=1)
-    """A hub id from the built-in catalog, a hub id whose config.json is in the local HF cache,
-    or a local folder with config.json."""
+    """A hub id from the built-in catalog (over 100 ids: Llama 2-4, Qwen2.5/3 dense and MoE, Gemma 2/3,
+    Mistral, Mixtral, Phi-3/4, OLMo-2, SmolLM3, Granite, gpt-oss, DeepSeek-V3/R1; completed as you
+    type), a hub id whose config.json is in the local HF cache, or a local folder with config.json.
+    Any other model: fetch only its config.json (`hf download ID config.json`, no weights) or save
+    it in a folder and give the folder."""
     trust_remote_code: bool = False
     """Allow the model's own Python code to run when loading (only for models that need it)."""
 
