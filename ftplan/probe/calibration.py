@@ -1,6 +1,6 @@
 """Predicted (planner) against measured (real CPU steps) memory on a grid of tiny Llama configs.
 
-Shared by ``tests/test_memory_calibration.py`` and ``benchmarks/estimator_accuracy.py``.
+Shared by ``tests/probe/test_memory_calibration.py`` and ``benchmarks/estimator_accuracy.py``.
 """
 
 from __future__ import annotations
