@@ -139,7 +139,7 @@ def _to_device(batch: dict, device) -> dict:
 
 def run_probe(d: Path, steps: int) -> dict:
     """Build the project's trainer and measure; returns the result dictionary."""
-    from ftplan.probe.measure import _step, measure_cpu_step, measure_cuda_step
+    from ftplan.probe.measure import _step, measure_training_step
 
     train = _import_train(d)
     cfg = train.load_config(str(d / TRAIN_CONFIG))
@@ -184,10 +184,9 @@ def run_probe(d: Path, steps: int) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
-    measure = measure_cuda_step if device.type == "cuda" else measure_cpu_step
     # Two micro-batches reach the accumulation peak (gradients held through the second one).
     accumulation = min(int(getattr(trainer.args, "gradient_accumulation_steps", 1) or 1), 2)
-    m = measure(
+    m = measure_training_step(
         model,
         optimizer,
         batch,

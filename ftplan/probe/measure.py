@@ -334,7 +334,7 @@ def _keep_max(phases: dict, cats: dict, name: str, value: tuple[int, dict]) -> N
         phases[name], cats[name] = value
 
 
-def measure_cpu_step(
+def measure_training_step(
     model,
     optimizer,
     batch: dict,
@@ -344,16 +344,24 @@ def measure_cpu_step(
     accumulation: int = 1,
     forward=None,
 ) -> StepMemory:
-    """One steady-state step under MemTracker on the CPU.
+    """Run ``warmup_steps`` untracked steps, then measure one steady-state step where the model lives.
 
     With ``accumulation > 1`` the step runs that many forward/backward passes before the
     optimizer step (gradients are kept between them); each phase's peak is the largest over them.
+    ``forward(model, batch)`` returns the loss (default: the model's own).
     """
+    for _ in range(warmup_steps):
+        _step(model, optimizer, batch, max_grad_norm, accumulation, forward)
+    on_cuda = next(model.parameters()).device.type == "cuda"
+    measure = _measure_cuda_step if on_cuda else _measure_cpu_step
+    return measure(model, optimizer, batch, max_grad_norm, accumulation, forward)
+
+
+def _measure_cpu_step(model, optimizer, batch: dict, max_grad_norm: float, accumulation: int, forward) -> StepMemory:
+    """One step under MemTracker on the CPU."""
     import gc
     import time
 
-    for _ in range(warmup_steps):
-        _step(model, optimizer, batch, max_grad_norm, accumulation, forward)
     gc.collect()
     tracker = _make_tracker()
     import torch
@@ -409,23 +417,12 @@ def _split_peak(peak: int, weights: int, opt: int, grads: int, rest: str = "Acti
     return {"Parameter": weights, "Optstate": opt, "Gradient": grads, rest: max(peak - weights - opt - grads, 0)}
 
 
-def measure_cuda_step(
-    model,
-    optimizer,
-    batch: dict,
-    *,
-    warmup_steps: int = 1,
-    max_grad_norm: float = 1.0,
-    accumulation: int = 1,
-    forward=None,
-) -> StepMemory:
-    """One steady-state step on a CUDA device with the caching allocator's counters."""
+def _measure_cuda_step(model, optimizer, batch: dict, max_grad_norm: float, accumulation: int, forward) -> StepMemory:
+    """One step on a CUDA device with the caching allocator's counters."""
     import time
 
     import torch
 
-    for _ in range(warmup_steps):
-        _step(model, optimizer, batch, max_grad_norm, accumulation, forward)
     torch.cuda.synchronize()
     weights = _bytes_of(list(model.parameters()) + list(model.buffers()))
     opt = _bytes_of(v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v))
@@ -490,42 +487,28 @@ def measure_step(
         vocab = model.get_input_embeddings().num_embeddings
         batch = make_batch(vocab, micro_batch_size, seq_len, device=str(device))
     opt = make_optimizer(model, optimizer, lr=lr)
-    measure = measure_cuda_step if device.type == "cuda" else measure_cpu_step
-    return measure(model, opt, batch, warmup_steps=warmup_steps, max_grad_norm=max_grad_norm, accumulation=accumulation)
+    return measure_training_step(
+        model, opt, batch, warmup_steps=warmup_steps, max_grad_norm=max_grad_norm, accumulation=accumulation
+    )
 
 
 def measure_config(
     config: dict,
     *,
-    method: str = "full",
-    precision: str = "fp32",
-    attention: str = "sdpa",
-    gradient_checkpointing: bool = False,
     micro_batch_size: int = 1,
     seq_len: int = 128,
     optimizer: str = "adamw_torch",
-    lora_r: int = 8,
-    lora_dropout: float = 0.0,
-    target_modules: str | list[str] = "all-linear",
-    device: str = "cpu",
     warmup_steps: int = 1,
     accumulation: int = 1,
-    loss: str = "hf",
+    lora_r: int = 8,
+    **model_setup,
 ) -> StepMemory:
-    """Build a random model from ``config`` and measure one steady-state step."""
-    model = build_model(
-        config,
-        method=method,
-        precision=precision,
-        attention=attention,
-        gradient_checkpointing=gradient_checkpointing,
-        lora_r=lora_r,
-        lora_alpha=2.0 * lora_r,
-        lora_dropout=lora_dropout,
-        target_modules=target_modules,
-        device=device,
-        loss=loss,
-    )
+    """Build a random model from ``config`` and measure one steady-state step.
+
+    ``model_setup`` is what :func:`build_model` takes (method, precision, attention, ...);
+    LoRA's alpha is twice its rank, as the planner's recipes set it.
+    """
+    model = build_model(config, lora_r=lora_r, lora_alpha=2.0 * lora_r, **model_setup)
     return measure_step(
         model,
         micro_batch_size=micro_batch_size,
