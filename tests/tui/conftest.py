@@ -6,11 +6,17 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+from textual.screen import Screen
+from textual.widgets import Input
 
 from ftplan.planner import parse_answers
 from ftplan.tui.app import FtplanApp
+from ftplan.tui.screens import ExportScreen
+
+S = TypeVar("S", bound=Screen)
 
 
 def make_app(answers: dict | None = None, path=None, detected: list[str] | None = None, **kwargs) -> FtplanApp:
@@ -82,6 +88,27 @@ async def settle(pilot) -> None:
             return
         await pilot.pause(0.02)
     raise AssertionError("the plan never settled")
+
+
+async def open_screen(pilot, key: str, screen_type: type[S]) -> S:
+    """Press ``key`` and return the screen it opened, checked to be a ``screen_type``."""
+    await pilot.press(key)
+    await pilot.pause()
+    screen = pilot.app.screen
+    assert isinstance(screen, screen_type), screen
+    return screen
+
+
+async def open_export(pilot, folder, timeout: float = 5.0) -> ExportScreen:
+    """Open the export screen on ``folder`` and wait until its preview of that folder is shown."""
+    screen = await open_screen(pilot, "ctrl+e", ExportScreen)
+    screen.query_one("#export-dir", Input).value = str(folder)
+    await wait_until(
+        pilot, lambda: screen.files and screen._key()[0] == str(folder), timeout=timeout, what="the export preview"
+    )
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    return screen
 
 
 @pytest.fixture

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual.pilot import Pilot
+from textual.widgets import Input
 
 from ftplan.events import OutputLines, ProgressUpdate, RunFinished, RunResult, RunStarted
+from ftplan.tui.app import FtplanApp
 from ftplan.tui.runs import Post, RunEvent
+from ftplan.tui.screens import LaunchScreen
 
 
 def started(argv: list[str], pid: int) -> RunStarted:
@@ -65,3 +73,40 @@ class FakeSource:
         if self._post is not None and not self._done.is_set():
             self.post(finished(130, "stopped by the user", status="interrupted"))
         self._done.set()
+
+
+@dataclass
+class FakeRun:
+    """An app whose launch screen started a `FakeSource` run; ``calls`` holds the factory's (folder, dry_run, smoke)."""
+
+    app: FtplanApp
+    pilot: Pilot
+    source: FakeSource
+    screen: LaunchScreen
+    calls: list[tuple]
+
+
+@contextlib.asynccontextmanager
+async def fake_run(answers: dict, folder: Path, *, size=(120, 40), start_key: str | None = None):
+    """Run the app, open the launch screen on ``folder`` and start a run there, with a `FakeSource` for it.
+
+    The run starts with a click on Start, or with ``start_key`` pressed.
+    """
+    from tests.tui.conftest import make_app, open_screen, settle, wait_until
+
+    source = FakeSource()
+    calls: list[tuple] = []
+
+    def factory(folder, *, dry_run, smoke):
+        calls.append((folder, dry_run, smoke))
+        return source
+
+    app = make_app(answers, run_source_factory=factory)
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        screen = await open_screen(pilot, "ctrl+l", LaunchScreen)
+        screen.query_one("#launch-dir", Input).value = str(folder)
+        screen.query_one("#launch-dry-run").value = False
+        await (pilot.press(start_key) if start_key else pilot.click("#launch-start"))
+        await wait_until(pilot, lambda: source._post is not None, what="the run's start")
+        yield FakeRun(app, pilot, source, screen, calls)

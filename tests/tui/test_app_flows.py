@@ -8,7 +8,7 @@ from textual.widgets import Input, Select, Static
 
 from ftplan.cli import plan_from_file
 from ftplan.tui.widgets import PlanView
-from tests.tui.conftest import make_app, settle, text_of
+from tests.tui.conftest import make_app, open_screen, settle, text_of
 
 SIZE = (120, 40)
 
@@ -197,9 +197,7 @@ async def test_command_palette_runs_area_action_entries(example_answers):
         await pilot.pause()
         await pilot.press(*"plan: export")
         await pilot.pause(0.3)
-        await pilot.press("enter")
-        await pilot.pause()
-        assert isinstance(app.screen, ExportScreen)
+        await open_screen(pilot, "enter", ExportScreen)
     for owner in (type(app), ExportScreen, LaunchScreen, ConfirmScreen, SavePathScreen):
         assert all(b.id for b in owner.BINDINGS), owner  # remappable: every binding has an id
 

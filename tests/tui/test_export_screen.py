@@ -7,25 +7,13 @@ from textual.widgets import Input, OptionList, Static, Switch
 from ftplan.events import OutputLines
 from ftplan.tui.launching import LaunchSource
 from ftplan.tui.screens import ExportScreen, LaunchScreen
-from tests.tui.conftest import make_app, settle, text_of, wait_until
+from tests.tui.conftest import make_app, open_export, open_screen, settle, text_of, wait_until
 
 SIZE = (120, 40)
 
 
 def statuses(screen: ExportScreen) -> dict[str, str]:
     return {f.name: f.status for f in screen.files}
-
-
-async def open_export(pilot, folder) -> ExportScreen:
-    await pilot.press("ctrl+e")
-    await pilot.pause()
-    screen = pilot.app.screen
-    assert isinstance(screen, ExportScreen)
-    screen.query_one("#export-dir", Input).value = str(folder)
-    await wait_until(pilot, lambda: screen.files and screen._key()[0] == str(folder))
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-    return screen
 
 
 async def write(pilot, screen: ExportScreen) -> str:
@@ -76,9 +64,7 @@ async def test_export_preview_write_and_protect_edits(tmp_path, example_answers)
         # The launch screen starts from the exported folder.
         await pilot.press("escape")
         await pilot.pause()
-        await pilot.press("ctrl+l")
-        await pilot.pause()
-        assert isinstance(app.screen, LaunchScreen)
+        await open_screen(pilot, "ctrl+l", LaunchScreen)
         assert app.screen.query_one("#launch-dir", Input).value == str(folder)
 
         # A dry run through the real launcher (the default): its checklist and command, nothing started.

@@ -3,13 +3,14 @@ quitting with unsaved answers, the plan pane's focus, the export and launch roug
 
 from __future__ import annotations
 
+import pytest
 from textual.widgets import Input, Log, OptionList, ProgressBar, Select, Static
 
 from ftplan.tui.screens import ConfirmScreen, ExportScreen, HelpScreen, LaunchScreen
 from ftplan.tui.widgets import PlanView
-from tests.tui.conftest import make_app, settle, text_of, wait_until
+from tests.tui.conftest import make_app, open_export, open_screen, settle, text_of, wait_until
 
-from .fakes import FakeSource, output
+from .fakes import fake_run, output
 
 SIZE = (120, 40)
 
@@ -26,57 +27,33 @@ async def test_ctrl_e_exports_from_inside_a_text_field_and_shows_in_the_footer(e
         app.query_one("#model-name", Input).focus()
         await pilot.pause()
         assert {"ctrl+e", "ctrl+s", "ctrl+l", "f1"} <= set(footer_keys(app))  # the Input hid ^e
-        await pilot.press("ctrl+e")
-        await pilot.pause()
-        assert isinstance(app.screen, ExportScreen)
+        await open_screen(pilot, "ctrl+e", ExportScreen)
         # on the export screen the folder field's keys are its own again, and ^s writes
         assert "ctrl+e" not in footer_keys(app) and "ctrl+s" in footer_keys(app)
         assert app.screen.focused is app.screen.query_one("#export-dir")  # the footer is not blank
 
 
 async def test_stop_survives_closing_and_reopening_the_launch_screen(tmp_path, example_answers):
-    source = FakeSource()
-    app = make_app(example_answers, run_source_factory=lambda folder, **kw: source)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await pilot.press("ctrl+l")
-        await pilot.pause()
-        app.screen.query_one("#launch-dir", Input).value = str(tmp_path)
-        app.screen.query_one("#launch-dry-run").value = False
-        await pilot.press("ctrl+r")
-        await wait_until(pilot, lambda: source._post is not None)
+    async with fake_run(example_answers, tmp_path, start_key="ctrl+r") as run:
+        app, pilot, source = run.app, run.pilot, run.source
         await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, LaunchScreen) and app.run_active
-        await pilot.press("ctrl+l")
-        await pilot.pause()
-        screen = app.screen
-        assert isinstance(screen, LaunchScreen)
+        screen = await open_screen(pilot, "ctrl+l", LaunchScreen)
         assert screen.query_one("#launch-dir", Input).value == str(tmp_path)  # was empty
         screen.query_one("#launch-dir", Input).focus()  # the field whose ctrl+x is "cut"
         await pilot.pause()
         assert footer_keys(app).get("ctrl+x") is True  # "^x Stop" was gone
-        await pilot.press("ctrl+x")
-        await pilot.pause()
-        assert isinstance(app.screen, ConfirmScreen)
+        await open_screen(pilot, "ctrl+x", ConfirmScreen)
         await pilot.press("y")
         await wait_until(pilot, lambda: not app.run_active)
         assert source.stopped
 
 
 async def test_a_stop_question_left_open_closes_when_the_run_ends(tmp_path, example_answers):
-    source = FakeSource()
-    app = make_app(example_answers, run_source_factory=lambda folder, **kw: source)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await pilot.press("ctrl+l")
-        await pilot.pause()
-        app.screen.query_one("#launch-dir", Input).value = str(tmp_path)
-        await pilot.press("ctrl+r")
-        await wait_until(pilot, lambda: source._post is not None)
-        await pilot.press("ctrl+x")
-        await pilot.pause()
-        assert isinstance(app.screen, ConfirmScreen)
+    async with fake_run(example_answers, tmp_path) as run:
+        app, pilot, source = run.app, run.pilot, run.source
+        await open_screen(pilot, "ctrl+x", ConfirmScreen)
         source.post(output(["x" * 300]))
         source.finish(0)
         await wait_until(pilot, lambda: isinstance(app.screen, LaunchScreen))
@@ -91,7 +68,8 @@ async def test_a_stop_question_left_open_closes_when_the_run_ends(tmp_path, exam
         assert not source.stopped
 
 
-async def test_quit_with_unsaved_answers_asks_first(tmp_path, example_answers):
+@pytest.mark.parametrize("answer", ["n", "y"])
+async def test_quit_with_unsaved_answers_asks_first(tmp_path, example_answers, answer):
     app = make_app(example_answers, tmp_path / "a.toml")
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -101,26 +79,14 @@ async def test_quit_with_unsaved_answers_asks_first(tmp_path, example_answers):
         await pilot.press("ctrl+q")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen) and "not saved" in app.screen.question
-        await pilot.press("n")
+        await pilot.press(answer)
         await pilot.pause()
-        assert app.is_running and app.return_code is None
-        await pilot.press("ctrl+s")  # saved: nothing to lose, quit at once
-        await pilot.pause()
-        await pilot.press("ctrl+q")
-        await pilot.pause()
-    assert app.return_code == 0
-
-
-async def test_quit_with_unsaved_answers_and_yes_quits(example_answers):
-    app = make_app(example_answers)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        app.query_one("#objective-variants", Input).value = "3"
-        await settle(pilot)
-        await pilot.press("ctrl+q")
-        await pilot.pause()
-        await pilot.press("y")
-        await pilot.pause()
+        if answer == "n":
+            assert app.is_running and app.return_code is None
+            await pilot.press("ctrl+s")  # saved: nothing to lose, quit at once
+            await pilot.pause()
+            await pilot.press("ctrl+q")
+            await pilot.pause()
     assert app.return_code == 0
 
 
@@ -177,11 +143,7 @@ async def test_enter_in_the_folder_field_writes_and_the_files_read_written(tmp_p
     app = make_app(example_answers)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("ctrl+e")
-        await pilot.pause()
-        screen = app.screen
-        screen.query_one("#export-dir", Input).value = str(tmp_path / "proj")
-        await wait_until(pilot, lambda: screen.files and screen._key()[0] == str(tmp_path / "proj"))
+        screen = await open_export(pilot, tmp_path / "proj")
         screen.query_one("#export-dir", Input).focus()
         await pilot.press("enter")
         await wait_until(pilot, lambda: (tmp_path / "proj" / "train.py").is_file(), timeout=20)
@@ -224,12 +186,9 @@ async def test_the_launch_screen_at_80x24_leaves_the_log_rows_and_shows_its_keys
     app = make_app(example_answers)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
-        await pilot.press("ctrl+l")
-        await pilot.pause()
+        screen = await open_screen(pilot, "ctrl+l", LaunchScreen)
         await app.workers.wait_for_complete()
         await pilot.pause()
-        screen = app.screen
-        assert isinstance(screen, LaunchScreen)
         screen_region = screen.region
         assert screen.query_one("#launch-log").content_region.height >= 5
         for selector in ("#launch-start", "#launch-stop", "#launch-close", "Footer"):

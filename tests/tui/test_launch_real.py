@@ -20,7 +20,7 @@ from ftplan.launch.process import group_members, proc_table
 from ftplan.tui.launching import LaunchSource
 from ftplan.tui.screens import ConfirmScreen, ExportScreen, LaunchScreen
 from tests.conftest import tiny_training_kit
-from tests.tui.conftest import make_app, settle, text_of, wait_until
+from tests.tui.conftest import make_app, open_export, open_screen, settle, text_of, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -60,16 +60,7 @@ def training_children() -> list[int]:
 
 async def export_through_the_screen(pilot, folder: Path) -> None:
     app = pilot.app
-    await pilot.press("ctrl+e")
-    await pilot.pause()
-    screen = app.screen
-    assert isinstance(screen, ExportScreen)
-    screen.query_one("#export-dir", Input).value = str(folder)
-    await wait_until(
-        pilot, lambda: screen.files and screen._key()[0] == str(folder), timeout=120, what="the export preview"
-    )
-    await app.workers.wait_for_complete()
-    await pilot.pause()
+    screen = await open_export(pilot, folder, timeout=120)
     await pilot.press("ctrl+s")
     await wait_until(pilot, lambda: bool(screen.last_result), timeout=120, what="the export")
     assert "Exported the lora project" in screen.last_result, screen.last_result
@@ -79,11 +70,7 @@ async def export_through_the_screen(pilot, folder: Path) -> None:
 
 
 async def open_launch(pilot, folder: Path, *, smoke: bool) -> LaunchScreen:
-    app = pilot.app
-    await pilot.press("ctrl+l")
-    await pilot.pause()
-    screen = app.screen
-    assert isinstance(screen, LaunchScreen)
+    screen = await open_screen(pilot, "ctrl+l", LaunchScreen)
     assert screen.query_one("#launch-dir", Input).value == str(folder)  # the folder just exported
     screen.query_one("#launch-dry-run", Switch).value = False
     screen.query_one("#launch-smoke", Switch).value = smoke
@@ -147,9 +134,7 @@ async def test_real_smoke_run_is_stopped_from_the_app(tmp_path, tiny_answers):
             assert "run folder:" in log_text(screen)
 
             # Stop, confirm: SIGTERM to the group; the app reports the run as stopped.
-            await pilot.press("ctrl+x")
-            await pilot.pause()
-            assert isinstance(app.screen, ConfirmScreen)
+            await open_screen(pilot, "ctrl+x", ConfirmScreen)
             await pilot.press("y")
             await wait_until(pilot, lambda: app.run_finished is not None, timeout=30, what="the end of the stopped run")
             await app.workers.wait_for_complete()
@@ -172,9 +157,7 @@ async def test_real_smoke_run_is_stopped_from_the_app(tmp_path, tiny_answers):
         # Still responsive: the export screen opens.
         await pilot.press("escape")
         await pilot.pause()
-        await pilot.press("ctrl+e")
-        await pilot.pause()
-        assert isinstance(app.screen, ExportScreen)
+        await open_screen(pilot, "ctrl+e", ExportScreen)
 
 
 async def test_real_short_smoke_run_finishes(tmp_path, tiny_answers):

@@ -11,44 +11,17 @@ from ftplan.events import RunFinished
 from ftplan.tui.launching import LaunchSource
 from ftplan.tui.screens import ConfirmScreen, LaunchScreen
 from ftplan.tui.screens.launch import progress_text, terminal_line
-from tests.tui.conftest import make_app, settle, text_of, wait_until
+from tests.tui.conftest import make_app, open_screen, settle, text_of, wait_until
 
-from .fakes import FakeSource, output, progress, started
+from .fakes import fake_run, output, progress, started
 
 SIZE = (120, 40)
 
 
-def app_with(source: FakeSource, example_answers: dict):
-    calls = []
-
-    def factory(folder, *, dry_run, smoke):
-        calls.append((folder, dry_run, smoke))
-        return source
-
-    app = make_app(example_answers, run_source_factory=factory)
-    return app, calls
-
-
-async def start_run(pilot, tmp_path) -> LaunchScreen:
-    app = pilot.app
-    await pilot.press("ctrl+l")
-    await pilot.pause()
-    screen = app.screen
-    assert isinstance(screen, LaunchScreen)
-    screen.query_one("#launch-dir", Input).value = str(tmp_path)
-    screen.query_one("#launch-dry-run").value = False
-    await pilot.click("#launch-start")
-    return screen
-
-
 async def test_live_log_progress_and_stop(tmp_path, example_answers):
-    source = FakeSource()
-    app, calls = app_with(source, example_answers)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        screen = await start_run(pilot, tmp_path)
-        await wait_until(pilot, lambda: source._post is not None)
-        assert calls == [(tmp_path, False, False)]
+    async with fake_run(example_answers, tmp_path) as run:
+        app, pilot, source, screen = run.app, run.pilot, run.source, run.screen
+        assert run.calls == [(tmp_path, False, False)]
         assert app.run_active
 
         source.post(started(["torchrun", "train.py"], 1234))
@@ -68,9 +41,7 @@ async def test_live_log_progress_and_stop(tmp_path, example_answers):
         assert "3,210 tok/s" in status and "ETA 1:05" in status and "$0.42 so far" in status
 
         # Stop asks first; "no" keeps the run going.
-        await pilot.press("ctrl+x")
-        await pilot.pause()
-        assert isinstance(app.screen, ConfirmScreen)
+        await open_screen(pilot, "ctrl+x", ConfirmScreen)
         await pilot.press("n")
         await pilot.pause()
         assert app.run_active and not source.stopped
@@ -87,12 +58,8 @@ async def test_live_log_progress_and_stop(tmp_path, example_answers):
 
 
 async def test_run_outlives_the_screen_and_is_replayed(tmp_path, example_answers):
-    source = FakeSource()
-    app, _ = app_with(source, example_answers)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await start_run(pilot, tmp_path)
-        await wait_until(pilot, lambda: source._post is not None)
+    async with fake_run(example_answers, tmp_path) as run:
+        app, pilot, source = run.app, run.pilot, run.source
         await pilot.press("escape")  # close the screen: the run belongs to the App
         await pilot.pause()
         assert not isinstance(app.screen, LaunchScreen) and app.run_active
@@ -111,15 +78,9 @@ async def test_run_outlives_the_screen_and_is_replayed(tmp_path, example_answers
 
 
 async def test_quit_with_an_active_run_confirms_then_stops(tmp_path, example_answers):
-    source = FakeSource()
-    app, _ = app_with(source, example_answers)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await start_run(pilot, tmp_path)
-        await wait_until(pilot, lambda: source._post is not None)
-        await pilot.press("ctrl+q")
-        await pilot.pause()
-        assert isinstance(app.screen, ConfirmScreen)
+    async with fake_run(example_answers, tmp_path) as run:
+        app, pilot, source = run.app, run.pilot, run.source
+        await open_screen(pilot, "ctrl+q", ConfirmScreen)
         await pilot.press("n")
         await pilot.pause()
         assert app.is_running and app.run_active
@@ -154,10 +115,7 @@ async def test_preflight_follows_the_smoke_switch(tmp_path, example_answers):
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         export_project(app.plan, answers_toml(app.answers), tmp_path / "p")
-        await pilot.press("ctrl+l")
-        await pilot.pause()
-        screen = app.screen
-        assert isinstance(screen, LaunchScreen)
+        screen = await open_screen(pilot, "ctrl+l", LaunchScreen)
         screen.query_one("#launch-dir", Input).value = str(tmp_path / "p")
 
         def gpus() -> str | None:
@@ -179,11 +137,6 @@ def test_real_source_reports_a_bad_project_folder(tmp_path):
 async def test_a_run_does_not_outlive_the_app(tmp_path, example_answers):
     """However the app ends (here: the test's app closes mid-run), it stops the run it started,
     or the run's worker thread would keep the process alive."""
-    source = FakeSource()
-    app, _ = app_with(source, example_answers)
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        await start_run(pilot, tmp_path)
-        assert source.wait_started()
-        assert app.run_active and not source.stopped
-    assert source.stopped
+    async with fake_run(example_answers, tmp_path) as run:
+        assert run.app.run_active and not run.source.stopped
+    assert run.source.stopped
