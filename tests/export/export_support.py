@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.planner.card_support import BASE as CARD_SHAPE
+
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
     "Fine-tuning adapts a pretrained language model to a new task.",
@@ -48,17 +50,10 @@ def build_tokenizer(folder: Path):
     return fast
 
 
-TEXT_SHAPE = dict(
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    head_dim=16,
-    max_position_embeddings=256,
-)
-"""The tiny Llama's shape, and the language model of every ANY_MODELS config (widths divisible by 32
-for bitsandbytes' CPU 4-bit kernel)."""
+TEXT_SHAPE = {**{key: value for key, value in CARD_SHAPE.items() if key != "vocab_size"}, "head_dim": 16}
+"""The tiny Llama's shape, and the language model of every ANY_MODELS config: the card tests' shape
+(widths divisible by 32 for bitsandbytes' CPU 4-bit kernel), its vocabulary the tokenizer's, and
+head_dim spelled out (Gemma 3's default is 256)."""
 
 
 def build_model(folder: Path) -> Path:
@@ -206,6 +201,21 @@ def set_config(project: Path, section: str, **values) -> None:
         if current == section and key in values:
             lines[i] = f"{key} = {json.dumps(values[key])}"
     path.write_text("\n".join(lines) + "\n")
+
+
+def run_steps(project: Path, steps: int, timeout: int = 600, **sections: dict) -> subprocess.CompletedProcess:
+    """Edit train_config.toml's ``sections`` (``checkpoints={"save_steps": 1}``), then run ``steps``
+    steps with the project's launch.sh."""
+    for section, values in sections.items():
+        set_config(project, section, **values)
+    return run(["bash", "launch.sh", "--max-steps", str(steps)], project, timeout=timeout)
+
+
+KEEP_BEST_AND_LAST = dict(save_steps=1, keep_best=1, keep_last=1)
+"""A checkpoint at every step, and of them the best and the newest kept."""
+
+CONSTANT_LR = dict(lr_scheduler="constant", warmup_ratio=0.0)
+"""The learning rate held where it is set, from the first step."""
 
 
 def metrics(project: Path) -> list[dict]:

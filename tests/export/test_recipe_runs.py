@@ -18,7 +18,17 @@ import sys
 import time
 
 import pytest
-from export_support import load_train_module, metrics, run, set_config, train_env, write_letters_dataset
+from export_support import (
+    CONSTANT_LR,
+    KEEP_BEST_AND_LAST,
+    load_train_module,
+    metrics,
+    run,
+    run_steps,
+    set_config,
+    train_env,
+    write_letters_dataset,
+)
 
 from ftplan.export import export_project
 
@@ -67,10 +77,13 @@ def lora_with_eval(tiny_plan, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("best")
     data = write_letters_dataset(tmp / "letters.jsonl", n=64)
     project = export(tiny_plan, tmp, "lora", data, method="lora", micro_batch_size=8, gradient_accumulation_steps=1)
-    set_config(project, "training", learning_rate=0.3, lr_scheduler="constant", warmup_ratio=0.0)
-    set_config(project, "data", eval_fraction=0.25)
-    set_config(project, "checkpoints", save_steps=1, keep_best=1, keep_last=1)
-    proc = run(["bash", "launch.sh", "--max-steps", "4"], project)
+    proc = run_steps(
+        project,
+        steps=4,
+        training=dict(learning_rate=0.3, **CONSTANT_LR),
+        data=dict(eval_fraction=0.25),
+        checkpoints=KEEP_BEST_AND_LAST,
+    )
     return project, proc
 
 
@@ -183,22 +196,36 @@ def test_an_interrupted_run_ends_its_metrics(tiny_plan, tmp_path, sig):
     assert "Traceback" not in output
 
 
+def export_zero(tiny_plan, tmp_path, stage: int, **training):
+    """A full fine-tune of the tiny model with ZeRO ``stage`` over two CPU ranks."""
+    return export(
+        tiny_plan, tmp_path, f"zero{stage}", method="full", micro_batch_size=2, gradient_accumulation_steps=1,
+        gpus_per_node=2, zero_stage=stage, **training,
+    )  # fmt: skip
+
+
+def train_two_steps_at(project, learning_rate: float, save_steps: int, **training) -> None:
+    """Two steps at a constant ``learning_rate``: both run, the run ends ok, and each logs that rate."""
+    run_steps(
+        project,
+        steps=2,
+        timeout=900,
+        training=dict(learning_rate=learning_rate, **CONSTANT_LR, **training),
+        checkpoints=dict(save_steps=save_steps),
+    )
+    lines = metrics(project)
+    steps = [r for r in lines if "event" not in r]
+    assert [r["step"] for r in steps] == [1, 2] and lines[-1]["status"] == "ok"
+    assert all(r["lr"] == pytest.approx(learning_rate) for r in steps)
+
+
 def test_zero2_starts_after_the_user_edits_precision(tiny_plan, tmp_path):
     """ds_config.json leaves precision to the Trainer: editing train_config.toml is enough."""
-    project = export(
-        tiny_plan, tmp_path, "zero2", method="full", micro_batch_size=2, gradient_accumulation_steps=1,
-        gpus_per_node=2, zero_stage=2,
-    )  # fmt: skip
+    project = export_zero(tiny_plan, tmp_path, stage=2)
     assert 'precision = "fp32"' in (project / "train_config.toml").read_text()  # the CPU plan's
     # Pure bf16 training, a constant schedule: DeepSpeed's own scheduler (as ds_config.json used
     # to write) would not hold the learning rate constant.
-    set_config(project, "training", precision="bf16", lr_scheduler="constant", warmup_ratio=0.0, learning_rate=1e-3)
-    set_config(project, "checkpoints", save_steps=1000)
-    run(["bash", "launch.sh", "--max-steps", "2"], project, timeout=900)
-    lines = metrics(project)
-    train = [r for r in lines if "event" not in r]
-    assert [r["step"] for r in train] == [1, 2] and lines[-1]["status"] == "ok"
-    assert all(r["lr"] == pytest.approx(1e-3) for r in train)
+    train_two_steps_at(project, 1e-3, save_steps=1000, precision="bf16")
 
 
 def base_optimizer_groups(checkpoint) -> list[dict]:
@@ -215,22 +242,13 @@ def base_optimizer_groups(checkpoint) -> list[dict]:
 def test_offloaded_optimizer_runs_as_deepspeed_cpu_adam(tiny_plan, tmp_path, stage):
     """Optimizer offload: train_config's AdamW runs as DeepSpeed's CPUAdam (the host step the plan
     times), with train_config's learning rate and weight decay, the Trainer's schedule driving it."""
-    project = export(
-        tiny_plan, tmp_path, f"offload{stage}", method="full", micro_batch_size=2, gradient_accumulation_steps=1,
-        gpus_per_node=2, zero_stage=stage, offload="optimizer",
-    )  # fmt: skip
+    project = export_zero(tiny_plan, tmp_path, stage, offload="optimizer")
     ds = json.loads((project / "ds_config.json").read_text())
     assert ds["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
     assert ds["optimizer"]["type"] == "AdamW" and "zero_force_ds_cpu_optimizer" not in ds
     assert 'optimizer = "adamw_torch"' in (project / "train_config.toml").read_text()
     # Not DeepSpeed's defaults (lr 1e-3, weight decay 0.01): the values must come from train_config.
-    set_config(project, "training", lr_scheduler="constant", warmup_ratio=0.0, learning_rate=2e-3, weight_decay=0.05)
-    set_config(project, "checkpoints", save_steps=2)
-    run(["bash", "launch.sh", "--max-steps", "2"], project, timeout=900)
-    lines = metrics(project)
-    train = [r for r in lines if "event" not in r]
-    assert [r["step"] for r in train] == [1, 2] and lines[-1]["status"] == "ok"
-    assert all(r["lr"] == pytest.approx(2e-3) for r in train)
+    train_two_steps_at(project, 2e-3, save_steps=2, weight_decay=0.05)
     groups = base_optimizer_groups(project / "output" / "checkpoint-2")
     for group in groups:
         # DeepSpeedCPUAdam's group keys (bias_correction); torch's AdamW has foreach/fused instead.

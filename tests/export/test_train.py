@@ -10,7 +10,7 @@ import json
 import re
 
 import pytest
-from export_support import metrics, run, set_config
+from export_support import KEEP_BEST_AND_LAST, metrics, run, run_steps, set_config
 
 from ftplan.export import export_project
 
@@ -65,9 +65,7 @@ def lora_run(tiny_plan, tmp_path_factory):
         gradient_accumulation_steps=1,
         new_tokens=2,
     )
-    set_config(project, "checkpoints", save_steps=1, keep_best=1, keep_last=1)
-    proc = run(["bash", "launch.sh", "--max-steps", "3"], project)
-    return project, proc
+    return project, run_steps(project, steps=3, checkpoints=KEEP_BEST_AND_LAST)
 
 
 def test_lora_trains_and_saves_the_adapter(lora_run):
