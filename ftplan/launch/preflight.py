@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ftplan.failures import next_rung
 from ftplan.host import GpuFacts, available_memory, detect_gpus
-from ftplan.launch.oom import next_rung
 from ftplan.launch.spec import LaunchOptions, runs_on_cpu
 from ftplan.planner.units import size
 from ftplan.project import MANIFEST, ProjectInfo, version_mismatch

@@ -7,7 +7,6 @@ may inject any other factory with the same shape.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from typing import IO, Protocol
 
@@ -137,10 +136,3 @@ class PopenProcess:
 
 def popen_process(argv: list[str], env: dict[str, str], cwd: str) -> Process:
     return PopenProcess(argv, env, cwd)
-
-
-SIGNAL_NAMES = {int(s): s.name for s in signal.Signals}
-
-
-def signal_name(number: int) -> str:
-    return SIGNAL_NAMES.get(number, f"signal {number}")

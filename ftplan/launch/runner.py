@@ -21,9 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ftplan.events import OutputLines, ProgressUpdate, RunFinished, RunResult, RunStarted, Stopping
-from ftplan.launch.failures import FailureScan, describe_exit, worker_message
+from ftplan.failures import FailureScan, describe_exit, oom_message, worker_message
 from ftplan.launch.metrics import MetricsFollower
-from ftplan.launch.oom import oom_message
 from ftplan.launch.process import Process, popen_process
 from ftplan.launch.spec import LaunchSpec
 from ftplan.planner.units import size

@@ -21,6 +21,10 @@ from typing import TYPE_CHECKING
 
 from ftplan.project import PLAN_FILE, TRAIN_CONFIG, TRAIN_SCRIPT, ProjectError, read_plan, run_environment
 
+PROBE_RESULT = "probe.json"
+PROBE_LOG = "probe.log"
+"""The engine's whole output when a probe under torchrun fails."""
+
 if TYPE_CHECKING:
     from ftplan.planner import MethodPlan, Plan
 
@@ -274,9 +278,23 @@ def run_engine_probe(d: Path, steps: int, nproc: int | None = None) -> dict:
         run = subprocess.run(argv, cwd=d, env=_engine_env(nproc, on_cpu), capture_output=True, text=True)
         ranks = [json.loads(p.read_text()) for p in sorted(Path(tmp).glob("rank*.json"))]
     if run.returncode != 0 or len(ranks) != nproc:
-        tail = [x for x in (run.stdout + run.stderr).splitlines() if x.strip()][-1:] or ["no output"]
-        raise RuntimeError(f"the probe's {nproc} process(es) exited {run.returncode}: {tail[0]}")
+        raise RuntimeError(_engine_failure(d, nproc, run.returncode, run.stdout + run.stderr))
     return engine_result(d, cfg, steps, ranks)
+
+
+def _engine_failure(d: Path, nproc: int, returncode: int, output: str) -> str:
+    """What the user reads when the probe's processes fail: the launcher's own reading of the
+    output (``ftplan.failures``), and the whole output kept in the project as ``probe.log``."""
+    from ftplan.failures import explain_failed_run
+    from ftplan.project import load_project
+
+    log = d / PROBE_LOG
+    log.write_text(output, encoding="utf-8")
+    try:
+        project = load_project(d)
+    except ProjectError:
+        project = None
+    return f"the probe's {nproc} process(es) exited {returncode}. {explain_failed_run(output, project)} (whole output: {log})"
 
 
 def _runs_on_cpu(d: Path, cfg: dict) -> bool:
@@ -423,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the project's own code failed: say so in one line
         print(f"ftplan probe: the project failed while probing: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    (d / "probe.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (d / PROBE_RESULT).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     if args.json:
         sys.stdout.write(json.dumps(result) + "\n")
     else:

@@ -176,7 +176,7 @@ def test_rendezvous_only_for_multi_node(project):
 
 
 def test_oom_patterns():
-    from ftplan.launch.oom import is_oom
+    from ftplan.failures import is_oom
 
     assert is_oom("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
     assert is_oom("RuntimeError: CUDA error: out of memory")

@@ -88,7 +88,7 @@ def test_fsdp2_asked_for_plans_on_its_own_ladder():
 def test_oom_advice_has_fsdp2_rungs(tmp_path):
     import json
 
-    from ftplan.launch.oom import next_rung
+    from ftplan.failures import next_rung
     from ftplan.project import load_project
 
     def project(name, **settings):

@@ -47,9 +47,8 @@ def test_the_verdict_judges_throughput():
     assert throughput_ratio(_result(30000.0, 100.0, plan_device="A100-80GB")) is None
 
 
-@pytest.mark.slow
-def test_zero3_project_probes_on_two_cpu_processes(tmp_path, capsys, monkeypatch):
-    """Today's probe ran the model outside the engine on empty ZeRO-3 shards and failed."""
+def _zero3_project(tmp_path, monkeypatch) -> Path:
+    """The tiny Llama's full fine-tuning under ZeRO-3 on two CPU processes, exported."""
     pytest.importorskip("deepspeed")
     from ftplan.context import build_context
     from ftplan.export import export_project
@@ -65,8 +64,16 @@ def test_zero3_project_probes_on_two_cpu_processes(tmp_path, capsys, monkeypatch
     plan = make_plan(answers, build_context(answers, detect=False))
     project = tmp_path / "zero3"
     export_project(plan, text, project, method="full")
+    return project
+
+
+@pytest.mark.slow
+def test_zero3_project_probes_on_two_cpu_processes(tmp_path, capsys, monkeypatch):
+    """Today's probe ran the model outside the engine on empty ZeRO-3 shards and failed."""
+    project = _zero3_project(tmp_path, monkeypatch)
     capsys.readouterr()  # what building the kit printed
-    assert main([str(project), "--steps", "4", "--json"]) == 0
+    code = main([str(project), "--steps", "4", "--json"])
+    assert code == 0, capsys.readouterr().err + (project / "probe.log").read_text()
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     measured = out["measured"]
     assert out["engine"] == "torchrun, 2 processes, DeepSpeed" and len(measured["ranks"]) == 2
@@ -78,3 +85,17 @@ def test_zero3_project_probes_on_two_cpu_processes(tmp_path, capsys, monkeypatch
     assert ratio is not None and 1 / (1.25 * THROUGHPUT_FACTOR) <= ratio <= 1.25 * THROUGHPUT_FACTOR, out
     assert not (project / "output").exists()  # the probe trains in a scratch folder, never the user's output/
     assert json.loads(Path(project / "probe.json").read_text())["error"] == out["error"]
+
+
+@pytest.mark.slow
+def test_a_failing_engine_probe_names_the_worker_and_its_error(tmp_path, capsys, monkeypatch):
+    """The probe's message was torchrun's last line (a row of '='); the user learnt nothing."""
+    project = _zero3_project(tmp_path, monkeypatch)
+    (tmp_path / "model").rename(tmp_path / "moved")  # each rank fails to load the model
+    capsys.readouterr()
+    assert main([str(project), "--steps", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "the probe's 2 process(es) exited 1. Worker rank" in err, err
+    assert "The error: " in err and "Error" in err.split("The error: ", 1)[1], err
+    log = project / "probe.log"
+    assert str(log) in err and "ChildFailedError" in log.read_text()

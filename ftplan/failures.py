@@ -1,14 +1,72 @@
-"""Read what went wrong from a run's output and torchrun's error files."""
+"""Read what went wrong from a run's output and torchrun's error files, and answer an
+out-of-memory failure with the next rung of the planner's ladder.
+
+One owner for ``ftplan launch`` and ``ftplan probe``: both run the project's engine under
+torchrun and must tell the user the same thing when a worker fails.
+
+The ladder is the planner's (``ftplan.planner.choose.next_rung``, in the README's order): a
+smaller micro-batch, activation checkpointing, ZeRO-2 then ZeRO-3, FSDP2 where it keeps less than
+ZeRO-3 (bf16 full fine-tuning, QLoRA), CPU offload of the optimizer then of the parameters
+(FSDP2: both at once), QLoRA, a shorter sequence. When a run still runs out of memory, the advice
+is the first rung the plan's chosen settings have not taken yet, written as answers-file lines
+the user can paste.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ftplan.launch.oom import is_oom
-from ftplan.launch.process import signal_name
+import tomli_w
+
+from ftplan.project import ProjectInfo
+
+OOM_PATTERNS = (
+    re.compile(r"CUDA out of memory"),
+    re.compile(r"CUDA error: out of memory"),
+    re.compile(r"torch\.(cuda\.)?OutOfMemoryError"),
+    re.compile(r"\bOutOfMemoryError\b"),
+    re.compile(r"CUBLAS_STATUS_ALLOC_FAILED"),
+    re.compile(r"HIP out of memory"),
+)
+
+
+def is_oom(text: str) -> bool:
+    """True when a line (or an error file's text) reports a GPU out-of-memory error."""
+    return any(p.search(text) for p in OOM_PATTERNS)
+
+
+def next_rung(project: ProjectInfo) -> tuple[list[str], str]:
+    """(answers lines, why) for the next memory-saving step beyond the plan's chosen settings:
+    the planner's own ladder (``ftplan.planner.choose.next_rung``), written as TOML lines."""
+    from ftplan.planner.choose import next_rung as planner_next_rung
+
+    changes, why = planner_next_rung(project.settings, project.world_size)
+    return [tomli_w.dumps({key: value}).strip().replace(f'"{key}"', key) for key, value in changes.items()], why
+
+
+def oom_message(project: ProjectInfo) -> tuple[str, list[str]]:
+    """The user-facing message and the answers lines to change."""
+    lines, why = next_rung(project)
+    text = (
+        "The run ran out of GPU memory. Next step on the planner's ladder: " + why + ".\n"
+        "Change in the answers file (answers.toml in the project):\n"
+        + "\n".join(f"    {x}" for x in lines)
+        + "\nthen re-plan and re-export: ftplan --answers answers.toml --out "
+        + project.directory
+    )
+    return text, lines
+
+
+SIGNAL_NAMES = {int(s): s.name for s in signal.Signals}
+
+
+def signal_name(number: int) -> str:
+    return SIGNAL_NAMES.get(number, f"signal {number}")
+
 
 _RANK = re.compile(r"^\s*rank\s*:\s*(\d+)")
 # "[rank1]: ValueError: ..." or "ValueError: ..." — a worker's exception, not torchrun's own.
@@ -104,3 +162,23 @@ def worker_message(failed: list[tuple[int, int]]) -> str:
     elif not crashed:
         text += "; torchrun stopped the other workers"
     return text + "."
+
+
+def explain_failed_run(output: str, project: ProjectInfo | None = None) -> str:
+    """One message for a finished torchrun run that failed, read from its whole output: the
+    ladder's next rung on an out-of-memory error (when the project is known), else which worker
+    failed first and the first exception a worker printed."""
+    scan = FailureScan()
+    for line in output.splitlines():
+        scan.feed(line)
+    if scan.oom and project is not None:
+        return f"{oom_message(project)[0]}\n(the error: {scan.oom_line})"
+    parts = [worker_message(scan.failures())] if scan.failed_workers else []
+    if scan.oom:
+        parts.append(f"The error: {scan.oom_line}")
+    elif scan.error_line:
+        parts.append(f"The error: {scan.error_line}")
+    if not parts:
+        lines = [x for x in output.splitlines() if x.strip()][-3:] or ["no output"]
+        parts.append("Last lines of output: " + " | ".join(x.strip() for x in lines))
+    return " ".join(parts)
