@@ -296,6 +296,7 @@ def derive_card(config: dict, trust_remote_code: bool = False, source: str = "")
         layer_kinds=tuple(traced.get("layer_kinds", ())),
         saved_bytes_per_token=traced.get("saved_bytes_per_token", {}),
         saved_bytes_per_score=traced.get("saved_bytes_per_score", {}),
+        post_attention_saved_bytes_per_token=traced.get("post_attention_saved_bytes_per_token", {}),
         versions=_versions(),
         source=source,
     )

@@ -30,6 +30,12 @@ Each figure is traced at three sequence lengths and fitted exactly as ``a*s + c*
 sequence: ``a`` is the per-token figure the card keeps, ``c`` the per-sequence s^2 term (eager's
 probabilities, all heads), ``d`` (layer constants, e.g. expert offsets) is dropped.
 
+The same forward also counts what each layer saves after its attention block returns (the
+post-attention norms, the MLP or MoE block, the residual adds): backward frees all of it before the
+attention runs backward, so the attention's working set (eager's s x s gradients) comes on top of
+the rest only. A frozen MoE block keeps much more than a Llama MLP (gpt-oss: its MoE block 3,400 B
+per token of the layer's 6,392, where a Llama-shaped share said 1,450).
+
 MoE: routing on meta tensors means nothing (no values), so the experts run transformers'
 ``grouped_mm`` path (its default), which works on tokens x top-k rows sorted by expert whatever
 the routing: the saved bytes are those of ``tokens x k / experts`` tokens at every expert, the
@@ -225,38 +231,54 @@ def _set_attention(model, name: str) -> None:
                         sub._attn_implementation = name
 
 
-def saved_bytes(model, layers, seq: int, full: bool, batch: int = 1) -> list[int]:
-    """Bytes each of ``layers`` saves for backward in one forward of ``model`` (``batch`` x ``seq`` tokens).
+ATTENTION_NAMES = ("self_attn", "attention", "attn", "self_attention")
+"""Attribute names of a decoder layer's attention block across transformers' model classes."""
 
-    Counts each storage once, skipping parameters and tensors passed into the layer other than its
-    hidden states. Works on meta and on real tensors alike.
+
+def attention_of(layer):
+    """The layer's attention block, or None when the class names it otherwise."""
+    import torch
+
+    return next((m for n in ATTENTION_NAMES if isinstance(m := getattr(layer, n, None), torch.nn.Module)), None)
+
+
+def saved_bytes(model, layers, seq: int, full: bool, batch: int = 1, split_at=()) -> list[int]:
+    """Bytes each module of ``layers`` saves for backward in one forward of ``model`` (``batch`` x
+    ``seq`` tokens); with ``split_at`` (a submodule of each layer, e.g. its attention), then also the
+    part of each layer's bytes saved after that submodule returned.
+
+    Counts each storage once per layer (where it was first saved), skipping parameters and tensors
+    passed into the layer other than its hidden states. Works on meta and on real tensors alike.
     """
     import torch
 
     device = next(model.parameters()).device
     params = {_storage(p)[0] for p in model.parameters()}
     found: dict = {}
-    active: dict = {}
+    tails: dict = {}
+    active: dict = {}  # layer -> (tensors handed in from outside, storages it saved, in order)
+    owner = dict(zip(split_at, layers, strict=False))
 
     def pre(module, args, kwargs):
         hidden = args[0] if args else kwargs.get("hidden_states")
         outside = {_storage(t)[0] for t in _tensors_in(list(args) + list(kwargs.values())) if t is not hidden}
-        seen: dict = {}
-
-        def pack(t):
-            key, size = _storage(t)
-            if key not in params and key not in outside:
-                seen[key] = size
-            return t
-
-        ctx = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
-        ctx.__enter__()
-        active[module] = (ctx, seen)
+        active[module] = (outside, {})
 
     def post(module, args, kwargs, output):
-        ctx, seen = active.pop(module)
-        ctx.__exit__(None, None, None)
-        found[module] = sum(seen.values())
+        found[module] = list(active.pop(module)[1].values())  # sizes, in the order first saved
+
+    def split(module, args, kwargs, output):
+        layer = owner[module]
+        if layer in active:
+            tails[layer] = len(active[layer][1])
+
+    def pack(t):
+        key, size = _storage(t)
+        if key not in params:
+            for outside, seen in active.values():
+                if key not in outside and key not in seen:
+                    seen[key] = size
+        return t
 
     grads = {p: p.requires_grad for p in model.parameters()}
     handles = []
@@ -266,17 +288,22 @@ def saved_bytes(model, layers, seq: int, full: bool, batch: int = 1) -> list[int
         for layer in layers:
             handles.append(layer.register_forward_pre_hook(pre, with_kwargs=True))
             handles.append(layer.register_forward_hook(post, with_kwargs=True))
+        for module in split_at:
+            handles.append(module.register_forward_hook(split, with_kwargs=True))
         if not full:  # LoRA: frozen weights, a graph from the embeddings up (enable_input_require_grads)
             handles.append(model.get_input_embeddings().register_forward_hook(lambda m, i, o: o.requires_grad_(True)))
         model.train()
         ids = torch.zeros(batch, seq, dtype=torch.long, device=device)
-        model(input_ids=ids, use_cache=False)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(input_ids=ids, use_cache=False)
     finally:
         for h in handles:
             h.remove()
         for p, g in grads.items():
             p.requires_grad_(g)
-    return [found[layer] for layer in layers]
+    totals = [sum(found[layer]) for layer in layers]
+    after = [sum(found[layer][tails.get(layer, len(found[layer])) :]) for layer in layers] if split_at else []
+    return totals + after
 
 
 def _fit(points: list[tuple[int, float]]) -> tuple[float, float]:
@@ -290,7 +317,8 @@ def _fit(points: list[tuple[int, float]]) -> tuple[float, float]:
 
 
 def trace_card_activations(model, attention: tuple[str, ...]) -> dict:
-    """The card's traced figures: ``layer_kinds``, ``saved_bytes_per_token``, ``saved_bytes_per_score``.
+    """The card's traced figures: ``layer_kinds``, ``saved_bytes_per_token``, ``saved_bytes_per_score``
+    and, where each layer's attention block has a known name, ``post_attention_saved_bytes_per_token``.
 
     ``attention``: the kernels the class accepts (the card's list); ``flash`` is traced when it
     takes sdpa or flash-attention. Returns {} when the model's forward cannot run on meta (the
@@ -312,6 +340,9 @@ def trace_card_activations(model, attention: tuple[str, ...]) -> dict:
     attentions = [a for a in ATTENTIONS if a == "eager" or any(k != "eager" for k in attention)]
     per_token: dict = {k: {} for k in reps}
     per_score: dict = {k: {} for k in reps}
+    tail_per_token: dict = {k: {} for k in reps}
+    attentions_of = [attention_of(layer) for layer in rep_layers]
+    attentions_of = attentions_of if all(m is not None for m in attentions_of) else []
     original_dtype = next(model.parameters()).dtype
     original_impl = getattr(model.config, "_attn_implementation", None)
     setattr(decoder, stack_name, torch.nn.ModuleList(rep_layers))
@@ -324,7 +355,10 @@ def trace_card_activations(model, attention: tuple[str, ...]) -> dict:
                     _set_attention(model, FLASH_NAME if att == "flash" else "eager")
                     try:
                         rows = {
-                            mode: [saved_bytes(model, rep_layers, s, mode == "full") for s in SEQS] for mode in MODES
+                            mode: [
+                                saved_bytes(model, rep_layers, s, mode == "full", split_at=attentions_of) for s in SEQS
+                            ]
+                            for mode in MODES
                         }
                     except Exception:  # noqa: BLE001 - a forward that needs values (or a mask) here
                         continue
@@ -336,6 +370,9 @@ def trace_card_activations(model, attention: tuple[str, ...]) -> dict:
                             key = figure_key(mode, dtype, att)
                             per_token[kind][key] = round(a, 3)
                             per_score[kind][key] = round(c, 6)
+                            if attentions_of:
+                                tail_a, _ = _fit([(s, row[len(reps) + j]) for s, row in zip(SEQS, by_seq, strict=True)])
+                                tail_per_token[kind][key] = round(tail_a, 3)
     finally:
         setattr(decoder, stack_name, full_stack)
         model.to(original_dtype)
@@ -343,4 +380,7 @@ def trace_card_activations(model, attention: tuple[str, ...]) -> dict:
             _set_attention(model, original_impl)
     if not any(per_token.values()):
         return {}
-    return {"layer_kinds": kinds, "saved_bytes_per_token": per_token, "saved_bytes_per_score": per_score}
+    traced = {"layer_kinds": kinds, "saved_bytes_per_token": per_token, "saved_bytes_per_score": per_score}
+    if attentions_of:
+        traced["post_attention_saved_bytes_per_token"] = tail_per_token
+    return traced

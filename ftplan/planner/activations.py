@@ -254,9 +254,7 @@ def traced_layer_saved(arch: ModelArch, s: Settings) -> tuple[float, float] | No
     (``act_bytes``: fp32 for QLoRA's fp32 residual stream, bf16 for every 16-bit compute dtype);
     every non-eager kernel keeps what flash-attention keeps.
     """
-    mode = "full" if s.method == "full" else "frozen"
-    dtype = "fp32" if act_bytes(s) == FP32 else "bf16"
-    attention = "eager" if s.attention == "eager" else "flash"
+    mode, dtype, attention = _trace_key(s)
     key = ("traced", mode, dtype, attention)
     if key not in arch.memo:
         arch.memo[key] = arch.traced_saved(mode, dtype, attention)
@@ -268,6 +266,22 @@ def traced_layer_saved(arch: ModelArch, s: Settings) -> tuple[float, float] | No
         mask_token, mask_score = arch.card.sdpa_mask_saved(FP32 if dtype == "fp32" else 2)
         return per_token + mask_token, mask_score
     return per_token, (per_score if attention == "eager" else 0.0)
+
+
+def _trace_key(s: Settings) -> tuple[str, str, str]:
+    """(mode, dtype, attention) of the traced figure these settings use."""
+    mode = "full" if s.method == "full" else "frozen"
+    dtype = "fp32" if act_bytes(s) == FP32 else "bf16"
+    return mode, dtype, "eager" if s.attention == "eager" else "flash"
+
+
+def traced_post_attention_saved(arch: ModelArch, s: Settings) -> float | None:
+    """The traced bytes per token an average decoder layer saves after its attention block (base model
+    only: post-attention norms, MLP / MoE block, residual adds), or None."""
+    key = ("traced_mlp", *_trace_key(s))
+    if key not in arch.memo:
+        arch.memo[key] = arch.traced_post_attention_saved(*key[1:])
+    return arch.memo[key]
 
 
 def activations(arch: ModelArch, s: Settings, cpu: bool = False, loss: str | None = None) -> Activations:
@@ -299,7 +313,11 @@ class ActivationModel:
         if traced is not None:  # the model's own code, traced on the meta device (card), replaces the formula
             adapters = _adapter_saved_per_token(arch, s, cpu, not self.eager)[:2] if s.is_peft else (0.0, 0.0)
             saved = traced[0] + sum(adapters)
-            self.mlp_saved = mlp * saved / max(attn + mlp, 1.0)  # the formula's MLP share of it
+            after_attention = traced_post_attention_saved(arch, s)
+            if after_attention is not None:  # freed before the attention's backward, traced with its layer
+                self.mlp_saved = after_attention + adapters[1]
+            else:  # the formula's MLP share of it
+                self.mlp_saved = mlp * saved / max(attn + mlp, 1.0)
             self.layer_saved = saved
             self.score_saved = traced[1]
         self.mlp_work = (LAYER_BACKWARD_WORK * f + h) * e

@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 
-CARD_FORMAT = 2
+CARD_FORMAT = 3
 """2: traced saved-activation figures (``layer_kinds``, ``saved_bytes_per_token``, ``saved_bytes_per_score``).
+3: ``post_attention_saved_bytes_per_token``, the part of a layer's saved bytes kept after its attention block.
 
 Bump when the card's fields or their meaning change: cached cards of another format are rebuilt."""
 
@@ -143,6 +144,10 @@ class ArchCard(DecoderShape):
     Empty when the model's forward could not be traced (the planner keeps its hand formulas)."""
     saved_bytes_per_score: dict = field(default_factory=dict)
     """Same keys: bytes per sequence per seq_len^2 (eager's attention probabilities, all heads)."""
+    post_attention_saved_bytes_per_token: dict = field(default_factory=dict)
+    """Same keys: the part of ``saved_bytes_per_token`` saved after the layer's attention block returned
+    (post-attention norms, the MLP / MoE block, residual adds), all freed before the attention runs
+    backward. Empty when the layer names its attention otherwise."""
     versions: dict = field(default_factory=dict)
     """Library versions the card was derived with (transformers, peft, torch)."""
     source: str = ""
@@ -292,6 +297,10 @@ class ArchCard(DecoderShape):
         the layers (the planner multiplies by the layer count); None when a layer kind lacks the figure."""
         return traced_saved(self.activation_trace(), self.layers, mode, dtype, attention)
 
+    def traced_post_attention_saved(self, mode: str, dtype: str, attention: str) -> float | None:
+        """Bytes per token a decoder layer saves after its attention block, averaged over the layers; None when untraced."""
+        return traced_post_attention_saved(self.activation_trace(), self.layers, mode, dtype, attention)
+
     def sdpa_mask_saved(self, dtype_bytes: int) -> tuple[float, float]:
         """(bytes per token, bytes per sequence per seq_len^2) SDPA adds in sliding-window layers, averaged over
         the layers. There transformers hands SDPA a materialised mask, so it repeats k and v to every head
@@ -312,6 +321,7 @@ class ArchCard(DecoderShape):
             "layer_kinds": list(self.layer_kinds),
             "saved_bytes_per_token": self.saved_bytes_per_token,
             "saved_bytes_per_score": self.saved_bytes_per_score,
+            "post_attention_saved_bytes_per_token": self.post_attention_saved_bytes_per_token,
         }
 
     @cached_property
@@ -322,19 +332,31 @@ class ArchCard(DecoderShape):
 def traced_saved(trace: dict | None, layers: int, mode: str, dtype: str, attention: str) -> tuple[float, float] | None:
     """Mean traced (bytes per token, bytes per sequence per seq_len^2) of a decoder layer, from a trace
     dict (``layer_kinds`` and the two ``saved_bytes_*`` tables, as in a card); None when absent."""
+    key = f"{mode}/{dtype}/{attention}"
+    per_token = _layer_mean(trace, "saved_bytes_per_token", layers, key)
+    if per_token is None:
+        return None
+    return per_token, _layer_mean(trace, "saved_bytes_per_score", layers, key, missing=0.0) or 0.0
+
+
+def traced_post_attention_saved(trace: dict | None, layers: int, mode: str, dtype: str, attention: str) -> float | None:
+    """Mean traced bytes per token a decoder layer saves after its attention (``post_attention_saved_bytes_per_token``)."""
+    return _layer_mean(trace, "post_attention_saved_bytes_per_token", layers, f"{mode}/{dtype}/{attention}")
+
+
+def _layer_mean(trace: dict | None, table: str, layers: int, key: str, missing: float | None = None) -> float | None:
+    """The mean over the decoder layers of one traced figure; a kind without it counts ``missing``
+    (None: the figure is absent)."""
     kinds = (trace or {}).get("layer_kinds") or ()
     if not kinds or len(kinds) != layers:
         return None
-    key = f"{mode}/{dtype}/{attention}"
-    per_token, per_score = 0.0, 0.0
+    total = 0.0
     for kind in set(kinds):
-        figures = trace["saved_bytes_per_token"].get(kind, {})
-        if key not in figures:
+        value = (trace.get(table) or {}).get(kind, {}).get(key, missing)
+        if value is None:
             return None
-        n = kinds.count(kind)
-        per_token += n * figures[key]
-        per_score += n * trace["saved_bytes_per_score"].get(kind, {}).get(key, 0.0)
-    return per_token / layers, per_score / layers
+        total += kinds.count(kind) * value
+    return total / layers
 
 
 def _matches(name: str, key: str) -> bool:
