@@ -297,6 +297,8 @@ def derive_card(config: dict, trust_remote_code: bool = False, source: str = "")
         saved_bytes_per_token=traced.get("saved_bytes_per_token", {}),
         saved_bytes_per_score=traced.get("saved_bytes_per_score", {}),
         post_attention_saved_bytes_per_token=traced.get("post_attention_saved_bytes_per_token", {}),
+        forward_peak_bytes_per_token=traced.get("forward_peak_bytes_per_token", {}),
+        forward_peak_bytes_per_score=traced.get("forward_peak_bytes_per_score", {}),
         versions=_versions(),
         source=source,
     )

@@ -30,7 +30,11 @@ Each figure is traced at three sequence lengths and fitted exactly as ``a*s + c*
 sequence: ``a`` is the per-token figure the card keeps, ``c`` the per-sequence s^2 term (eager's
 probabilities, all heads), ``d`` (layer constants, e.g. expert offsets) is dropped.
 
-The same forward also counts what each layer saves after its attention block returns (the
+The same forward records the most bytes a layer's forward holds at once (what it saves and its
+temporaries, e.g. an MoE block's gathered rows and per-row expert biases): a checkpointed layer
+runs that forward again in backward, on top of the stored layer inputs and the incoming gradient.
+
+It also counts what each layer saves after its attention block returns (the
 post-attention norms, the MLP or MoE block, the residual adds): backward frees all of it before the
 attention runs backward, so the attention's working set (eager's s x s gradients) comes on top of
 the rest only. A frozen MoE block keeps much more than a Llama MLP (gpt-oss: its MoE block 3,400 B
@@ -46,6 +50,8 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+import weakref
+from dataclasses import dataclass
 
 SEQS = (64, 128, 256)
 """Sequence lengths of the three traced steps (batch 1): enough for an exact quadratic fit."""
@@ -242,30 +248,44 @@ def attention_of(layer):
     return next((m for n in ATTENTION_NAMES if isinstance(m := getattr(layer, n, None), torch.nn.Module)), None)
 
 
-def saved_bytes(model, layers, seq: int, full: bool, batch: int = 1, split_at=()) -> list[int]:
-    """Bytes each module of ``layers`` saves for backward in one forward of ``model`` (``batch`` x
-    ``seq`` tokens); with ``split_at`` (a submodule of each layer, e.g. its attention), then also the
-    part of each layer's bytes saved after that submodule returned.
+@dataclass(frozen=True)
+class LayerTrace:
+    """What one decoder layer's forward showed (bytes, for the traced batch and length)."""
 
-    Counts each storage once per layer (where it was first saved), skipping parameters and tensors
-    passed into the layer other than its hidden states. Works on meta and on real tensors alike.
+    saved: int
+    """Kept for backward (each storage once; no parameters, nothing handed in but the hidden states)."""
+    after_attention: int
+    """The part of ``saved`` first saved after the layer's attention block returned."""
+    forward_peak: int
+    """Most bytes alive at once of the storages the layer's forward made (saved ones included)."""
+
+
+def saved_bytes(model, layers, seq: int, full: bool, batch: int = 1, split_at=()) -> list[LayerTrace]:
+    """What each module of ``layers`` saves for backward, and holds at once, in one forward of
+    ``model`` (``batch`` x ``seq`` tokens); ``split_at`` (a submodule of each layer, e.g. its attention)
+    marks where ``after_attention`` starts. Works on meta and on real tensors alike.
     """
     import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
 
     device = next(model.parameters()).device
     params = {_storage(p)[0] for p in model.parameters()}
     found: dict = {}
     tails: dict = {}
     active: dict = {}  # layer -> (tensors handed in from outside, storages it saved, in order)
+    live: dict = {}  # layer -> [bytes alive now of the storages its forward made, peak]
+    made: dict = {}  # storage -> (size, layers it counts for)
     owner = dict(zip(split_at, layers, strict=False))
 
     def pre(module, args, kwargs):
         hidden = args[0] if args else kwargs.get("hidden_states")
         outside = {_storage(t)[0] for t in _tensors_in(list(args) + list(kwargs.values())) if t is not hidden}
         active[module] = (outside, {})
+        live[module] = [0, 0]
 
     def post(module, args, kwargs, output):
-        found[module] = list(active.pop(module)[1].values())  # sizes, in the order first saved
+        found[module] = (list(active.pop(module)[1].values()), live.pop(module)[1])
 
     def split(module, args, kwargs, output):
         layer = owner[module]
@@ -279,6 +299,29 @@ def saved_bytes(model, layers, seq: int, full: bool, batch: int = 1, split_at=()
                 if key not in outside and key not in seen:
                     seen[key] = size
         return t
+
+    def freed(key):
+        size, counted = made.pop(key)
+        for layer in counted:
+            if layer in live:
+                live[layer][0] -= size
+
+    class Made(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in tree_flatten(out)[0]:
+                if not isinstance(t, torch.Tensor) or not live:
+                    continue
+                storage = t.untyped_storage()
+                key = storage._cdata
+                if key in made or key in params or not storage.nbytes():
+                    continue
+                made[key] = (storage.nbytes(), tuple(live))
+                weakref.finalize(storage, freed, key)
+                for counts in live.values():
+                    counts[0] += storage.nbytes()
+                    counts[1] = max(counts[1], counts[0])
+            return out
 
     grads = {p: p.requires_grad for p in model.parameters()}
     handles = []
@@ -294,16 +337,18 @@ def saved_bytes(model, layers, seq: int, full: bool, batch: int = 1, split_at=()
             handles.append(model.get_input_embeddings().register_forward_hook(lambda m, i, o: o.requires_grad_(True)))
         model.train()
         ids = torch.zeros(batch, seq, dtype=torch.long, device=device)
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), Made():
             model(input_ids=ids, use_cache=False)
     finally:
         for h in handles:
             h.remove()
         for p, g in grads.items():
             p.requires_grad_(g)
-    totals = [sum(found[layer]) for layer in layers]
-    after = [sum(found[layer][tails.get(layer, len(found[layer])) :]) for layer in layers] if split_at else []
-    return totals + after
+    return [
+        LayerTrace(sum(sizes), sum(sizes[tails.get(layer, len(sizes)) :]), peak)
+        for layer in layers
+        for sizes, peak in [found[layer]]
+    ]
 
 
 def _fit(points: list[tuple[int, float]]) -> tuple[float, float]:
@@ -318,7 +363,8 @@ def _fit(points: list[tuple[int, float]]) -> tuple[float, float]:
 
 def trace_card_activations(model, attention: tuple[str, ...]) -> dict:
     """The card's traced figures: ``layer_kinds``, ``saved_bytes_per_token``, ``saved_bytes_per_score``
-    and, where each layer's attention block has a known name, ``post_attention_saved_bytes_per_token``.
+    ``forward_peak_bytes_per_token`` / ``_per_score`` and, where each layer's attention block has a known
+    name, ``post_attention_saved_bytes_per_token``.
 
     ``attention``: the kernels the class accepts (the card's list); ``flash`` is traced when it
     takes sdpa or flash-attention. Returns {} when the model's forward cannot run on meta (the
@@ -341,6 +387,8 @@ def trace_card_activations(model, attention: tuple[str, ...]) -> dict:
     per_token: dict = {k: {} for k in reps}
     per_score: dict = {k: {} for k in reps}
     tail_per_token: dict = {k: {} for k in reps}
+    peak_per_token: dict = {k: {} for k in reps}
+    peak_per_score: dict = {k: {} for k in reps}
     attentions_of = [attention_of(layer) for layer in rep_layers]
     attentions_of = attentions_of if all(m is not None for m in attentions_of) else []
     original_dtype = next(model.parameters()).dtype
@@ -364,15 +412,21 @@ def trace_card_activations(model, attention: tuple[str, ...]) -> dict:
                         continue
                     for mode, by_seq in rows.items():
                         for j, kind in enumerate(reps):
-                            a, c = _fit([(s, row[j]) for s, row in zip(SEQS, by_seq, strict=True)])
+
+                            def fit(field: str, j: int = j, by_seq: list = by_seq) -> tuple[float, float]:
+                                return _fit([(s, getattr(row[j], field)) for s, row in zip(SEQS, by_seq, strict=True)])
+
+                            a, c = fit("saved")
                             if att == "flash" and abs(c) * SEQS[-1] > FLASH_QUADRATIC_LIMIT * max(a, 1.0):
                                 continue  # the class does not call the attention interface: no flash figure
                             key = figure_key(mode, dtype, att)
                             per_token[kind][key] = round(a, 3)
                             per_score[kind][key] = round(c, 6)
+                            peak_a, peak_c = fit("forward_peak")
+                            peak_per_token[kind][key] = round(peak_a, 3)
+                            peak_per_score[kind][key] = round(peak_c, 6)
                             if attentions_of:
-                                tail_a, _ = _fit([(s, row[len(reps) + j]) for s, row in zip(SEQS, by_seq, strict=True)])
-                                tail_per_token[kind][key] = round(tail_a, 3)
+                                tail_per_token[kind][key] = round(fit("after_attention")[0], 3)
     finally:
         setattr(decoder, stack_name, full_stack)
         model.to(original_dtype)
@@ -380,7 +434,13 @@ def trace_card_activations(model, attention: tuple[str, ...]) -> dict:
             _set_attention(model, original_impl)
     if not any(per_token.values()):
         return {}
-    traced = {"layer_kinds": kinds, "saved_bytes_per_token": per_token, "saved_bytes_per_score": per_score}
+    traced = {
+        "layer_kinds": kinds,
+        "saved_bytes_per_token": per_token,
+        "saved_bytes_per_score": per_score,
+        "forward_peak_bytes_per_token": peak_per_token,
+        "forward_peak_bytes_per_score": peak_per_score,
+    }
     if attentions_of:
         traced["post_attention_saved_bytes_per_token"] = tail_per_token
     return traced

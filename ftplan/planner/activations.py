@@ -146,6 +146,11 @@ class Activations:
     logits_backward_extra: int
     checkpointing: bool
     layers: int
+    layer_forward_peak: int = 0
+    """The most one layer's forward holds at once (traced: saved tensors and temporaries); 0 when not traced."""
+    recompute_forward: int = 0
+    """A checkpointed layer's recompute at its fullest: ``layer_forward_peak`` plus the gradient arriving
+    from the layer above; 0 when not traced or not checkpointed."""
 
     @property
     def stored(self) -> int:
@@ -275,6 +280,15 @@ def _trace_key(s: Settings) -> tuple[str, str, str]:
     return mode, dtype, "eager" if s.attention == "eager" else "flash"
 
 
+def traced_forward_peak(arch: ModelArch, s: Settings) -> tuple[float, float] | None:
+    """The traced (bytes per token, per sequence per seq_len^2) an average layer's forward holds at most
+    (base model only), or None."""
+    key = ("traced_peak", *_trace_key(s))
+    if key not in arch.memo:
+        arch.memo[key] = arch.traced_forward_peak(*key[1:])
+    return arch.memo[key]
+
+
 def traced_post_attention_saved(arch: ModelArch, s: Settings) -> float | None:
     """The traced bytes per token an average decoder layer saves after its attention block (base model
     only: post-attention norms, MLP / MoE block, residual adds), or None."""
@@ -301,6 +315,7 @@ class ActivationModel:
         h, f = arch.hidden_size, arch.intermediate_size * (arch.experts_per_token or 1)
         q, k = arch.heads * arch.head_dim, arch.kv_heads * arch.head_dim
         attn, mlp, down_in = _layer_saved_per_token(arch, s, cpu)
+        self.forward_peak: tuple[float, float] | None = None
         full = s.method == "full"
         self.e, self.heads, self.layers, self.h = e, arch.heads, arch.layers, h
         self.eager = s.attention == "eager"
@@ -313,6 +328,9 @@ class ActivationModel:
         if traced is not None:  # the model's own code, traced on the meta device (card), replaces the formula
             adapters = _adapter_saved_per_token(arch, s, cpu, not self.eager)[:2] if s.is_peft else (0.0, 0.0)
             saved = traced[0] + sum(adapters)
+            peak = traced_forward_peak(arch, s)
+            if peak is not None:  # the adapters' saved inputs come on top
+                self.forward_peak = (peak[0] + sum(adapters), peak[1])
             after_attention = traced_post_attention_saved(arch, s)
             if after_attention is not None:  # freed before the attention's backward, traced with its layer
                 self.mlp_saved = after_attention + adapters[1]
@@ -391,7 +409,15 @@ class ActivationModel:
             logits_saved = LOGITS_SAVED_BYTES * logits
             logits_forward_extra = logits * (logit_bytes + (FP32 if logit_bytes < FP32 else 0))
             logits_backward_extra = LOGITS_BACKWARD_EXTRA_BYTES * logits
+        layer_forward_peak = recompute_forward = 0
+        if self.forward_peak is not None:
+            per_token, per_score = self.forward_peak
+            layer_forward_peak = int(per_token * tokens + b * seq * seq * per_score)
+            if self.checkpointing:  # the recomputed forward + the gradient from the layer above
+                recompute_forward = layer_forward_peak + int(e * h * tokens)
         return Activations(
+            layer_forward_peak=layer_forward_peak,
+            recompute_forward=recompute_forward,
             layer_saved=int(layer_saved),
             layer_input=int(e * h * tokens),
             layer_work=int(work),

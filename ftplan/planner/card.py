@@ -19,7 +19,8 @@ from functools import cached_property
 
 CARD_FORMAT = 3
 """2: traced saved-activation figures (``layer_kinds``, ``saved_bytes_per_token``, ``saved_bytes_per_score``).
-3: ``post_attention_saved_bytes_per_token``, the part of a layer's saved bytes kept after its attention block.
+3: ``post_attention_saved_bytes_per_token``, the part of a layer's saved bytes kept after its attention block;
+``forward_peak_bytes_per_token`` / ``_per_score``, the most a layer's forward holds at once.
 
 Bump when the card's fields or their meaning change: cached cards of another format are rebuilt."""
 
@@ -148,6 +149,11 @@ class ArchCard(DecoderShape):
     """Same keys: the part of ``saved_bytes_per_token`` saved after the layer's attention block returned
     (post-attention norms, the MLP / MoE block, residual adds), all freed before the attention runs
     backward. Empty when the layer names its attention otherwise."""
+    forward_peak_bytes_per_token: dict = field(default_factory=dict)
+    """Same keys: the most bytes one layer's forward holds at once, saved tensors and temporaries (what a
+    checkpointed layer's recompute holds on top of the stored inputs)."""
+    forward_peak_bytes_per_score: dict = field(default_factory=dict)
+    """Same keys: its part per sequence per seq_len^2 (eager's scores)."""
     versions: dict = field(default_factory=dict)
     """Library versions the card was derived with (transformers, peft, torch)."""
     source: str = ""
@@ -297,6 +303,11 @@ class ArchCard(DecoderShape):
         the layers (the planner multiplies by the layer count); None when a layer kind lacks the figure."""
         return traced_saved(self.activation_trace(), self.layers, mode, dtype, attention)
 
+    def traced_forward_peak(self, mode: str, dtype: str, attention: str) -> tuple[float, float] | None:
+        """(bytes per token, per sequence per seq_len^2) a decoder layer's forward holds at most, averaged
+        over the layers; None when untraced."""
+        return traced_forward_peak(self.activation_trace(), self.layers, mode, dtype, attention)
+
     def traced_post_attention_saved(self, mode: str, dtype: str, attention: str) -> float | None:
         """Bytes per token a decoder layer saves after its attention block, averaged over the layers; None when untraced."""
         return traced_post_attention_saved(self.activation_trace(), self.layers, mode, dtype, attention)
@@ -322,6 +333,8 @@ class ArchCard(DecoderShape):
             "saved_bytes_per_token": self.saved_bytes_per_token,
             "saved_bytes_per_score": self.saved_bytes_per_score,
             "post_attention_saved_bytes_per_token": self.post_attention_saved_bytes_per_token,
+            "forward_peak_bytes_per_token": self.forward_peak_bytes_per_token,
+            "forward_peak_bytes_per_score": self.forward_peak_bytes_per_score,
         }
 
     @cached_property
@@ -337,6 +350,17 @@ def traced_saved(trace: dict | None, layers: int, mode: str, dtype: str, attenti
     if per_token is None:
         return None
     return per_token, _layer_mean(trace, "saved_bytes_per_score", layers, key, missing=0.0) or 0.0
+
+
+def traced_forward_peak(
+    trace: dict | None, layers: int, mode: str, dtype: str, attention: str
+) -> tuple[float, float] | None:
+    """Mean traced (bytes per token, per sequence per seq_len^2) a decoder layer's forward holds at most."""
+    key = f"{mode}/{dtype}/{attention}"
+    per_token = _layer_mean(trace, "forward_peak_bytes_per_token", layers, key)
+    if per_token is None:
+        return None
+    return per_token, _layer_mean(trace, "forward_peak_bytes_per_score", layers, key, missing=0.0) or 0.0
 
 
 def traced_post_attention_saved(trace: dict | None, layers: int, mode: str, dtype: str, attention: str) -> float | None:

@@ -175,19 +175,37 @@ class MemoryModel:
         # Forward: the end (logits, their fp32 copy, log-softmax) or, with checkpointing, one
         # layer's transient forward on top of the stored layer inputs.
         if ckpt:
-            top_acts = stored - act.logits_saved - act.final_norm_input + recompute + act.layer_work
-            bottom_acts = act.layer_input + recompute + act.layer_work + act.shared_saved
+            recomputed = max(recompute + act.layer_work, act.recompute_forward)
+            top_acts = stored - act.logits_saved - act.final_norm_input + recomputed
+            bottom_acts = act.layer_input + recomputed + act.shared_saved
         else:
             top_acts = stored - act.logits_saved - act.final_norm_input + act.layer_work
             bottom_acts = act.layer_saved + act.layer_work + act.shared_saved
         return (
             (held, stored + act.logits_forward_extra, 0),
-            (held, stored - act.logits_saved + act.forward_work if ckpt else 0, 0),
+            (held, self._forward_layer(act), 0),
             (held, stored + act.logits_backward_extra, 0),
             (max(held, self.g_top) + self.reduce_buffer, top_acts, 0),
             (max(held, self.g_bottom) + self.reduce_buffer, bottom_acts, 0),
             (gradients, act.layer_input, 0),  # the gradient flowing down the residual stream
             (gradients, 0, self.step_temp),
+        )
+
+    @staticmethod
+    def _forward_layer(act: Activations) -> int:
+        """Activations while the top layer runs forward: with checkpointing, the stored layer inputs and one
+        layer's transient forward; without, the layers below's saved tensors and the most the top layer's
+        forward holds at once (traced; 0 untraced, where the end of forward is taken to hold more)."""
+        if act.checkpointing:
+            return act.stored - act.logits_saved + act.forward_work
+        if not act.layer_forward_peak:
+            return 0
+        return (
+            act.stored
+            - act.logits_saved
+            - (act.head_saved - act.shared_saved)
+            - act.layer_saved
+            + act.layer_forward_peak
         )
 
     def peak(self, batch: int, seq_len: int, accumulation: int) -> int:
@@ -394,6 +412,16 @@ class MemoryModel:
             "gradients in flight through an MLP or attention",
             (),
         )
+        if ckpt and act.recompute_forward > recompute + act.layer_work:
+            # the recomputed forward holds more than the layer's saved tensors and backward working set
+            recomputed = (
+                "activations",
+                "top layer's recomputed forward",
+                act.recompute_forward,
+                "checkpointing: the most a layer's forward holds (traced) + the gradient from above",
+                (),
+            )
+            work = None
         if point == "forward_end":
             return [stack, head, loss_kept, loss_fwd]
         if point == "forward_layer":
@@ -404,11 +432,29 @@ class MemoryModel:
                 "transient tensors of a layer's forward",
                 (),
             )
-            return [stack, head, forward] if ckpt else []
+            if ckpt:
+                return [stack, head, forward]
+            if not act.layer_forward_peak:
+                return []
+            below = (
+                "activations",
+                "layers below's saved tensors",
+                (layers - 1) * act.layer_saved,
+                "{} layers × {:,.0f} B saved per token × {:,} tokens",
+                (layers - 1, model.layer_saved, tokens),
+            )
+            top = (
+                "activations",
+                "top layer's forward",
+                act.layer_forward_peak,
+                "the most a layer's forward holds at once (traced: saved tensors and temporaries)",
+                (),
+            )
+            return [below, shared, top]
         if point == "backward_start":
             return [stack, head, loss_kept, loss_bwd]
         if point == "backward_top_layer":
-            return [stack, head_less_norm, recomputed, work]
+            return [x for x in (stack, head_less_norm, recomputed, work) if x]
         if point == "backward_bottom_layer":
             if ckpt:
                 bottom = ("activations", "bottom layer's input", act.layer_input, residual, (tokens, h, e))
@@ -420,7 +466,7 @@ class MemoryModel:
                     "one layer's saved bytes × {:,} tokens",
                     (tokens,),
                 )
-            return [bottom, recomputed, work, shared]
+            return [x for x in (bottom, recomputed, work, shared) if x]
         if point == "backward_end":
             return [("activations", "gradient down the residual stream", act.layer_input, residual, (tokens, h, e))]
         return []

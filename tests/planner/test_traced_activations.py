@@ -144,3 +144,26 @@ def test_planned_lora_layer_matches_a_real_peft_step(model_type, precision):
     real = _real_lora_per_layer(model_type, torch.bfloat16 if precision == "bf16" else torch.float32, 8)
     print(f"{model_type} lora {precision}: planned {planned:,} B/layer, real {real:,.0f} B/layer")
     assert planned == pytest.approx(real, rel=0.03)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt_oss"])
+def test_forward_peak_and_post_attention_share_on_meta_equal_real_tensors(model_type):
+    """What the card traces on meta (the MoE on the patched grouped_mm) is what the same forward holds
+    on real CPU tensors: the most a layer's forward holds at once, and what it saves after its attention."""
+    from ftplan.derive.trace import _patched_for_meta, attention_of, saved_bytes
+
+    values = card_support.tiny_config(model_type)
+    config = transformers.AutoConfig.for_model(values.pop("model_type"), **values)
+    config._attn_implementation = "eager"
+    real = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    with torch.device("meta"):
+        meta = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    for full in (True, False):
+        traces = []
+        for model in (real, meta):
+            layers = list(model.get_decoder().layers)
+            with _patched_for_meta():
+                traces.append(saved_bytes(model, layers, SEQ, full, BATCH, split_at=[attention_of(x) for x in layers]))
+        assert traces[0] == traces[1]
+        for t in traces[0]:
+            assert 0 < t.after_attention < t.saved < t.forward_peak
