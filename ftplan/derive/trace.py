@@ -51,7 +51,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 SEQS = (64, 128, 256)
 """Sequence lengths of the three traced steps (batch 1): enough for an exact quadratic fit."""
@@ -62,7 +62,18 @@ FLASH_NAME = "ftplan_flash_like"
 FLASH_QUADRATIC_LIMIT = 0.05
 """A flash trace whose s^2 term is over 5 % of its linear part at the longest traced length ran some
 other attention (a class that does not call transformers' attention interface): it is dropped.
-(MoE layers show a small non-linear wobble, under 1 %, from routing-shaped index tensors.)"""
+(Before saved storages were followed with weak references, a freed address taken by a new tensor
+made MoE figures drift from run to run: DeepSeek-V3's by up to 35 %.)"""
+
+
+FIGURES = {
+    "saved_bytes_per_token": ("saved", 0),
+    "saved_bytes_per_score": ("saved", 1),
+    "forward_peak_bytes_per_token": ("forward_peak", 0),
+    "forward_peak_bytes_per_score": ("forward_peak", 1),
+    "post_attention_saved_bytes_per_token": ("after_attention", 0),
+}
+"""The card's traced tables: (``LayerTrace`` field, 0 for the fit's per-token term, 1 for its per-score term)."""
 
 
 def figure_key(mode: str, dtype: str, attention: str) -> str:
@@ -260,10 +271,25 @@ class LayerTrace:
     """Most bytes alive at once of the storages the layer's forward made (saved ones included)."""
 
 
+@dataclass
+class _Running:
+    """One layer's bookkeeping while its forward runs."""
+
+    outside: set
+    saved: dict = field(default_factory=dict)  # storage -> (bytes, saved after the attention returned)
+    after_attention: bool = False
+    live: int = 0
+    peak: int = 0
+
+
 def saved_bytes(model, layers, seq: int, full: bool, batch: int = 1, split_at=()) -> list[LayerTrace]:
     """What each module of ``layers`` saves for backward, and holds at once, in one forward of
     ``model`` (``batch`` x ``seq`` tokens); ``split_at`` (a submodule of each layer, e.g. its attention)
     marks where ``after_attention`` starts. Works on meta and on real tensors alike.
+
+    A saved tensor whose storage dies before its layer returns (a graph the forward dropped, e.g.
+    a routing branch) was never kept for backward and is not counted; storages are followed with
+    weak references, so a freed address taken by a new tensor is a new storage.
     """
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -272,55 +298,63 @@ def saved_bytes(model, layers, seq: int, full: bool, batch: int = 1, split_at=()
     device = next(model.parameters()).device
     params = {_storage(p)[0] for p in model.parameters()}
     found: dict = {}
-    tails: dict = {}
-    active: dict = {}  # layer -> (tensors handed in from outside, storages it saved, in order)
-    live: dict = {}  # layer -> [bytes alive now of the storages its forward made, peak]
-    made: dict = {}  # storage -> (size, layers it counts for)
+    running: dict = {}  # layer -> _Running
+    made: dict = {}  # storage made in a layer's forward -> (bytes, the layers running then)
+    watched: set = set()  # saved storages followed until they die
     owner = dict(zip(split_at, layers, strict=False))
 
     def pre(module, args, kwargs):
         hidden = args[0] if args else kwargs.get("hidden_states")
         outside = {_storage(t)[0] for t in _tensors_in(list(args) + list(kwargs.values())) if t is not hidden}
-        active[module] = (outside, {})
-        live[module] = [0, 0]
+        running[module] = _Running(outside)
 
     def post(module, args, kwargs, output):
-        found[module] = (list(active.pop(module)[1].values()), live.pop(module)[1])
+        state = running.pop(module)
+        sizes = state.saved.values()
+        found[module] = LayerTrace(sum(s for s, _ in sizes), sum(s for s, after in sizes if after), state.peak)
 
     def split(module, args, kwargs, output):
-        layer = owner[module]
-        if layer in active:
-            tails[layer] = len(active[layer][1])
+        if owner[module] in running:
+            running[owner[module]].after_attention = True
+
+    def unsaved(key):
+        watched.discard(key)
+        for state in running.values():
+            state.saved.pop(key, None)
 
     def pack(t):
-        key, size = _storage(t)
+        storage = t.untyped_storage()
+        key = storage._cdata
         if key not in params:
-            for outside, seen in active.values():
-                if key not in outside and key not in seen:
-                    seen[key] = size
+            for state in running.values():
+                if key not in state.outside and key not in state.saved:
+                    state.saved[key] = (storage.nbytes(), state.after_attention)
+            if running and key not in watched:
+                watched.add(key)
+                weakref.finalize(storage, unsaved, key)
         return t
 
     def freed(key):
-        size, counted = made.pop(key)
-        for layer in counted:
-            if layer in live:
-                live[layer][0] -= size
+        size, layers_then = made.pop(key)
+        for layer in layers_then:
+            if layer in running:
+                running[layer].live -= size
 
     class Made(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
             for t in tree_flatten(out)[0]:
-                if not isinstance(t, torch.Tensor) or not live:
+                if not isinstance(t, torch.Tensor) or not running:
                     continue
                 storage = t.untyped_storage()
-                key = storage._cdata
-                if key in made or key in params or not storage.nbytes():
+                key, size = storage._cdata, storage.nbytes()
+                if key in made or key in params or not size:
                     continue
-                made[key] = (storage.nbytes(), tuple(live))
+                made[key] = (size, tuple(running))
                 weakref.finalize(storage, freed, key)
-                for counts in live.values():
-                    counts[0] += storage.nbytes()
-                    counts[1] = max(counts[1], counts[0])
+                for state in running.values():
+                    state.live += size
+                    state.peak = max(state.peak, state.live)
             return out
 
     grads = {p: p.requires_grad for p in model.parameters()}
@@ -344,11 +378,7 @@ def saved_bytes(model, layers, seq: int, full: bool, batch: int = 1, split_at=()
             h.remove()
         for p, g in grads.items():
             p.requires_grad_(g)
-    return [
-        LayerTrace(sum(sizes), sum(sizes[tails.get(layer, len(sizes)) :]), peak)
-        for layer in layers
-        for sizes, peak in [found[layer]]
-    ]
+    return [found[layer] for layer in layers]
 
 
 def _fit(points: list[tuple[int, float]]) -> tuple[float, float]:
@@ -384,11 +414,7 @@ def trace_card_activations(model, attention: tuple[str, ...]) -> dict:
     rep_layers = [full_stack[i] for i in reps.values()]
     AttentionInterface.register(FLASH_NAME, _flash_function())
     attentions = [a for a in ATTENTIONS if a == "eager" or any(k != "eager" for k in attention)]
-    per_token: dict = {k: {} for k in reps}
-    per_score: dict = {k: {} for k in reps}
-    tail_per_token: dict = {k: {} for k in reps}
-    peak_per_token: dict = {k: {} for k in reps}
-    peak_per_score: dict = {k: {} for k in reps}
+    tables: dict = {name: {k: {} for k in reps} for name in FIGURES}
     attentions_of = [attention_of(layer) for layer in rep_layers]
     attentions_of = attentions_of if all(m is not None for m in attentions_of) else []
     original_dtype = next(model.parameters()).dtype
@@ -412,35 +438,23 @@ def trace_card_activations(model, attention: tuple[str, ...]) -> dict:
                         continue
                     for mode, by_seq in rows.items():
                         for j, kind in enumerate(reps):
-
-                            def fit(field: str, j: int = j, by_seq: list = by_seq) -> tuple[float, float]:
-                                return _fit([(s, getattr(row[j], field)) for s, row in zip(SEQS, by_seq, strict=True)])
-
-                            a, c = fit("saved")
+                            fits = {
+                                name: _fit([(s, getattr(row[j], name)) for s, row in zip(SEQS, by_seq, strict=True)])
+                                for name in LayerTrace.__dataclass_fields__
+                            }
+                            a, c = fits["saved"]
                             if att == "flash" and abs(c) * SEQS[-1] > FLASH_QUADRATIC_LIMIT * max(a, 1.0):
                                 continue  # the class does not call the attention interface: no flash figure
                             key = figure_key(mode, dtype, att)
-                            per_token[kind][key] = round(a, 3)
-                            per_score[kind][key] = round(c, 6)
-                            peak_a, peak_c = fit("forward_peak")
-                            peak_per_token[kind][key] = round(peak_a, 3)
-                            peak_per_score[kind][key] = round(peak_c, 6)
-                            if attentions_of:
-                                tail_per_token[kind][key] = round(fit("after_attention")[0], 3)
+                            for table, (name, per_score) in FIGURES.items():
+                                tables[table][kind][key] = round(fits[name][per_score], 6 if per_score else 3)
     finally:
         setattr(decoder, stack_name, full_stack)
         model.to(original_dtype)
         if original_impl:
             _set_attention(model, original_impl)
-    if not any(per_token.values()):
+    if not any(tables["saved_bytes_per_token"].values()):
         return {}
-    traced = {
-        "layer_kinds": kinds,
-        "saved_bytes_per_token": per_token,
-        "saved_bytes_per_score": per_score,
-        "forward_peak_bytes_per_token": peak_per_token,
-        "forward_peak_bytes_per_score": peak_per_score,
-    }
-    if attentions_of:
-        traced["post_attention_saved_bytes_per_token"] = tail_per_token
-    return traced
+    if not attentions_of:
+        del tables["post_attention_saved_bytes_per_token"]
+    return {"layer_kinds": kinds, **tables}
