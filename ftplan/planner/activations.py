@@ -259,11 +259,8 @@ def traced_layer_saved(arch: ModelArch, s: Settings) -> tuple[float, float] | No
     (``act_bytes``: fp32 for QLoRA's fp32 residual stream, bf16 for every 16-bit compute dtype);
     every non-eager kernel keeps what flash-attention keeps.
     """
-    mode, dtype, attention = _trace_key(s)
-    key = ("traced", mode, dtype, attention)
-    if key not in arch.memo:
-        arch.memo[key] = arch.traced_saved(mode, dtype, attention)
-    found = arch.memo[key]
+    _, dtype, attention = _trace_key(s)
+    found = _traced(arch, s, "saved_bytes")
     if found is None:
         return None
     per_token, per_score = found
@@ -280,21 +277,13 @@ def _trace_key(s: Settings) -> tuple[str, str, str]:
     return mode, dtype, "eager" if s.attention == "eager" else "flash"
 
 
-def traced_forward_peak(arch: ModelArch, s: Settings) -> tuple[float, float] | None:
-    """The traced (bytes per token, per sequence per seq_len^2) an average layer's forward holds at most
-    (base model only), or None."""
-    key = ("traced_peak", *_trace_key(s))
+def _traced(arch: ModelArch, s: Settings, figure: str) -> tuple[float, float] | None:
+    """One of the card's traced per-layer figures for these settings (base model only: no adapters),
+    memoised per architecture; None when the model was not traced."""
+    mode, dtype, attention = _trace_key(s)
+    key = ("traced", figure, mode, dtype, attention)
     if key not in arch.memo:
-        arch.memo[key] = arch.traced_forward_peak(*key[1:])
-    return arch.memo[key]
-
-
-def traced_post_attention_saved(arch: ModelArch, s: Settings) -> float | None:
-    """The traced bytes per token an average decoder layer saves after its attention block (base model
-    only: post-attention norms, MLP / MoE block, residual adds), or None."""
-    key = ("traced_mlp", *_trace_key(s))
-    if key not in arch.memo:
-        arch.memo[key] = arch.traced_post_attention_saved(*key[1:])
+        arch.memo[key] = arch.traced(figure, mode, dtype, attention)
     return arch.memo[key]
 
 
@@ -328,12 +317,12 @@ class ActivationModel:
         if traced is not None:  # the model's own code, traced on the meta device (card), replaces the formula
             adapters = _adapter_saved_per_token(arch, s, cpu, not self.eager)[:2] if s.is_peft else (0.0, 0.0)
             saved = traced[0] + sum(adapters)
-            peak = traced_forward_peak(arch, s)
+            peak = _traced(arch, s, "forward_peak_bytes")  # the most a layer's forward holds at once
             if peak is not None:  # the adapters' saved inputs come on top
                 self.forward_peak = (peak[0] + sum(adapters), peak[1])
-            after_attention = traced_post_attention_saved(arch, s)
+            after_attention = _traced(arch, s, "post_attention_saved_bytes")
             if after_attention is not None:  # freed before the attention's backward, traced with its layer
-                self.mlp_saved = after_attention + adapters[1]
+                self.mlp_saved = after_attention[0] + adapters[1]
             else:  # the formula's MLP share of it
                 self.mlp_saved = mlp * saved / max(attn + mlp, 1.0)
             self.layer_saved = saved

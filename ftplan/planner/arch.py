@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from ftplan.planner.card import DecoderShape, traced_forward_peak, traced_post_attention_saved, traced_saved
+from ftplan.planner.card import DecoderShape, traced_figure
 
 FORMULA_MODEL_TYPES = ("llama", "mistral", "qwen2")
 """Model types whose saved activations activations.py's formula gets right (to the byte against the traced
@@ -232,23 +232,11 @@ class ModelArch(DecoderShape):
             self.memo[key] = self._lora_params_uncached(r, target_modules)
         return self.memo[key]
 
-    def traced_saved(self, mode: str, dtype: str, attention: str) -> tuple[float, float] | None:
-        """The traced per-layer saved bytes (card, or ``activation_trace``); None when not traced."""
+    def traced(self, figure: str, mode: str, dtype: str, attention: str) -> tuple[float, float] | None:
+        """A traced per-layer figure (``card.traced_figure``: the card's, or ``activation_trace``); None when not traced."""
         if self.card is not None:
-            return self.card.traced_saved(mode, dtype, attention)
-        return traced_saved(self.activation_trace, self.layers, mode, dtype, attention)
-
-    def traced_forward_peak(self, mode: str, dtype: str, attention: str) -> tuple[float, float] | None:
-        """The traced most a layer's forward holds (card, or ``activation_trace``); None when not traced."""
-        if self.card is not None:
-            return self.card.traced_forward_peak(mode, dtype, attention)
-        return traced_forward_peak(self.activation_trace, self.layers, mode, dtype, attention)
-
-    def traced_post_attention_saved(self, mode: str, dtype: str, attention: str) -> float | None:
-        """The traced bytes per token a layer saves after its attention block (card, or ``activation_trace``); None when not traced."""
-        if self.card is not None:
-            return self.card.traced_post_attention_saved(mode, dtype, attention)
-        return traced_post_attention_saved(self.activation_trace, self.layers, mode, dtype, attention)
+            return self.card.traced(figure, mode, dtype, attention)
+        return traced_figure(self.activation_trace, self.layers, figure, mode, dtype, attention)
 
     @cached_property
     def memo(self) -> dict:

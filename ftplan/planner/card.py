@@ -298,19 +298,15 @@ class ArchCard(DecoderShape):
         return [k for k in target_modules if k not in self.peft_moe_aliases and not any(_matches(n, k) for n in names)]
 
     # ---- traced activations ---------------------------------------------------------------
+    def traced(self, figure: str, mode: str, dtype: str, attention: str) -> tuple[float, float] | None:
+        """(bytes per token, per sequence per seq_len^2) of one traced ``figure`` of a decoder layer,
+        averaged over the layers; None when a layer kind lacks it (see ``traced_figure``)."""
+        return traced_figure(self.activation_trace(), self.layers, figure, mode, dtype, attention)
+
     def traced_saved(self, mode: str, dtype: str, attention: str) -> tuple[float, float] | None:
-        """(bytes per token, bytes per sequence per seq_len^2) one decoder layer saves, averaged over
-        the layers (the planner multiplies by the layer count); None when a layer kind lacks the figure."""
-        return traced_saved(self.activation_trace(), self.layers, mode, dtype, attention)
-
-    def traced_forward_peak(self, mode: str, dtype: str, attention: str) -> tuple[float, float] | None:
-        """(bytes per token, per sequence per seq_len^2) a decoder layer's forward holds at most, averaged
-        over the layers; None when untraced."""
-        return traced_forward_peak(self.activation_trace(), self.layers, mode, dtype, attention)
-
-    def traced_post_attention_saved(self, mode: str, dtype: str, attention: str) -> float | None:
-        """Bytes per token a decoder layer saves after its attention block, averaged over the layers; None when untraced."""
-        return traced_post_attention_saved(self.activation_trace(), self.layers, mode, dtype, attention)
+        """What one decoder layer saves for backward (``traced("saved_bytes", ...)``); the planner
+        multiplies it by the layer count."""
+        return self.traced("saved_bytes", mode, dtype, attention)
 
     def sdpa_mask_saved(self, dtype_bytes: int) -> tuple[float, float]:
         """(bytes per token, bytes per sequence per seq_len^2) SDPA adds in sliding-window layers, averaged over
@@ -342,30 +338,21 @@ class ArchCard(DecoderShape):
         return any(t.kind == "vision" for t in self.tensors)
 
 
-def traced_saved(trace: dict | None, layers: int, mode: str, dtype: str, attention: str) -> tuple[float, float] | None:
-    """Mean traced (bytes per token, bytes per sequence per seq_len^2) of a decoder layer, from a trace
-    dict (``layer_kinds`` and the two ``saved_bytes_*`` tables, as in a card); None when absent."""
-    key = f"{mode}/{dtype}/{attention}"
-    per_token = _layer_mean(trace, "saved_bytes_per_token", layers, key)
-    if per_token is None:
-        return None
-    return per_token, _layer_mean(trace, "saved_bytes_per_score", layers, key, missing=0.0) or 0.0
+TRACED_FIGURES = ("saved_bytes", "forward_peak_bytes", "post_attention_saved_bytes")
+"""The card's traced figures, each a ``<figure>_per_token`` table and (but the last) a ``<figure>_per_score`` one."""
 
 
-def traced_forward_peak(
-    trace: dict | None, layers: int, mode: str, dtype: str, attention: str
+def traced_figure(
+    trace: dict | None, layers: int, figure: str, mode: str, dtype: str, attention: str
 ) -> tuple[float, float] | None:
-    """Mean traced (bytes per token, per sequence per seq_len^2) a decoder layer's forward holds at most."""
+    """Mean traced (bytes per token, bytes per sequence per seq_len^2) of one of ``TRACED_FIGURES`` over the
+    decoder layers, from a trace dict (``layer_kinds`` and the figures' tables, as in a card); None when
+    absent. A figure without a per-score table has 0 there."""
     key = f"{mode}/{dtype}/{attention}"
-    per_token = _layer_mean(trace, "forward_peak_bytes_per_token", layers, key)
+    per_token = _layer_mean(trace, f"{figure}_per_token", layers, key)
     if per_token is None:
         return None
-    return per_token, _layer_mean(trace, "forward_peak_bytes_per_score", layers, key, missing=0.0) or 0.0
-
-
-def traced_post_attention_saved(trace: dict | None, layers: int, mode: str, dtype: str, attention: str) -> float | None:
-    """Mean traced bytes per token a decoder layer saves after its attention (``post_attention_saved_bytes_per_token``)."""
-    return _layer_mean(trace, "post_attention_saved_bytes_per_token", layers, f"{mode}/{dtype}/{attention}")
+    return per_token, _layer_mean(trace, f"{figure}_per_score", layers, key, missing=0.0) or 0.0
 
 
 def _layer_mean(trace: dict | None, table: str, layers: int, key: str, missing: float | None = None) -> float | None:
