@@ -220,6 +220,16 @@ def train_config_toml(t: Target) -> str:
             ("max_grad_norm", s.max_grad_norm, "gradient clipping"),
             ("seed", DEFAULT_SEED, "data order and initialisation"),
             ("loss", s.loss, "chunked (TRL's fused LM head, no full logits) | full_logits (the model's own loss)"),
+            (
+                "compile",
+                s.compile,
+                "torch.compile the model (TrainingArguments torch_compile); the first steps compile",
+            ),
+            (
+                "compile_backend",
+                "inductor",
+                "torch.compile backend when compile is on (aot_eager: no generated kernels)",
+            ),
             ("deepspeed", "ds_config.json" if t.uses_deepspeed else "", 'DeepSpeed config file, "" for none'),
             ("sharding", s.sharding, "deepspeed (ds_config.json) | fsdp2 (the [fsdp] section) at zero_stage > 0"),
             ("zero_stage", s.zero_stage, "for reference: the stage ds_config.json sets"),

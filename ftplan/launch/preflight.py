@@ -54,6 +54,8 @@ class HostFacts:
     cached_models: tuple[str, ...] = ()
     port_free: bool | None = None
     """Whether node 0 can listen on the rendezvous port (None: not checked)."""
+    c_compiler: str | None = None
+    """The C/C++ compiler torch.compile's inductor would call (None: none found, or not looked for)."""
 
 
 gib = size  # memory as preflight writes it: MiB below a GiB
@@ -268,6 +270,23 @@ def check_trl_loss(project: ProjectInfo, host: HostFacts) -> Check:
     )
 
 
+COMPILERS = ("g++", "c++", "clang++", "gcc", "cc")
+"""What inductor finds to build kernels with: C++ ones on the CPU, triton's launcher on GPUs."""
+
+
+def check_compiler(project: ProjectInfo, host: HostFacts) -> Check:
+    """training.compile needs a compiler on this machine; without one the first step fails."""
+    name = "torch.compile"
+    if host.c_compiler:
+        return Check(name, OK, f"compile = true; kernels build with {host.c_compiler}")
+    return Check(
+        name,
+        WARN,
+        "compile = true but no C/C++ compiler (" + ", ".join(COMPILERS) + ") is on PATH: inductor cannot build "
+        "its kernels; install one (build-essential) or set compile = false in train_config.toml",
+    )
+
+
 def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -379,6 +398,7 @@ def check_rendezvous(options: LaunchOptions, host: HostFacts) -> Check:
 def run_checks(project: ProjectInfo, options: LaunchOptions, host: HostFacts) -> list[Check]:
     nnodes = options.nnodes if options.nnodes is not None else project.nodes
     rendezvous = [check_rendezvous(options, host)] if nnodes > 1 and options.master_addr else []
+    compiler = [check_compiler(project, host)] if project.settings.compile else []
     return rendezvous + [
         check_gpus(project, options, host),
         check_capability(project, options, host),
@@ -388,6 +408,7 @@ def run_checks(project: ProjectInfo, options: LaunchOptions, host: HostFacts) ->
         check_dataset(project),
         check_hf_token(project, host),
         check_manifest(project),
+        *compiler,
     ]
 
 
@@ -446,7 +467,13 @@ def gather_host(project: ProjectInfo, options: LaunchOptions) -> HostFacts:
         hf_token_file=(hf_home() / "token").is_file(),
         cached_models=cached,
         port_free=_port_free(options.master_port) if options.node_rank == 0 and options.master_addr else None,
+        c_compiler=_c_compiler() if project.settings.compile else None,
     )
+
+
+def _c_compiler() -> str | None:
+    named = [os.environ[key] for key in ("CXX", "CC") if os.environ.get(key)]
+    return next((found for found in map(shutil.which, [*named, *COMPILERS]) if found), None)
 
 
 def render_checklist(checks: list[Check]):

@@ -119,6 +119,9 @@ class Training(_Section):
     loss: Loss | None = None
     """chunked (no full-vocabulary logits: TRL's fused LM head, as the exported train.py runs) or
     full_logits (the model's own loss, as the HF Trainer runs it)."""
+    compile: bool | None = None
+    """torch.compile the model (TrainingArguments torch_compile): fused element-wise kernels, about a
+    quarter faster on GPUs after a first step that compiles; off when left out."""
     learning_rate: float | None = Field(None, gt=0, lt=1)
     """Peak learning rate (1e-5 to 5e-5 for full fine-tuning, 1e-4 to 3e-4 for LoRA)."""
     lora_r: int | None = Field(None, ge=1, le=4096)

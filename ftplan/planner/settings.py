@@ -48,6 +48,8 @@ class Settings(BaseModel):
     loss: Loss = Field("chunked", exclude_if=lambda value: value == "chunked")
     """chunked: TRL's fused, tiled LM head (no batch x seq x vocab logits); full_logits: the model's
     own cross-entropy on fp32 logits. Left out of the JSON at its default, like ``sharding``."""
+    compile: bool = Field(False, exclude_if=lambda value: not value)
+    """torch.compile the model (TrainingArguments ``torch_compile``). Left out of the JSON when off."""
     chosen_by_planner: tuple[str, ...] = ()
     """Names of the settings the planner chose (the rest came from the answers)."""
 

@@ -52,6 +52,7 @@ def method_warnings(
             "max_position_embeddings): positions beyond it were never trained; lower max_seq_len or extend RoPE"
         )
     out += fsdp2_warnings(s, device)
+    out += compile_warnings(s, device)
     if s.method == "qlora" and s.zero_stage == 3 and s.uses_deepspeed:
         out.append(
             "QLoRA under ZeRO-3 needs bnb_4bit_quant_storage=bfloat16 so DeepSpeed can shard the 4-bit weights "
@@ -145,5 +146,26 @@ def fsdp2_warnings(s: Settings, device: Device) -> list[str]:
         out.append(
             "QLoRA under FSDP2: bnb_4bit_quant_storage=bfloat16 lets FSDP2 shard the 4-bit weights, and train.py skips "
             "prepare_model_for_kbit_training (norms, embeddings and lm_head stay bf16, as peft's FSDP QLoRA recipe runs)"
+        )
+    return out
+
+
+def compile_warnings(s: Settings, device: Device) -> list[str]:
+    """What training.compile costs where the plan does not show it."""
+    if not s.compile:
+        return []
+    if device.is_cpu:
+        return [
+            "torch.compile on the CPU: the first steps build C++ kernels (a minute or more each on a small machine)"
+        ]
+    out = [
+        "torch.compile: memory planned as eager (compiled kernels save fewer intermediates: the plan is an upper "
+        "bound); the first steps compile, again for new batch shapes until torch marks them dynamic"
+    ]
+    if s.zero_stage:
+        out.append(
+            "torch.compile with "
+            + ("FSDP2" if s.uses_fsdp else "DeepSpeed ZeRO")
+            + ": the speed-up is planned from single-GPU runs; ftplan's tests compile on one process only"
         )
     return out

@@ -122,6 +122,7 @@ FIELDS: tuple[Field, ...] = (
     Field("training", "offload", "select", _auto(*get_args(Offload))),
     Field("training", "sharding", "select", _auto(*get_args(Sharding))),
     Field("training", "loss", "select", _auto(*get_args(Loss))),
+    Field("training", "compile", "select", _auto(True, False, label="auto (off)")),
     Field("training", "learning_rate", "float", placeholder="auto"),
     Field("training", "lora_r", "int", placeholder="auto"),
     Field("training", "lora_alpha", "float", placeholder="auto"),

@@ -221,3 +221,16 @@ def test_trl_outside_the_modelled_range_warns(tmp_path):
     (tmp_path / "p" / "requirements.txt").write_text("trl>=1.15,<2\n")
     packages = check_packages(p, HostFacts(packages={"trl": "1.4.0"}))
     assert packages.status == WARN and "TRL 1.4.0 is outside" in packages.detail  # a warning, not a failure
+
+
+def test_a_compiled_plan_checks_for_a_compiler(tmp_path):
+    from ftplan.launch.preflight import check_compiler
+
+    compiled = gpu_project(tmp_path / "compiled", extra="compile = true\n")
+    names = [c.name for c in run_checks(compiled, LaunchOptions(), HostFacts(c_compiler="/usr/bin/g++"))]
+    assert "torch.compile" in names
+    assert check_compiler(compiled, HostFacts(c_compiler="/usr/bin/g++")).status == OK
+    missing = check_compiler(compiled, HostFacts())
+    assert missing.status == WARN and "compile = false" in missing.detail
+    eager = gpu_project(tmp_path / "eager")
+    assert "torch.compile" not in [c.name for c in run_checks(eager, LaunchOptions(), HostFacts())]

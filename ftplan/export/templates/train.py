@@ -517,7 +517,16 @@ def training_arguments(cfg: dict, max_steps: int | None = None, has_eval: bool =
         router_aux_loss_coef=t.get("router_aux_loss_coef"),
         disable_tqdm=not sys.stderr.isatty(),
         **fsdp_arguments(cfg),
+        **compile_arguments(t),
     )
+
+
+def compile_arguments(t: dict) -> dict:
+    """training.compile: the Trainer wraps the model in torch.compile (backend training.compile_backend).
+    Off: nothing passed, so the Trainer's own defaults stand."""
+    if not t.get("compile", False):
+        return {}
+    return {"torch_compile": True, "torch_compile_backend": t.get("compile_backend") or "inductor"}
 
 
 def best_checkpoint_arguments(has_eval: bool) -> dict:
@@ -939,6 +948,18 @@ def save_result(cfg: dict, trainer, tokenizer) -> dict:
     return record
 
 
+def report_compile(cfg: dict) -> None:
+    """With training.compile, how many graphs torch.compile built: more than one per model call means
+    graph breaks (each runs eager between them) or recompiles for new shapes."""
+    t = cfg["training"]
+    if not t.get("compile", False) or not is_main_process():
+        return
+    from torch._dynamo.utils import counters
+
+    graphs = counters["stats"]["unique_graphs"]
+    print(f"[train] torch.compile ({t.get('compile_backend') or 'inductor'}): {graphs} graphs compiled")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config)
@@ -960,6 +981,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume and is_main_process():
             print(f"[train] resuming from {checkpoint}" if checkpoint else "[train] no checkpoint; starting fresh")
         trainer.train(resume_from_checkpoint=checkpoint)
+        report_compile(cfg)
         record = save_result(cfg, trainer, tokenizer)
     except KeyboardInterrupt as exc:
         step = trainer.state.global_step if trainer is not None else 0
