@@ -121,7 +121,8 @@ class Training(_Section):
     full_logits (the model's own loss, as the HF Trainer runs it)."""
     compile: bool | None = None
     """torch.compile the model (TrainingArguments torch_compile): fused element-wise kernels, about a
-    quarter faster on GPUs after a first step that compiles; off when left out."""
+    quarter faster on GPUs after a first step that compiles; off when left out. Not under DeepSpeed
+    ZeRO-3 (the planner shards with FSDP2 instead)."""
     learning_rate: float | None = Field(None, gt=0, lt=1)
     """Peak learning rate (1e-5 to 5e-5 for full fine-tuning, 1e-4 to 3e-4 for LoRA)."""
     lora_r: int | None = Field(None, ge=1, le=4096)

@@ -64,6 +64,14 @@ def semantic_problems(answers: Answers) -> list[Problem]:
         problems.append(Problem("training.offload", "CPU offload needs DeepSpeed: set zero_stage to 2 or 3"))
     if t.offload == "optimizer+params" and t.zero_stage in (1, 2):
         problems.append(Problem("training.offload", "parameter offload needs zero_stage = 3"))
+    if t.compile and t.sharding == "deepspeed" and t.zero_stage == 3:
+        problems.append(
+            Problem(
+                "training.compile",
+                "torch.compile fails under DeepSpeed ZeRO-3 (its partitioned parameters change in place between "
+                'forward and backward): use sharding = "fsdp2", zero_stage = 2, or compile = false',
+            )
+        )
     if answers.objective.kind == "new_vocabulary" and answers.objective.new_tokens == 0:
         problems.append(Problem("objective.new_tokens", "objective new_vocabulary needs new_tokens > 0"))
     if t.method == "qlora" and t.precision in ("fp32",):

@@ -174,15 +174,23 @@ def _choose_engine(
     DeepSpeed stays the engine wherever it fits (the plans made before FSDP2 was planned); where it
     does not, FSDP2 may (its stage-2/3 layouts keep fewer gathered buffers). Without CPU offload
     only: an offloaded plan trades days of wall clock for the GPU memory and the planner does not
-    switch engines to reach one.
+    switch engines to reach one. Under torch.compile, ZeRO-3 is left out (it fails there): stage 3,
+    offloaded or not, is FSDP2's.
     """
+    fsdp2_ladder = _fsdp2_ladder(method, device.world_size, device.is_cpu)
     if s.sharding == "fsdp2":
-        return _search(arch, s, fixed, device, data, _fsdp2_ladder(method, device.world_size, device.is_cpu), host_ram)
+        return _search(arch, s, fixed, device, data, fsdp2_ladder, host_ram)
+    if s.compile and s.zero_stage == 3 and {"zero_stage"} <= fixed and "sharding" not in fixed:
+        fsdp, fits = _search(arch, _with(s, sharding="fsdp2"), fixed, device, data, fsdp2_ladder, host_ram)
+        return _with(fsdp, chosen_by_planner=tuple(sorted({*fsdp.chosen_by_planner, "sharding"}))), fits
     deepspeed = _stages_for_offload(_ladder(method, device.world_size, device.is_cpu), s, fixed)
+    if s.compile:  # torch.compile fails under ZeRO-3 (checks.semantic_problems): FSDP2 shards instead
+        deepspeed = [rung for rung in deepspeed if rung[1] != 3]
     found, fits = _search(arch, s, fixed, device, data, deepspeed, host_ram)
     if fits or "sharding" in fixed:
         return found, fits
-    rungs = [rung for rung in _fsdp2_ladder(method, device.world_size, device.is_cpu) if rung[2] == "none"]
+    # Offload stays DeepSpeed's, except under compile, where FSDP2's is the only one left.
+    rungs = [rung for rung in fsdp2_ladder if rung[2] == "none" or s.compile]
     fsdp, fsdp_fits = _search(arch, _with(s, sharding="fsdp2"), fixed, device, data, rungs, host_ram)
     if fsdp_fits:
         return _with(fsdp, chosen_by_planner=tuple(sorted({*fsdp.chosen_by_planner, "sharding"}))), True

@@ -130,7 +130,9 @@ def fsdp2_warnings(s: Settings, device: Device) -> list[str]:
     if not s.uses_fsdp:
         return []
     out = []
-    if "sharding" in s.chosen_by_planner:
+    if "sharding" in s.chosen_by_planner and s.compile and s.zero_stage == 3:
+        out.append("sharding: FSDP2 chosen because torch.compile fails under DeepSpeed ZeRO-3")
+    elif "sharding" in s.chosen_by_planner:
         why = (
             "FSDP2 keeps the parameters in the dtype they are loaded in (bf16: 8 bytes per parameter with AdamW, "
             "no fp32 master copy)"
@@ -166,6 +168,6 @@ def compile_warnings(s: Settings, device: Device) -> list[str]:
         out.append(
             "torch.compile with "
             + ("FSDP2" if s.uses_fsdp else "DeepSpeed ZeRO")
-            + ": the speed-up is planned from single-GPU runs; ftplan's tests compile on one process only"
+            + ": the speed-up is planned from single-GPU runs (the sharding hooks break the graph into pieces)"
         )
     return out

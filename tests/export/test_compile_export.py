@@ -10,12 +10,23 @@ from ftplan.export import export_project
 pytestmark = pytest.mark.slow
 
 
-def test_a_compiled_lora_project_trains_and_saves_an_adapter_peft_loads(tiny_plan, tmp_path):
-    """aot_eager runs dynamo's graph capture and AOTAutograd's forward/backward split, everything of
-    compile but the generated kernels (inductor builds C++ ones on the CPU: ~90 s here, 2 steps)."""
+def test_a_compiled_fsdp2_lora_project_trains_and_saves_an_adapter_peft_loads(tiny_plan, tmp_path):
+    """Two CPU processes under FSDP2 (DeepSpeed ZeRO-3 fails under compile: the planner refuses it).
+    aot_eager runs dynamo's graph capture and AOTAutograd's forward/backward split, everything of
+    compile but the generated kernels (inductor builds C++ ones on the CPU: ~90 s for 2 steps of one
+    process here)."""
     pytest.importorskip("trl")
-    plan, text = tiny_plan(method="lora", compile=True, micro_batch_size=2, gradient_accumulation_steps=1)
-    assert plan.methods["lora"].settings.compile
+    plan, text = tiny_plan(
+        method="lora",
+        compile=True,
+        micro_batch_size=2,
+        gradient_accumulation_steps=1,
+        sharding="fsdp2",
+        zero_stage=3,
+        gpus_per_node=2,
+    )
+    settings = plan.methods["lora"].settings
+    assert settings.compile and settings.uses_fsdp
     project = tmp_path / "project"
     export_project(plan, text, project, method="lora")
     set_config(project, "training", compile_backend="aot_eager")

@@ -68,13 +68,34 @@ def test_the_json_records_compile_only_when_on():
     assert any("torch.compile" in w for w in on["methods"]["full"]["warnings"])
 
 
-def test_compile_under_sharding_says_what_was_not_checked():
-    base = BASE.replace('gpu = "A100-80GB"', 'gpu = "A100-80GB"\ngpus_per_node = 2').replace(
-        "zero_stage = 0", "zero_stage = 3"
+SHARDED = BASE.replace('gpu = "A100-80GB"', 'gpu = "A100-80GB"\ngpus_per_node = 2').replace("zero_stage = 0\n", "")
+
+
+def test_compile_shards_with_fsdp2_where_zero3_would_be_chosen(tmp_path, capsys):
+    """DeepSpeed ZeRO-3 + torch.compile fails on the first backward ("one of the variables needed for
+    gradient computation has been modified by an inplace operation", a 2-process CPU run of an exported
+    project); ZeRO-2 and FSDP2 train under compile."""
+    chosen = plan("compile = true\nzero_stage = 3\n", SHARDED).methods["full"]
+    assert chosen.settings.sharding == "fsdp2" and chosen.settings.zero_stage == 3
+    assert "sharding: FSDP2 chosen because torch.compile fails under DeepSpeed ZeRO-3" in chosen.warnings
+    assert any("torch.compile with FSDP2" in w for w in chosen.warnings)
+    big = (
+        SHARDED.replace("meta-llama/Llama-3.2-3B", "meta-llama/Llama-3.1-70B")
+        .replace("gpus_per_node = 2", "gpus_per_node = 8")
+        .replace("gradient_checkpointing = false\n", "")
     )
-    for sharding, engine in (("deepspeed", "DeepSpeed ZeRO"), ("fsdp2", "FSDP2")):
-        found = plan(f'compile = true\nsharding = "{sharding}"\n', base).methods["full"]
-        assert any(f"torch.compile with {engine}" in w for w in found.warnings), found.warnings
+    eager, compiled = plan("", big).methods["full"].settings, plan("compile = true\n", big).methods["full"].settings
+    assert eager.uses_deepspeed and eager.zero_stage == 3  # what the planner picks without compile
+    assert compiled.uses_fsdp and compiled.zero_stage == 3, compiled  # FSDP2's offload: ZeRO-3's is out
+    assert plan("compile = true\n", big).methods["full"].fits
+    answers = tmp_path / "answers.toml"
+    text = SHARDED + 'compile = true\nsharding = "deepspeed"\nzero_stage = 3\n'
+    answers.write_text(text)
+    assert main(["--answers", str(answers), "--json"]) == 2
+    line = text.splitlines().index("compile = true") + 1
+    assert (
+        f"answers.toml:{line}: training.compile: torch.compile fails under DeepSpeed ZeRO-3" in capsys.readouterr().err
+    )
 
 
 def test_the_export_writes_the_choice():
