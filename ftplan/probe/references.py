@@ -201,9 +201,10 @@ FSDP_QLORA_NOTE = "train.py defaults assumed (LoRA r64 all linear, AdamW, SDPA);
 FSDP_QLORA_OUTSIDE = {
     "RTX-4090": "tokens/s: these runs reach ~110 TFLOP/s of model FLOPs, above the catalog's RTX 4090 matmul "
     "ceiling (0.8 x 165 TFLOP/s, no MAMF measurement)",
-    "H100-SXM": "tokens/s: 43 % of the H100's MAMF here (eager FSDP1 + bitsandbytes, early 2024) against the "
-    "A100-derived 0.63; the only H100 throughput row",
-    "FSDP": "memory: FSDP1's flat-parameter buffers, planned as FSDP2's per-parameter shards",
+    "H100-SXM": "tokens/s: 43 % of the H100's MAMF here (eager FSDP1 + bitsandbytes, early 2024; compute-bound, "
+    "the source says: batch 12 and LoRA ran no faster) against the A100-derived 0.63; the only H100 throughput row",
+    "FSDP": "memory: FSDP1 (flat-parameter buffers, and frees delayed by record_stream, which raise its reserved "
+    "peak: torch docs, fully_shard), planned as FSDP2's per-parameter shards",
 }
 SAMPLES_X_TOKENS = 1024 * 2048
 # (model, method, GPU, GPUs, sharded, micro-batch, accumulation, seconds, peak GiB reserved, calibration)
