@@ -144,6 +144,34 @@ def test_vision_model_trains_what_the_plan_counts_and_never_the_tower(method, an
         )
 
 
+def test_vision_lora_trains_under_zero3_on_two_processes(any_model, tiny_data, tmp_path, offline):
+    """Under ZeRO-3 each rank holds empty placeholders: the frozen tower is reported at its full size
+    (ds_numel), once, and the LoRA spectrum skips adapters it cannot see whole (it failed on
+    torch.linalg.qr of a placeholder). The saved adapter has nothing on the tower."""
+    project = tmp_path / "project"
+    plan = export(
+        any_model("gemma3_vision"), tiny_data, project, "lora", sharding="deepspeed", zero_stage=3, gpus_per_node=2
+    )
+    assert plan.methods["lora"].settings.uses_deepspeed and plan.methods["lora"].settings.zero_stage == 3
+    said = tiny.run(["bash", "launch.sh", "--max-steps", "2"], project).stdout
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(any_model("gemma3_vision"))  # whole, unsharded
+    sizes = {
+        part: sum(p.numel() for n, p in model.named_parameters() if n.startswith(f"model.{part}."))
+        for part in VISION_PARTS
+    }
+    frozen = [line for line in said.splitlines() if line.startswith("[train] vision model:")]
+    assert frozen == [
+        "[train] vision model: the language model trains on text; frozen: "
+        + ", ".join(f"model.{part} ({size:,} parameters)" for part, size in sizes.items())
+    ], frozen
+    lines = [r for r in tiny.metrics(project) if "event" not in r]
+    assert [r["step"] for r in lines] == [1, 2]
+    adapter = loaded_adapter(project)
+    assert adapter and not any(part in name for name in adapter for part in VISION_PARTS)
+
+
 def test_moe_loss_includes_the_router_aux_loss_and_lora_adapts_the_experts(any_model, tiny_data, tmp_path, offline):
     """Qwen3-MoE: train_config.toml carries the config's router_aux_loss_coef; the trainer's loss is the
     LM loss plus coef x the model's aux_loss; LoRA on the fused experts (no dropout: peft's ParamWrapper)

@@ -269,8 +269,15 @@ def freeze(model, names: list[str]) -> None:
         params = list(model.get_submodule(name).parameters())
         for p in params:
             p.requires_grad_(False)
-        sizes.append(f"{name} ({sum(p.numel() for p in params):,} parameters)")
-    print(f"[train] vision model: the language model trains on text; frozen: {', '.join(sizes)}")
+        sizes.append(f"{name} ({sum(full_numel(p) for p in params):,} parameters)")
+    if is_main_process():
+        print(f"[train] vision model: the language model trains on text; frozen: {', '.join(sizes)}")
+
+
+def full_numel(p) -> int:
+    """A parameter's size before sharding: DeepSpeed ZeRO-3 leaves an empty placeholder on each rank
+    and keeps the size in ds_numel."""
+    return getattr(p, "ds_numel", None) or p.numel()
 
 
 def module_name(model, module) -> str:
@@ -829,8 +836,8 @@ class LoraSpectrum(TrainerCallback):
             if a is None or "default" not in a:
                 continue
             wa, wb = a["default"].weight, b["default"].weight
-            if wa.numel() == 0:  # sharded by ZeRO-3: not on this rank
-                continue
+            if wa.dim() != 2 or wb.dim() != 2 or not wa.numel() or not wb.numel():
+                continue  # either one sharded by ZeRO-3: an empty placeholder on this rank
             s = lora_singular_values(wa, wb) * module.scaling["default"]
             top = [round(x, 6) for x in s[:4].tolist()]
             modules[name] = {"effective_rank": round(effective_rank(s), 3), "top": top}
