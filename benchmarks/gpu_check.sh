@@ -8,6 +8,8 @@
 # --checkpointing on|off|both, --loss chunked|full_logits|both, --sharding none|fsdp2|both,
 # --tolerance). FSDP2 cases run on two GPUs (skipped, with a line saying so, on fewer; two gloo
 # processes in a dry run). Exit 1 when a case is outside the tolerance.
+#   benchmarks/gpu_check.sh --speed     # planned vs measured tokens/s, eager and torch.compile
+#                                       # (--compile off|on|both, --speed-tolerance, default 0.25)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PYTHONPATH="${here}${PYTHONPATH:+:${PYTHONPATH}}"

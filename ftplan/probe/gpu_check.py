@@ -19,6 +19,11 @@ storage, no upcasts; trained in tests/export/test_fsdp2_export.py), so its figur
 the plan's.
 ``--dry-run`` runs the same code on the CPU with tiny configs of the same families (MemTracker;
 FSDP2 on two gloo processes).
+``--speed`` times training steps instead (``--compile off|on|both``): planned vs measured tokens/s
+on one device, eager and under torch.compile, i.e. the time model's ``BASE_EFFICIENCY`` and
+``COMPILED_EFFICIENCY`` on this GPU (checkpointing on, AdamW, the fused LM head). A dry run checks
+that code path only: its planned figure is the CPU model of an exported project's Trainer steps,
+whose fixed costs a bare loop does not have, so its errors say nothing and never fail it.
 Exits 1 when a case misses the tolerance.
 """
 
@@ -187,6 +192,96 @@ def run(
     return 1 if failures else 0
 
 
+SPEED_WARMUP, SPEED_STEPS = 3, 5
+COMPILE_MODES = ("off", "on")
+
+
+def speed_run(
+    models, methods, seq: int, batch: int, dry_run: bool, tolerance: float, out=sys.stdout, compiles=COMPILE_MODES
+) -> int:
+    """Planned vs measured training tokens/s on one device, eager and under torch.compile: the
+    time model's BASE_EFFICIENCY / COMPILED_EFFICIENCY on this GPU. Each case: checkpointing on,
+    AdamW, SPEED_WARMUP untimed steps (the compile happens there), then SPEED_STEPS timed ones.
+    A dry run times the tiny configs on the CPU (compiled with aot_eager: inductor's C++ build
+    takes minutes there) against the CPU step model."""
+    import torch
+
+    from ftplan.planner.arch import arch_from_config
+    from ftplan.planner.catalog.gpus import CPU, GPUS
+    from ftplan.planner.device import Device
+    from ftplan.planner.settings import Settings
+    from ftplan.planner.timecost import DataShape, estimate_time
+    from ftplan.probe.calibration import quiet
+
+    quiet()
+    cuda = torch.cuda.is_available() and not dry_run
+    if not cuda and not dry_run:
+        print("gpu_check: no CUDA device here; use --dry-run for the CPU check", file=sys.stderr)
+        return 2
+    device = Device(CPU) if not cuda else Device(_catalog_gpu(torch.cuda.get_device_name(0), GPUS))
+    precision = "bf16" if cuda else "fp32"
+    failures = 0
+    print(
+        f"{'model':26s} {'method':6s} {'compile':7s} {'planned':>9s} {'measured':>9s} {'error':>7s}  tokens/s", file=out
+    )
+    for name in models:
+        cfg = model_config(name, dry_run)
+        arch = arch_from_config(cfg)
+        for method in methods:
+            for mode in compiles:
+                compiled = mode == "on"
+                s = Settings(
+                    method=method, precision=precision, optimizer="adamw_torch", micro_batch_size=batch,
+                    gradient_accumulation_steps=1, max_seq_len=seq, lora_r=16, lora_alpha=32.0, compile=compiled,
+                )  # fmt: skip
+                planned = estimate_time(arch, s, device, DataShape(100_000, seq)).tokens_per_second
+                try:
+                    measured = _time_steps(cfg, method, precision, batch, seq, cuda, compiled, dry_run)
+                except Exception as exc:  # report and go on (e.g. out of memory)
+                    print(f"{name:26s} {method:6s} {mode:7s} failed: {type(exc).__name__}: {exc}", file=out)
+                    failures += 1
+                    continue
+                finally:
+                    gc.collect()
+                    if cuda:
+                        torch.cuda.empty_cache()
+                err = (planned - measured) / measured
+                bad = abs(err) > tolerance and not dry_run  # the CPU model is of the Trainer's steps, not this loop's
+                failures += bad
+                print(
+                    f"{name:26s} {method:6s} {mode:7s} {planned:9,.0f} {measured:9,.0f} {100 * err:+6.1f}%"
+                    + ("  <- outside tolerance" if bad else ""),
+                    file=out,
+                    flush=True,
+                )
+    return 1 if failures else 0
+
+
+def _time_steps(cfg, method, precision, batch, seq, cuda, compiled, dry_run) -> float:
+    """Measured tokens/s of SPEED_STEPS optimizer steps after SPEED_WARMUP ones."""
+    import torch
+
+    from ftplan.probe.measure import _step, build_model, make_batch, make_optimizer
+
+    model = build_model(
+        cfg, method=method, precision=precision, gradient_checkpointing=True, lora_r=16, lora_alpha=32.0,
+        lora_dropout=0.05, device="cuda" if cuda else "cpu", loss="trl",
+    )  # fmt: skip
+    optimizer = make_optimizer(model, "adamw_torch")
+    if compiled:
+        model = torch.compile(model, backend="aot_eager" if dry_run else "inductor")
+    data = make_batch(cfg["vocab_size"], batch, seq, device="cuda" if cuda else "cpu")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    for _ in range(SPEED_WARMUP):
+        _step(model, optimizer, data, 1.0)
+    sync()
+    start = time.perf_counter()
+    for _ in range(SPEED_STEPS):
+        _step(model, optimizer, data, 1.0)
+    sync()
+    return batch * seq * SPEED_STEPS / (time.perf_counter() - start)
+
+
 def measure_fsdp2(cfg: dict, build: dict, *, batch: int, seq: int, cuda: bool):
     """One case under FSDP2 on FSDP_WORLD processes (nccl on GPUs, gloo on the CPU): rank 0's
     measured step. Separate processes, not threads: each rank needs its own process group and,
@@ -285,6 +380,13 @@ def main(argv: list[str] | None = None) -> int:
         default="none",
         help=f"none: one process; fsdp2: FSDP2 on {FSDP_WORLD} processes ({FSDP_WORLD} GPUs, gloo in a dry run); both",
     )
+    ap.add_argument(
+        "--speed",
+        action="store_true",
+        help="time training steps instead: planned vs measured tokens/s, eager and compiled (see --compile)",
+    )
+    ap.add_argument("--compile", choices=(*COMPILE_MODES, "both"), default="both", help="with --speed")
+    ap.add_argument("--speed-tolerance", type=float, default=0.25, help="with --speed (the issue's worst-row goal)")
     args = ap.parse_args(argv)
     ckpt = {"both": (False, True), "on": (True,), "off": (False,)}[args.checkpointing]
     seq = args.seq or (64 if args.dry_run else 2048)
@@ -293,6 +395,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in args.models if m not in MODEL_CONFIGS]
     if unknown:
         ap.error(f"--models: {', '.join(unknown)} not in the catalog (e.g. {', '.join(MODELS)})")
+    if args.speed:
+        compiles = COMPILE_MODES if args.compile == "both" else (args.compile,)
+        return speed_run(
+            args.models, args.methods, seq, args.batch, args.dry_run, args.speed_tolerance, compiles=compiles
+        )
     loss = LOSS_ALIASES.get(args.loss, args.loss)
     losses = LOSSES if loss == "both" else (loss,)
     shardings = SHARDINGS if args.sharding == "both" else (args.sharding,)

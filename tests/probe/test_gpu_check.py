@@ -48,6 +48,35 @@ def test_gpu_check_dry_run():
             assert cases[method, ckpt, "chunked"][1] != cases[method, ckpt, "full_logits"][1]
 
 
+@pytest.mark.slow
+def test_gpu_check_speed_dry_run_times_eager_and_compiled_steps():
+    pytest.importorskip("peft")
+    proc = subprocess.run(
+        [
+            "bash",
+            str(ROOT / "benchmarks" / "gpu_check.sh"),
+            "--dry-run",
+            "--speed",
+            "--models",
+            "Qwen/Qwen2.5-1.5B",
+            "--methods",
+            "lora",
+            "--seq",
+            "32",
+        ],
+        capture_output=True,
+        text=True,
+        env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin", "HOME": str(Path.home())},
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {r[2]: r for r in (line.split() for line in proc.stdout.splitlines() if line.startswith("Qwen/"))}
+    assert set(rows) == {"off", "on"}, proc.stdout  # eager and torch.compile (aot_eager on the CPU)
+    for row in rows.values():
+        planned, measured = (float(x.replace(",", "")) for x in row[3:5])
+        assert planned > 0 and measured > 0 and row[5].endswith("%"), row
+
+
 def test_gpu_check_without_a_gpu_says_so():
     pytest.importorskip("torch")
     import torch
