@@ -161,8 +161,8 @@ def compile_warnings(s: Settings, device: Device) -> list[str]:
             "torch.compile on the CPU: the first steps build C++ kernels (a minute or more each on a small machine)"
         ]
     out = [
-        "torch.compile: memory planned as eager (compiled kernels save fewer intermediates: the plan is an upper "
-        "bound); the first steps compile, again for new batch shapes until torch marks them dynamic"
+        "torch.compile: memory planned as eager (compiled kernels usually keep less: torchtune's Llama-3.2-3B peak "
+        "fell 15 %); the first steps compile, again for new batch shapes until torch marks them dynamic"
     ]
     if s.zero_stage:
         out.append(
