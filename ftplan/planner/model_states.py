@@ -264,9 +264,10 @@ def fsdp2_states(arch: ModelArch, s: Settings, device: Device, states: ModelStat
         everything = int(weights) + trainable * gathered
         unit_grads = per_layer
     sharded = states.shard("weights", loaded, n, "FSDP2")
-    gathered_bytes = FSDP_GATHERED_UNITS * unit + tail
+    units = min(FSDP_GATHERED_UNITS, arch.layers)  # a model of fewer layers cannot have more gathered
+    gathered_bytes = min(units * unit + tail, everything)
     gathered_source = "FSDP2: {} decoder units × {:,} B (computing, prefetched, copied out) + lm_head tail {:,} B"
-    gathered_args: tuple = (FSDP_GATHERED_UNITS, unit, tail)
+    gathered_args: tuple = (units, unit, tail)
     if (
         s.zero_stage < 3
     ):  # reshard_after_forward=False (stage 2; FSDP2 has no 1): the model stays gathered until backward
