@@ -85,7 +85,6 @@ def run(
     import torch
 
     from ftplan.planner.arch import arch_from_config
-    from ftplan.planner.catalog.gpus import CPU, GPUS
     from ftplan.planner.device import Device
     from ftplan.planner.memory import estimate_memory
     from ftplan.planner.settings import Settings
@@ -93,12 +92,10 @@ def run(
     from ftplan.probe.measure import build_model, measure_step
 
     quiet()
-    cuda = torch.cuda.is_available() and not dry_run
-    if not cuda and not dry_run:
-        print("gpu_check: no CUDA device here; use --dry-run for the CPU check", file=sys.stderr)
+    where = _where(dry_run)
+    if where is None:
         return 2
-    device = Device(CPU) if not cuda else Device(_catalog_gpu(torch.cuda.get_device_name(0), GPUS))
-    precision = "bf16" if cuda else "fp32"
+    cuda, device, precision = where
     failures = 0
     if "fsdp2" in shardings and cuda and torch.cuda.device_count() < FSDP_WORLD:
         print(
@@ -207,19 +204,15 @@ def speed_run(
     import torch
 
     from ftplan.planner.arch import arch_from_config
-    from ftplan.planner.catalog.gpus import CPU, GPUS
-    from ftplan.planner.device import Device
     from ftplan.planner.settings import Settings
     from ftplan.planner.timecost import DataShape, estimate_time
     from ftplan.probe.calibration import quiet
 
     quiet()
-    cuda = torch.cuda.is_available() and not dry_run
-    if not cuda and not dry_run:
-        print("gpu_check: no CUDA device here; use --dry-run for the CPU check", file=sys.stderr)
+    where = _where(dry_run)
+    if where is None:
         return 2
-    device = Device(CPU) if not cuda else Device(_catalog_gpu(torch.cuda.get_device_name(0), GPUS))
-    precision = "bf16" if cuda else "fp32"
+    cuda, device, precision = where
     failures = 0
     print(
         f"{'model':26s} {'method':6s} {'compile':7s} {'planned':>9s} {'measured':>9s} {'error':>7s}  tokens/s", file=out
@@ -347,6 +340,22 @@ def _fsdp2_rank(rank: int, port: int, cfg: dict, build: dict, batch: int, seq: i
                 json.dump(dataclasses.asdict(m), fh)
     finally:
         dist.destroy_process_group()
+
+
+def _where(dry_run: bool):
+    """(cuda, the planner's Device, precision) of this run; None, said on stderr, without a GPU
+    outside a dry run."""
+    import torch
+
+    from ftplan.planner.catalog.gpus import CPU, GPUS
+    from ftplan.planner.device import Device
+
+    cuda = torch.cuda.is_available() and not dry_run
+    if not cuda and not dry_run:
+        print("gpu_check: no CUDA device here; use --dry-run for the CPU check", file=sys.stderr)
+        return None
+    device = Device(CPU) if not cuda else Device(_catalog_gpu(torch.cuda.get_device_name(0), GPUS))
+    return cuda, device, "bf16" if cuda else "fp32"
 
 
 def _catalog_gpu(detected: str, gpus: dict):
