@@ -88,10 +88,8 @@ def run(
     from ftplan.planner.device import Device
     from ftplan.planner.memory import estimate_memory
     from ftplan.planner.settings import Settings
-    from ftplan.probe.calibration import quiet
     from ftplan.probe.measure import build_model, measure_step
 
-    quiet()
     where = _where(dry_run)
     if where is None:
         return 2
@@ -206,9 +204,7 @@ def speed_run(
     from ftplan.planner.arch import arch_from_config
     from ftplan.planner.settings import Settings
     from ftplan.planner.timecost import DataShape, estimate_time
-    from ftplan.probe.calibration import quiet
 
-    quiet()
     where = _where(dry_run)
     if where is None:
         return 2
@@ -343,13 +339,15 @@ def _fsdp2_rank(rank: int, port: int, cfg: dict, build: dict, batch: int, seq: i
 
 
 def _where(dry_run: bool):
-    """(cuda, the planner's Device, precision) of this run; None, said on stderr, without a GPU
-    outside a dry run."""
+    """(cuda, the planner's Device, precision) of this run, library logging quieted; None, said on
+    stderr, without a GPU outside a dry run."""
     import torch
 
     from ftplan.planner.catalog.gpus import CPU, GPUS
     from ftplan.planner.device import Device
+    from ftplan.probe.calibration import quiet
 
+    quiet()
     cuda = torch.cuda.is_available() and not dry_run
     if not cuda and not dry_run:
         print("gpu_check: no CUDA device here; use --dry-run for the CPU check", file=sys.stderr)
