@@ -64,7 +64,7 @@ def semantic_problems(answers: Answers) -> list[Problem]:
         problems.append(Problem("training.offload", "CPU offload needs DeepSpeed: set zero_stage to 2 or 3"))
     if t.offload == "optimizer+params" and t.zero_stage in (1, 2):
         problems.append(Problem("training.offload", "parameter offload needs zero_stage = 3"))
-    if t.compile and t.sharding == "deepspeed" and t.zero_stage == 3:
+    if t.compile and t.sharding == "deepspeed" and (t.zero_stage == 3 or t.offload == "optimizer+params"):
         problems.append(
             Problem(
                 "training.compile",

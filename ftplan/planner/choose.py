@@ -177,10 +177,13 @@ def _choose_engine(
     switch engines to reach one. Under torch.compile, ZeRO-3 is left out (it fails there): stage 3,
     offloaded or not, is FSDP2's.
     """
-    fsdp2_ladder = _fsdp2_ladder(method, device.world_size, device.is_cpu)
+    fsdp2_ladder = _stages_for_offload(_fsdp2_ladder(method, device.world_size, device.is_cpu), s, fixed)
     if s.sharding == "fsdp2":
         return _search(arch, s, fixed, device, data, fsdp2_ladder, host_ram)
-    if s.compile and s.zero_stage == 3 and {"zero_stage"} <= fixed and "sharding" not in fixed:
+    needs_zero3 = ("zero_stage" in fixed and s.zero_stage == 3) or (
+        "offload" in fixed and s.offload == "optimizer+params"
+    )
+    if s.compile and needs_zero3 and "sharding" not in fixed:
         fsdp, fits = _search(arch, _with(s, sharding="fsdp2"), fixed, device, data, fsdp2_ladder, host_ram)
         return _with(fsdp, chosen_by_planner=tuple(sorted({*fsdp.chosen_by_planner, "sharding"}))), fits
     deepspeed = _stages_for_offload(_ladder(method, device.world_size, device.is_cpu), s, fixed)

@@ -96,6 +96,19 @@ def test_compile_shards_with_fsdp2_where_zero3_would_be_chosen(tmp_path, capsys)
     assert (
         f"answers.toml:{line}: training.compile: torch.compile fails under DeepSpeed ZeRO-3" in capsys.readouterr().err
     )
+    # parameter offload is ZeRO-3's: under compile the planner offloads with FSDP2, or refuses DeepSpeed
+    offloaded = plan('compile = true\noffload = "optimizer+params"\n', SHARDED).methods["full"].settings
+    assert offloaded.uses_fsdp and offloaded.zero_stage == 3 and offloaded.offload == "optimizer+params"
+    answers.write_text(SHARDED + 'compile = true\nsharding = "deepspeed"\noffload = "optimizer+params"\n')
+    assert main(["--answers", str(answers), "--json"]) == 2
+    assert "training.compile: torch.compile fails under DeepSpeed ZeRO-3" in capsys.readouterr().err
+
+
+def test_fsdp2_with_a_chosen_offload_shards_at_stage_3():
+    """FSDP2's CPUOffloadPolicy offloads sharded parameters: never at zero_stage 0 (plain DDP), which
+    the ladder picked before when offload was set and zero_stage left out."""
+    s = plan('sharding = "fsdp2"\noffload = "optimizer+params"\n', SHARDED).methods["full"].settings
+    assert s.uses_fsdp and s.zero_stage == 3 and s.offload == "optimizer+params"
 
 
 def test_the_export_writes_the_choice():
