@@ -199,8 +199,6 @@ FSDP_QLORA_SOURCE = "AnswerDotAI/fsdp_qlora benchmarks_03_2024.md"
 FSDP_QLORA_NOTE = "train.py defaults assumed (LoRA r64 all linear, AdamW, SDPA); FSDP1 planned as FSDP2"
 # Why rows of this source stay outside the goals, by GPU and by engine.
 FSDP_QLORA_OUTSIDE = {
-    "RTX-4090": "tokens/s: these runs reach 98-108 TFLOP/s of model FLOPs, 0.74-0.82 of the catalog's RTX 4090 "
-    "matmul ceiling (0.8 x 165 TFLOP/s, no MAMF measurement) where the A100-derived efficiency allows 0.63",
     "H100-SXM": "tokens/s: 43 % of the H100's MAMF here (eager FSDP1 + bitsandbytes, early 2024; compute-bound, "
     "the source says: batch 12 and LoRA ran no faster) against the A100-derived 0.63; the only H100 throughput row",
     "FSDP": "memory: FSDP1 (flat-parameter buffers, and frees delayed by record_stream, which raise its reserved "

@@ -2,8 +2,8 @@
 
 Peak TFLOP/s, memory and bandwidth: vendor datasheets as collected in stas00/ml-engineering
 ``compute/accelerator/README.md`` and cli99/llm-analysis ``gpu_configs/``. ``mamf_tflops`` is
-the best measured bf16 matmul throughput (ml-engineering's MAMF table) where known, otherwise
-0.8 x peak. Prices: on-demand USD per GPU-hour, a 2026 snapshot (skypilot-catalog for Lambda,
+the best measured bf16 matmul throughput (ml-engineering's MAMF table, or another published
+measurement named beside the card) where known, otherwise 0.8 x peak. Prices: on-demand USD per GPU-hour, a 2026 snapshot (skypilot-catalog for Lambda,
 third-party lists for the rest); edit them here or override with ``budget.gpu_hour_usd``.
 """
 
@@ -55,7 +55,10 @@ GPUS: dict[str, GPU] = {
         _gpu("L40S", 362, 48, 864, 1.40, (8, 9), 0, 32),
         _gpu("L4", 121, 24, 300, 0.78, (8, 9), 0, 32),
         _gpu("A10G", 70, 24, 600, 1.29, (8, 6), 0, 32),
-        _gpu("RTX-4090", 165, 24, 1008, 0.60, (8, 9), 0, 32),
+        # Measured bf16 torch matmul, best of square shapes 1,024-10,240: 164.8 TFLOP/s (torch 2.7,
+        # CUDA 12.8; zzc0721/torch-performance-test-data issue #78). GeForce cards boost above the
+        # clock their datasheet peak is quoted at.
+        _gpu("RTX-4090", 165, 24, 1008, 0.60, (8, 9), 164.8, 32),
         _gpu("RTX-3090", 71, 24, 936, 0.39, (8, 6), 0, 32),
         _gpu("RTX-A6000", 155, 48, 768, 1.09, (8, 6), 0, 32),
         _gpu("V100-32GB", 125, 32, 900, 0.79, (7, 0), 0, 150),
