@@ -180,23 +180,20 @@ def _choose_engine(
     fsdp2_ladder = _stages_for_offload(_fsdp2_ladder(method, device.world_size, device.is_cpu), s, fixed)
     if s.sharding == "fsdp2":
         return _search(arch, s, fixed, device, data, fsdp2_ladder, host_ram)
-    needs_zero3 = ("zero_stage" in fixed and s.zero_stage == 3) or (
-        "offload" in fixed and s.offload == "optimizer+params"
-    )
-    if s.compile and needs_zero3 and "sharding" not in fixed:
-        fsdp, fits = _search(arch, _with(s, sharding="fsdp2"), fixed, device, data, fsdp2_ladder, host_ram)
-        return _with(fsdp, chosen_by_planner=tuple(sorted({*fsdp.chosen_by_planner, "sharding"}))), fits
     deepspeed = _stages_for_offload(_ladder(method, device.world_size, device.is_cpu), s, fixed)
     if s.compile:  # torch.compile fails under ZeRO-3 (checks.semantic_problems): FSDP2 shards instead
-        deepspeed = [rung for rung in deepspeed if rung[1] != 3]
+        needs_zero3 = ("zero_stage" in fixed and s.zero_stage == 3) or (
+            "offload" in fixed and s.offload == "optimizer+params"
+        )
+        deepspeed = [] if needs_zero3 else [rung for rung in deepspeed if rung[1] != 3]
     found, fits = _search(arch, s, fixed, device, data, deepspeed, host_ram)
     if fits or "sharding" in fixed:
         return found, fits
     # Offload stays DeepSpeed's, except under compile, where FSDP2's is the only one left.
     rungs = [rung for rung in fsdp2_ladder if rung[2] == "none" or s.compile]
     fsdp, fsdp_fits = _search(arch, _with(s, sharding="fsdp2"), fixed, device, data, rungs, host_ram)
-    if fsdp_fits:
-        return _with(fsdp, chosen_by_planner=tuple(sorted({*fsdp.chosen_by_planner, "sharding"}))), True
+    if fsdp_fits or not deepspeed:  # no DeepSpeed rung was open: FSDP2's answer, fitting or not
+        return _with(fsdp, chosen_by_planner=tuple(sorted({*fsdp.chosen_by_planner, "sharding"}))), fsdp_fits
     return found, False
 
 
